@@ -1,0 +1,132 @@
+"""The evaluator: ranks each user's target under a protocol, in batches, for any scorer.
+
+A scorer is anything with ``score(batch: HistoryBatch) -> Tensor[B, n_items]``. Scores must be
+finite: a NaN or an infinity is an error naming the users, never a hit or a miss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol as TypingProtocol
+
+import numpy as np
+import torch
+
+from ur4rec.data.dataset import Dataset
+from ur4rec.data.splits import PAD, Split, interaction_counts, padded_prefixes, targets
+from ur4rec.errors import NonFiniteScoresError
+from ur4rec.eval.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
+from ur4rec.eval.protocols import Protocol, draw_negatives, parse_protocol
+
+
+@dataclass(frozen=True)
+class HistoryBatch:
+    """Users and their input histories: ``items`` is [B, L], left-padded with PAD (-1), the
+    most recent item in the last column."""
+
+    users: torch.Tensor  # int64 [B]
+    items: torch.Tensor  # int64 [B, L]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return (self.items != PAD).sum(dim=1)
+
+
+class Scorer(TypingProtocol):
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        """Scores [B, n_items] for every item, higher is better."""
+        ...
+
+
+class Evaluator:
+    """Evaluates scorers on one part ('valid' or 'test') of a split under one protocol.
+
+    Targets and candidate sets are fixed at construction, so every model, every epoch and
+    every batch size is measured on exactly the same cases.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        split: Split,
+        part: str,
+        protocol: str | Protocol = "full",
+        ks: tuple[int, ...] = DEFAULT_KS,
+        batch_size: int = 1024,
+    ) -> None:
+        self.dataset = dataset
+        self.split = split
+        self.part = part
+        self.protocol = parse_protocol(protocol) if isinstance(protocol, str) else protocol
+        self.ks = tuple(ks)
+        self.batch_size = batch_size
+        self.prefixes = split.part(part)
+        self.targets = targets(dataset, self.prefixes)
+        self.negatives: np.ndarray | None = None
+        if self.protocol.kind != "full":
+            histories = [
+                dataset.sequence(u)[:n]
+                for u, n in zip(self.prefixes.users, self.prefixes.lengths, strict=True)
+            ]
+            popularity = interaction_counts(dataset, split.train)
+            self.negatives = draw_negatives(
+                self.protocol, self.targets, histories, dataset.n_items, popularity, part
+            )
+
+    def __len__(self) -> int:
+        return len(self.prefixes)
+
+    def batches(self) -> Iterator[tuple[slice, HistoryBatch]]:
+        for start in range(0, len(self), self.batch_size):
+            rows = slice(start, min(start + self.batch_size, len(self)))
+            users = self.prefixes.users[rows]
+            items = padded_prefixes(self.dataset, users, self.prefixes.lengths[rows])
+            yield rows, HistoryBatch(torch.from_numpy(users), items)
+
+    @torch.inference_mode()
+    def ranks(self, scorer: Scorer) -> torch.Tensor:
+        """0-based rank of every user's target (ties count against it)."""
+        out = torch.empty(len(self), dtype=torch.int64)
+        for rows, batch in self.batches():
+            scores = scorer.score(batch)
+            self._check(scores, batch)
+            target = torch.from_numpy(self.targets[rows])
+            arange = torch.arange(len(target))
+            target_scores = scores[arange, target]
+            if self.negatives is None:
+                scores = scores.clone()
+                row, col = torch.nonzero(batch.items != PAD, as_tuple=True)
+                scores[row, batch.items[row, col]] = -torch.inf
+                scores[arange, target] = -torch.inf  # the target is not its own rival
+                out[rows] = target_ranks(scores, target_scores)
+            else:
+                negatives = torch.from_numpy(self.negatives[rows])
+                out[rows] = target_ranks(scores.gather(1, negatives), target_scores)
+        return out
+
+    def evaluate(self, scorer: Scorer) -> dict[str, object]:
+        """Metrics plus what they were measured on, in the JSON shape the CLI prints."""
+        metrics = metrics_from_ranks(self.ranks(scorer), self.ks)
+        return {
+            "dataset": self.dataset.name,
+            "protocol": self.protocol.name,
+            "split": self.part,
+            "scheme": self.split.scheme,
+            "users": len(self),
+            **metrics,
+        }
+
+    def _check(self, scores: torch.Tensor, batch: HistoryBatch) -> None:
+        expected = (len(batch.users), self.dataset.n_items)
+        if tuple(scores.shape) != expected:
+            raise ValueError(f"scorer returned shape {tuple(scores.shape)}, expected {expected}")
+        finite = torch.isfinite(scores).all(dim=1)
+        if not bool(finite.all()):
+            bad = batch.users[~finite].tolist()
+            raw = [self.dataset.user_ids[u] for u in bad]
+            shown = ", ".join(raw[:10]) + (", ..." if len(raw) > 10 else "")
+            raise NonFiniteScoresError(
+                f"the model produced NaN or infinite scores for {len(raw)} user(s) "
+                f"(raw ids: {shown}); a non-finite score is never counted"
+            )

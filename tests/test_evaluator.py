@@ -1,0 +1,150 @@
+import numpy as np
+import pytest
+import torch
+
+from ur4rec.data.dataset import Dataset
+from ur4rec.data.splits import PAD, make_split, targets
+from ur4rec.errors import NonFiniteScoresError, Ur4recError
+from ur4rec.eval.evaluator import Evaluator, HistoryBatch
+from ur4rec.eval.protocols import Protocol, draw_negatives, parse_protocol
+
+
+class FixedScores:
+    """Scores from a fixed [n_users, n_items] table."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        self.table = table
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        return self.table[batch.users].clone()
+
+
+def test_full_protocol_masks_history_but_not_target(tiny: Dataset) -> None:
+    split = make_split(tiny)
+    ev = Evaluator(tiny, split, "test", "full", ks=(1, 2))
+    # Score = item index, so the highest ids win unless masked. User 0's test input is items
+    # 0..3 and target 4 (the top id among its unmasked items 4, 5): rank 1 behind item 5.
+    table = torch.arange(tiny.n_items, dtype=torch.float32).repeat(tiny.n_users, 1)
+    ranks = ev.ranks(FixedScores(table))
+    seen = {
+        int(u): set(tiny.sequence(u)[:n].tolist())
+        for u, n in zip(split.test.users, split.test.lengths, strict=True)
+    }
+    expected = []
+    for u, t in zip(split.test.users, targets(tiny, split.test), strict=True):
+        rivals = [i for i in range(tiny.n_items) if i not in seen[int(u)] and i != t and i >= t]
+        expected.append(len(rivals))
+    assert ranks.tolist() == expected
+    # A scorer that puts the target first everywhere gets perfect metrics.
+    oracle = torch.zeros(tiny.n_users, tiny.n_items)
+    oracle[torch.from_numpy(split.test.users), torch.from_numpy(targets(tiny, split.test))] = 1.0
+    assert ev.evaluate(FixedScores(oracle))["hit@1"] == 1.0
+
+
+def test_constant_scores_rank_last(tiny: Dataset) -> None:
+    ev = Evaluator(tiny, make_split(tiny), "test", "full")
+    ranks = ev.ranks(FixedScores(torch.zeros(tiny.n_users, tiny.n_items)))
+    unmasked = tiny.n_items - ev.prefixes.lengths  # candidates = all minus history
+    assert ranks.tolist() == (unmasked - 1).tolist()
+
+
+def test_nan_scores_raise_naming_users(tiny: Dataset) -> None:
+    table = torch.zeros(tiny.n_users, tiny.n_items)
+    table[1, 3] = float("nan")
+    table[2, 0] = float("inf")
+    ev = Evaluator(tiny, make_split(tiny), "valid", "full")
+    with pytest.raises(NonFiniteScoresError, match=r"2 user\(s\) \(raw ids: 2, 3\)"):
+        ev.evaluate(FixedScores(table))
+
+
+def test_wrong_score_shape(tiny: Dataset) -> None:
+    ev = Evaluator(tiny, make_split(tiny), "valid", "full")
+    with pytest.raises(ValueError, match="expected"):
+        ev.evaluate(FixedScores(torch.zeros(tiny.n_users, 2)))
+
+
+def test_protocol_parsing() -> None:
+    assert parse_protocol("full") == Protocol("full", 0)
+    assert parse_protocol("seed") == Protocol("seed", 99)
+    assert parse_protocol("popsampled:50").name == "popsampled:50"
+    for bad in ("sampled", "sampled:0", "sampled:x", "seed:5", "random"):
+        with pytest.raises(Ur4recError):
+            parse_protocol(bad)
+
+
+def test_too_few_items_for_negatives(tiny: Dataset) -> None:
+    with pytest.raises(Ur4recError, match="only 5 items left to draw 99"):
+        Evaluator(tiny, make_split(tiny), "test", "seed")
+
+
+def _histories(n_users: int, rng: np.random.Generator) -> list[np.ndarray]:
+    return [rng.choice(300, size=40, replace=False) for _ in range(n_users)]
+
+
+def test_negatives_fixed_valid_and_independent_of_batching() -> None:
+    rng = np.random.default_rng(0)
+    n_users, n_items = 2500, 300  # more users than one random block
+    targets_ = rng.integers(0, n_items, n_users)
+    histories = _histories(n_users, rng)
+    popularity = rng.integers(0, 50, n_items)
+    for name in ("seed", "sampled:30", "popsampled:30"):
+        proto = parse_protocol(name)
+        a = draw_negatives(proto, targets_, histories, n_items, popularity, "test")
+        b = draw_negatives(proto, targets_, histories, n_items, popularity, "test")
+        assert np.array_equal(a, b)
+        c = draw_negatives(proto, targets_, histories, n_items, popularity, "valid")
+        assert not np.array_equal(a, c)
+        for row, t, h in zip(a, targets_, histories, strict=True):
+            assert len(set(row.tolist())) == len(row)  # without replacement
+            assert t not in row
+            if proto.excludes_history:
+                assert not set(row.tolist()) & set(h.tolist())
+    # 'seed' does not exclude history: with 40 of 300 items seen, some negatives are seen ones.
+    seed = draw_negatives(parse_protocol("seed"), targets_, histories, n_items, popularity, "t")
+    overlap = np.mean(
+        [len(set(r.tolist()) & set(h.tolist())) for r, h in zip(seed, histories, strict=True)]
+    )
+    assert 10 < overlap < 16  # expected 99 * 40/299 = 13.2
+
+
+def test_popsampled_follows_popularity() -> None:
+    rng = np.random.default_rng(1)
+    n_items = 200
+    popularity = np.zeros(n_items, dtype=np.int64)
+    popularity[:20] = 1000
+    popularity[20:] = 1
+    targets_ = np.full(500, 199)
+    negs = draw_negatives(
+        parse_protocol("popsampled:10"),
+        targets_,
+        [np.array([], dtype=np.int64)] * 500,
+        n_items,
+        popularity,
+        "t",
+    )
+    assert np.mean(negs < 20) > 0.9
+    uniform = draw_negatives(
+        parse_protocol("sampled:10"),
+        targets_,
+        [np.array([], dtype=np.int64)] * 500,
+        n_items,
+        popularity,
+        "t",
+    )
+    assert np.mean(uniform < 20) < 0.2
+    del rng
+
+
+def test_evaluation_independent_of_batch_size(tiny: Dataset) -> None:
+    split = make_split(tiny)
+    table = torch.randn(tiny.n_users, tiny.n_items, generator=torch.Generator().manual_seed(0))
+    a = Evaluator(tiny, split, "test", "sampled:1", batch_size=1).evaluate(FixedScores(table))
+    b = Evaluator(tiny, split, "test", "sampled:1", batch_size=64).evaluate(FixedScores(table))
+    assert a == b
+
+
+def test_history_batch_is_left_padded(tiny: Dataset) -> None:
+    ev = Evaluator(tiny, make_split(tiny), "valid", "full")
+    _, batch = next(ev.batches())
+    assert batch.items[1].tolist() == [PAD, 0, 1]
+    assert batch.lengths.tolist() == [3, 2, 3]

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from ur4rec.data.dataset import Dataset
+from ur4rec.data.splits import PAD, interaction_counts, make_split, padded_prefixes, targets
+from ur4rec.errors import Ur4recError
+
+
+@pytest.mark.parametrize("scheme", ["leave-one-out", "ratio"])
+def test_no_target_in_its_own_input_and_chronological(tiny: Dataset, scheme: str) -> None:
+    split = make_split(tiny, scheme)
+    for part in (split.valid, split.test):
+        for user, length, target in zip(part.users, part.lengths, targets(tiny, part), strict=True):
+            seq = tiny.sequence(user)
+            stamps = tiny.timestamp[tiny.offsets[user] : tiny.offsets[user + 1]]
+            assert target == seq[length]
+            # Input is a strict prefix: nothing at or after the target's position.
+            assert np.all(stamps[:length] <= stamps[length])
+            assert target not in seq[:length]  # MovieLens has no repeats
+        # The training part of each user ends before that user's evaluated target.
+        train_len = split.train.lengths[part.users]
+        assert np.all(train_len <= part.lengths)
+
+
+def test_leave_one_out_positions(tiny: Dataset) -> None:
+    split = make_split(tiny)
+    assert split.train.lengths.tolist() == [3, 2, 3, 2]  # user 4 (2 items) is train-only
+    assert split.valid.users.tolist() == [0, 1, 2]
+    assert split.valid.lengths.tolist() == [3, 2, 3]
+    assert split.test.lengths.tolist() == [4, 3, 4]  # test input includes the validation item
+    assert [tiny.item_ids[i] for i in targets(tiny, split.test)] == ["14", "15", "11"]
+
+
+def test_ratio_split(tiny: Dataset) -> None:
+    split = make_split(tiny, "ratio")
+    # Lengths 5,4,5,2: train floor(.8n) = 4,3,4,1; 90% prefix floor(.9n) = 4,3,4,1.
+    assert split.train.lengths.tolist() == [4, 3, 4, 1]
+    assert split.valid.users.tolist() == []  # no user has a non-empty 80-90% part
+    assert split.test.users.tolist() == [0, 1, 2, 3]
+    assert split.test.lengths.tolist() == [4, 3, 4, 1]
+
+
+def test_split_is_deterministic_and_validated(tiny: Dataset) -> None:
+    a, b = make_split(tiny), make_split(tiny)
+    assert np.array_equal(a.test.lengths, b.test.lengths)
+    with pytest.raises(Ur4recError, match="unknown split scheme 'random'"):
+        make_split(tiny, "random")
+    with pytest.raises(Ur4recError, match="unknown split 'train'"):
+        a.part("train")
+
+
+def test_padded_prefixes_left_pad_and_truncate(tiny: Dataset) -> None:
+    users = np.array([0, 3])
+    out = padded_prefixes(tiny, users, np.array([4, 1]))
+    assert out.tolist() == [[0, 1, 2, 3], [PAD, PAD, PAD, 2]]
+    out = padded_prefixes(tiny, users, np.array([4, 1]), max_len=2)
+    assert out.tolist() == [[2, 3], [PAD, 2]]
+
+
+def test_training_popularity_excludes_held_out(tiny: Dataset) -> None:
+    split = make_split(tiny)
+    counts = interaction_counts(tiny, split.train)
+    assert counts.sum() == split.train.lengths.sum() == 10
+    # Item "15" is only ever a validation/test item.
+    assert counts[tiny.item_index("15")] == 0
