@@ -53,3 +53,20 @@ def tiny_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny(tiny_folder: Path) -> Dataset:
     return preprocess(read_ml100k(tiny_folder), DatasetSpec("tiny", "ml-100k"))
+
+
+def cyclic_ratings(n_users: int = 40, n_items: int = 20, length: int = 12) -> list[tuple]:
+    """Users walk the items in a cycle (next item = previous + 1): learnable in seconds."""
+    rows = []
+    for user in range(1, n_users + 1):
+        start = (user * 7) % n_items
+        for step in range(length):
+            item = (start + step) % n_items + 1
+            rows.append((user, item, 4 + (step % 2), 1000 * user + step))
+    return rows
+
+
+@pytest.fixture
+def cyclic_folder(tmp_path: Path) -> Path:
+    titles = {i: (f"Movie {i} (19{70 + i})", "Drama") for i in range(1, 21)}
+    return write_ml100k(tmp_path / "cyclic", ratings=cyclic_ratings(), titles=titles)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ur4rec.data.dataset import DATASETS, Dataset
 from ur4rec.data.prepare import open_dataset, prepare_dataset, prepared_folder
@@ -118,6 +119,57 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from ur4rec.config import load_config
+    from ur4rec.train import run
+
+    if args.resume:
+        if args.config or args.set:
+            raise Ur4recError("--resume continues a run with its saved config; drop --config/--set")
+        run_dir = run.resume(Path(args.resume), data_dir=args.data_dir, quiet=args.quiet)
+    else:
+        if not args.config:
+            raise Ur4recError("train needs --config FILE (or --resume RUN_DIR)")
+        cfg = load_config(args.config, args.set)
+        out = Path(args.out) if args.out else None
+        run_dir = run.train(cfg, out, data_dir=args.data_dir, quiet=args.quiet)
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    summary["run"] = str(run_dir)
+    test = summary["test"]
+    text = (
+        f"run {run_dir}: best epoch {summary['best_epoch']} of {summary['epochs_run']}"
+        f"{' (stopped early)' if summary['stopped_early'] else ''}, "
+        f"{summary['train_seconds']:.1f}s training\n"
+        + format_table(
+            [
+                {"split": "valid", **summary["valid"]},
+                {"split": "test", **{k: v for k, v in test.items() if "@" in k}},
+            ],
+            ["split", *METRIC_COLUMNS, "hit@20"],
+        )
+        + f"\n(protocol {test['protocol']}; for another: "
+        f"ur4rec evaluate {run_dir} --protocol seed)"
+    )
+    _print(summary, args.json, text)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ur4rec.train import run
+
+    result = run.evaluate(
+        Path(args.run_dir), args.protocol, args.split, data_dir=args.data_dir,
+        checkpoint=args.checkpoint, ks=args.ks,
+    )  # fmt: skip
+    columns = [c for c in result if "@" in c]
+    text = (
+        f"{result['model']} ({args.run_dir}) on {result['dataset']}: {args.split}, protocol "
+        f"{result['protocol']}, {result['users']} users\n" + format_table([result], columns)
+    )
+    _print(result, args.json, text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ur4rec", description="UR4Rec: SASRec fused with a text preference retriever."
@@ -150,6 +202,26 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--ks", type=_parse_ks, default=DEFAULT_KS, help="cut-offs, e.g. 5,10,20")
     _common(base)
     base.set_defaults(func=cmd_baseline)
+
+    tr = commands.add_parser("train", help="train a model from a config (or resume a run)")
+    tr.add_argument("--config", help="YAML config, e.g. configs/sasrec-ml-100k.yaml")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a value, e.g. --set train.lr=3e-4 (repeatable)")  # fmt: skip
+    tr.add_argument("--out", help="run folder (default: runs/DATASET-MODEL-TIME)")
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    _common(tr)
+    tr.set_defaults(func=cmd_train)
+
+    ev = commands.add_parser("evaluate", help="evaluate a trained run")
+    ev.add_argument("run_dir", help="a run folder written by `ur4rec train`")
+    ev.add_argument("--protocol", default="full",
+                    help="full (default), seed, sampled:N or popsampled:N")  # fmt: skip
+    ev.add_argument("--split", default="test", choices=("valid", "test"))
+    ev.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    ev.add_argument("--ks", type=_parse_ks, default=DEFAULT_KS, help="cut-offs, e.g. 5,10,20")
+    _common(ev)
+    ev.set_defaults(func=cmd_evaluate)
 
     quick = commands.add_parser("quickstart", help="the main job: prepare data, print baselines")
     _common(quick)

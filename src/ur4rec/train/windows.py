@@ -1,0 +1,54 @@
+"""Training examples: each user's training sequence cut into windows of at most ``max_len``
+inputs, so that one epoch predicts every training position exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from ur4rec.data.dataset import Dataset
+from ur4rec.data.splits import PAD, Prefixes
+
+
+class TrainWindows:
+    """All windows as one left-padded [W, max_len + 1] tensor plus each window's user.
+
+    A window ``w`` trains inputs ``w[:-1]`` to predict ``w[1:]``. Windows are cut from the end
+    of the sequence: the last one holds the most recent ``max_len + 1`` items and each earlier
+    one ends where the next one's first target starts.
+    """
+
+    def __init__(self, dataset: Dataset, train: Prefixes, max_len: int) -> None:
+        rows: list[np.ndarray] = []
+        users: list[int] = []
+        for user, length in zip(train.users.tolist(), train.lengths.tolist(), strict=True):
+            seq = dataset.sequence(user)[:length]
+            end = length
+            while end >= 2:
+                start = max(0, end - max_len - 1)
+                window = np.full(max_len + 1, PAD, dtype=np.int64)
+                window[max_len + 1 - (end - start) :] = seq[start:end]
+                rows.append(window)
+                users.append(user)
+                end = start + 1
+        self.windows = torch.from_numpy(np.stack(rows)) if rows else torch.empty(0, max_len + 1)
+        self.users = torch.tensor(users, dtype=torch.int64)
+        inputs = self.windows[:, :-1]
+        self.n_targets = int((inputs != PAD).sum())
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Shuffled (users, inputs, targets) batches; a target is PAD where its input is."""
+        order = torch.randperm(len(self), generator=generator)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            window = self.windows[index]
+            inputs = window[:, :-1]
+            targets = torch.where(inputs != PAD, window[:, 1:], PAD)
+            yield self.users[index], inputs, targets

@@ -1,0 +1,126 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ur4rec.cli import main
+from ur4rec.config import load_config
+from ur4rec.data.prepare import prepare_dataset
+from ur4rec.train import run
+from ur4rec.train.checkpoint import CheckpointError, load_checkpoint
+from ur4rec.train.trainer import ParamGroup, Trainer, lr_factor, read_log
+
+TINY = [
+    "data.max_len=6", "model.hidden=16", "model.heads=2", "model.inner=32", "model.layers=1",
+    "train.batch_size=8", "train.lr=1e-2", "train.epochs=4", "train.patience=0",
+]  # fmt: skip
+
+
+@pytest.fixture
+def prepared(cyclic_folder: Path) -> None:
+    prepare_dataset("ml-100k", source=cyclic_folder)
+
+
+def metrics(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
+
+
+def test_same_seed_same_metrics(prepared, tmp_path: Path) -> None:
+    cfg = load_config(None, TINY)
+    a = run.train(cfg, tmp_path / "a", quiet=True)
+    b = run.train(cfg, tmp_path / "b", quiet=True)
+    assert metrics(read_log(a / "log.jsonl")) == metrics(read_log(b / "log.jsonl"))
+    c = run.train(load_config(None, [*TINY, "seed=1"]), tmp_path / "c", quiet=True)
+    assert metrics(read_log(a / "log.jsonl")) != metrics(read_log(c / "log.jsonl"))
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(prepared, tmp_path: Path) -> None:
+    for loss in ("ce", "bce"):
+        cfg = load_config(None, [*TINY, f"loss.kind={loss}", "model.dropout=0.3"])
+        whole = run.train(cfg, tmp_path / f"whole-{loss}", quiet=True)
+
+        def stop_after_two(state) -> None:
+            if state.epoch == 2:
+                raise KeyboardInterrupt
+
+        part = tmp_path / f"part-{loss}"
+        with pytest.raises(KeyboardInterrupt):
+            run.train(cfg, part, quiet=True, on_epoch_end=stop_after_two)
+        assert json.loads((part / "run.json").read_text())["status"] == "running"
+        # A log row written after the last checkpoint (a kill between the two) is dropped.
+        with open(part / "log.jsonl", "a") as f:
+            f.write('{"epoch": 3, "loss": 0.0}\n{"epoch": 4, "lo')
+        run.resume(part, quiet=True)
+        assert metrics(read_log(part / "log.jsonl")) == metrics(read_log(whole / "log.jsonl"))
+        whole_summary = json.loads((whole / "summary.json").read_text())
+        part_summary = json.loads((part / "summary.json").read_text())
+        assert part_summary["test"] == whole_summary["test"]
+
+
+def test_early_stopping_keeps_best(prepared, tmp_path: Path) -> None:
+    # With lr 0 nothing improves after the first evaluation: patience 2 stops at epoch 3.
+    cfg = load_config(None, [*TINY, "train.lr=0.0", "train.patience=2", "train.epochs=10"])
+    out = run.train(cfg, tmp_path / "r", quiet=True)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_run"] == 3 and summary["stopped_early"] and summary["best_epoch"] == 1
+    assert load_checkpoint(out / "best.pt")["epoch"] == 1
+
+
+def test_training_learns_the_cycle(prepared, tmp_path: Path) -> None:
+    cfg = load_config(None, [*TINY, "train.epochs=15"])
+    out = run.train(cfg, tmp_path / "r", quiet=True)
+    rows = read_log(out / "log.jsonl")
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert json.loads((out / "summary.json").read_text())["valid"]["hit@5"] > 0.5
+
+
+def test_checkpoints_weights_only_and_corrupt(prepared, tmp_path: Path) -> None:
+    out = run.train(load_config(None, [*TINY, "train.epochs=1"]), tmp_path / "r", quiet=True)
+    for name in ("best.pt", "last.pt"):
+        payload = torch.load(out / name, weights_only=True)
+        assert "model" in payload
+    (out / "best.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        run.evaluate(out)
+
+
+def test_lr_schedule() -> None:
+    assert lr_factor(0, 10, 100, "cosine") == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100, "cosine") == pytest.approx(0.5)
+    assert lr_factor(100, 10, 100, "cosine") == pytest.approx(0.0)
+    assert lr_factor(50, 10, 100, "constant") == 1.0
+
+
+def test_gradient_clipping_is_per_group() -> None:
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))
+    a.grad, b.grad = torch.full((3,), 10.0), torch.full((3,), 10.0)
+    groups = [ParamGroup("a", [a], 0.1, clip_norm=1.0), ParamGroup("b", [b], 0.1, clip_norm=0.0)]
+    Trainer.clip(groups)
+    assert a.grad.norm().item() == pytest.approx(1.0)
+    assert b.grad.norm().item() == pytest.approx(10.0 * 3**0.5)  # 0 disables clipping
+
+
+def test_cli_train_evaluate_end_to_end(prepared, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    config = Path(__file__).parent.parent / "configs" / "sasrec-ml-100k.yaml"
+    argv = ["train", "--config", str(config), "--out", str(out), "--quiet", "--json"]
+    for item in [*TINY, "train.epochs=2"]:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs_run"] == 2 and "hit@10" in summary["test"]
+    assert (
+        main(["evaluate", str(out), "--protocol", "sampled:5", "--split", "valid", "--json"]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert (
+        result["protocol"] == "sampled:5" and result["split"] == "valid" and result["users"] == 40
+    )
+    assert main(["train", "--config", str(config), "--out", str(out)]) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", "--config", str(config), "--set", "model.depth=2"]) == 1
+    assert "unknown config key 'model.depth'" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 1
+    assert "not a run folder" in capsys.readouterr().err
