@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ur4rec.data.dataset import DATASETS, Dataset
+from ur4rec.data.dataset import DATASETS
 from ur4rec.data.prepare import open_dataset, prepare_dataset, prepared_folder
 from ur4rec.data.splits import SCHEMES, make_split
 from ur4rec.errors import Ur4recError
-from ur4rec.eval.baselines import BASELINES, EASE, Popularity
-from ur4rec.eval.evaluator import Evaluator, Scorer
+from ur4rec.eval.baselines import BASELINES, baseline_table, build_baseline
+from ur4rec.eval.evaluator import Evaluator
 from ur4rec.eval.metrics import DEFAULT_KS
 from ur4rec.report_table import format_table
 
@@ -39,14 +39,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _print(obj: object, as_json: bool, text: str) -> None:
     print(json.dumps(obj, indent=2) if as_json else text)
-
-
-def build_baseline(name: str, dataset: Dataset, train, l2: float = 500.0) -> Scorer:
-    if name == "pop":
-        return Popularity(dataset, train)
-    if name == "ease":
-        return EASE(dataset, train, l2=l2)
-    raise Ur4recError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
@@ -82,24 +74,6 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     )
     _print(result, args.json, text)
     return 0
-
-
-def baseline_table(
-    datasets: Sequence[str],
-    protocols: Sequence[str] = ("full", "seed"),
-    part: str = "test",
-    root: str | None = None,
-) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    for name in datasets:
-        dataset = open_dataset(name, root=root)
-        split = make_split(dataset)
-        models = {m: build_baseline(m, dataset, split.train) for m in BASELINES}
-        for protocol in protocols:
-            evaluator = Evaluator(dataset, split, part, protocol)
-            for model_name, model in models.items():
-                rows.append({"model": model_name, **evaluator.evaluate(model)})
-    return rows
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
 from ur4rec.data.dataset import Dataset
-from ur4rec.data.splits import PAD, Prefixes, interaction_counts, prefix_mask
-from ur4rec.eval.evaluator import HistoryBatch
+from ur4rec.data.prepare import open_dataset
+from ur4rec.data.splits import PAD, Prefixes, interaction_counts, make_split, prefix_mask
+from ur4rec.errors import Ur4recError
+from ur4rec.eval.evaluator import Evaluator, HistoryBatch, Scorer
 
 BASELINES = ("pop", "ease")
 
@@ -45,3 +49,29 @@ class EASE:
         row, col = torch.nonzero(batch.items != PAD, as_tuple=True)
         history[row, batch.items[row, col]] = 1.0
         return history @ self.weights
+
+
+def build_baseline(name: str, dataset: Dataset, train: Prefixes, l2: float = 500.0) -> Scorer:
+    if name == "pop":
+        return Popularity(dataset, train)
+    if name == "ease":
+        return EASE(dataset, train, l2=l2)
+    raise Ur4recError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+
+
+def baseline_table(
+    datasets: Sequence[str],
+    protocols: Sequence[str] = ("full", "seed"),
+    part: str = "test",
+    root: str | None = None,
+) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for name in datasets:
+        dataset = open_dataset(name, root=root)
+        split = make_split(dataset)
+        models = {m: build_baseline(m, dataset, split.train) for m in BASELINES}
+        for protocol in protocols:
+            evaluator = Evaluator(dataset, split, part, protocol)
+            for model_name, model in models.items():
+                rows.append({"model": model_name, **evaluator.evaluate(model)})
+    return rows

@@ -1,0 +1,69 @@
+"""The offline ``template`` backend: deterministic texts from metadata and statistics."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ur4rec.data.raw import ItemInfo
+from ur4rec.text.history import SeenItem, UserHistory
+
+TEMPLATE_VERSION = "template-v1"
+
+
+def display_title(info: ItemInfo) -> str:
+    """'Usual Suspects, The' -> 'The Usual Suspects (1995)'."""
+    title = info.title
+    for article in ("The", "A", "An", "Les", "La", "Le", "Il", "Das", "Der", "Die", "El"):
+        suffix = f", {article}"
+        if title.endswith(suffix):
+            title = f"{article} {title[: -len(suffix)]}"
+            break
+    return f"{title} ({info.year})" if info.year else title
+
+
+def _join(words: list[str]) -> str:
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def item_text(info: ItemInfo) -> str:
+    genres = _join([g.lower() for g in info.genres]) or "uncategorised"
+    when = f" from {info.year}" if info.year else ""
+    decade = f" A {info.year // 10 * 10}s film." if info.year else ""
+    return f"{display_title(info)}: a {genres} film{when}.{decade}"
+
+
+def _titles(items: list[SeenItem], limit: int) -> str:
+    return "; ".join(display_title(s.info) for s in items[:limit])
+
+
+def user_text(history: UserHistory, top: int = 5) -> str:
+    """A multi-aspect preference summary: genres, decades, favourites, recent taste, dislikes."""
+    items = list(history.items)
+    if not items:
+        return "A new user with no rated movies yet."
+    genres = Counter(g for s in items for g in s.info.genres)
+    total = sum(genres.values()) or 1
+    genre_part = ", ".join(f"{g.lower()} ({100 * n / total:.0f}%)" for g, n in genres.most_common(4))
+    decades = Counter(s.info.year // 10 * 10 for s in items if s.info.year)
+    decade_part = _join([f"the {d}s" for d, _ in decades.most_common(2)])
+    best = sorted(items, key=lambda s: (-s.rating, -s.timestamp))
+    recent = sorted(items, key=lambda s: -s.timestamp)
+    lines = [
+        f"Watched {len(items)} movies, mostly {genre_part or 'of mixed genres'}.",
+    ]
+    if decade_part:
+        lines.append(f"Favourite decades: {decade_part}.")
+    lines.append(f"Rated highest: {_titles(best, top)}.")
+    lines.append(f"Most recently watched: {_titles(recent, top)}.")
+    recent_genres = Counter(g for s in recent[:10] for g in s.info.genres)
+    if recent_genres:
+        lines.append(
+            f"Lately drawn to {_join([g.lower() for g, _ in recent_genres.most_common(2)])}."
+        )
+    lowest = min(s.rating for s in items)
+    if lowest < max(s.rating for s in items):
+        low = [s for s in sorted(items, key=lambda s: (s.rating, -s.timestamp)) if s.rating == lowest]
+        lines.append(f"Liked less (rated {lowest:g}): {_titles(low, 3)}.")
+    return " ".join(lines)
