@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,9 +133,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ur4rec.train import run
 
     result = run.evaluate(
-        Path(args.run_dir), args.protocol, args.split, data_dir=args.data_dir,
-        checkpoint=args.checkpoint, ks=args.ks,
-    )  # fmt: skip
+        Path(args.run_dir),
+        args.protocol,
+        args.split,
+        data_dir=args.data_dir,
+        checkpoint=args.checkpoint,
+        ks=args.ks,
+    )
     columns = [c for c in result if "@" in c]
     text = (
         f"{result['model']} ({args.run_dir}) on {result['dataset']}: {args.split}, protocol "
@@ -142,6 +147,120 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     _print(result, args.json, text)
     return 0
+
+
+def cmd_texts_generate(args: argparse.Namespace) -> int:
+    from ur4rec.data.sources import data_dir
+    from ur4rec.text.generate import ResponseCache, build_jobs, generate, manifest_for
+    from ur4rec.text.llm import ChatClient
+    from ur4rec.text.store import default_text_path, write_texts
+
+    dataset = open_dataset(args.dataset, root=args.data_dir)
+    jobs = build_jobs(dataset, args.kind, args.scheme)
+    if args.limit:
+        jobs = jobs[: args.limit]
+    client = None
+    cache = None
+    if args.backend == "openai":
+        if not args.model:
+            raise Ur4recError("--backend openai needs --model (e.g. gpt-4o-mini, or your server's)")
+        client = ChatClient(
+            base_url=args.base_url,
+            model=args.model,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            api_key_env=args.api_key_env,
+            timeout=args.timeout,
+            max_retries=args.retries,
+        )
+        cache = ResponseCache(data_dir(args.data_dir) / "llm-cache")
+    result = generate(jobs, client, cache, args.concurrency, quiet=args.quiet or args.json)
+    out = (
+        Path(args.out)
+        if args.out
+        else default_text_path(data_dir(args.data_dir), dataset.name, args.kind, args.backend)
+    )
+    manifest = manifest_for(dataset, args.kind, args.scheme, client, result)
+    write_texts(out, result.texts, manifest)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(manifest["status_counts"].items()))
+    tokens = manifest["usage"].get("total_tokens")
+    text = f"wrote {len(result.texts)} {args.kind} texts to {out} ({counts})" + (
+        f"; {tokens} tokens" if tokens else ""
+    )
+    if manifest["fallback_ids"]:
+        text += f"\n  {len(manifest['fallback_ids'])} fell back to the template; see the manifest"
+    _print({**manifest, "path": str(out)}, args.json, text)
+    return 0
+
+
+def cmd_texts_import(args: argparse.Namespace) -> int:
+    from ur4rec.data.sources import data_dir
+    from ur4rec.text.corpus import import_texts
+    from ur4rec.text.store import default_text_path, write_texts
+
+    dataset = open_dataset(args.dataset, root=args.data_dir)
+    texts, report = import_texts(dataset, args.kind, args.file, args.scheme)
+    out = (
+        Path(args.out)
+        if args.out
+        else default_text_path(data_dir(args.data_dir), dataset.name, args.kind, "import")
+    )
+    write_texts(out, texts, report)
+    filled = report["filled_by_template"]
+    text = (
+        f"wrote {len(texts)} {args.kind} texts to {out}: {report['imported']} imported, "
+        f"{len(filled)} missing or placeholder ids filled by the template"
+        + (f" ({', '.join(filled[:10])}{', ...' if len(filled) > 10 else ''})" if filled else "")
+    )
+    _print({**report, "path": str(out)}, args.json, text)
+    return 0
+
+
+def cmd_texts_encode(args: argparse.Namespace) -> int:
+    import time
+
+    from ur4rec.data.sources import data_dir
+    from ur4rec.text.corpus import embed
+    from ur4rec.text.encoder import TextEncoder
+    from ur4rec.text.store import read_texts
+
+    dataset = open_dataset(args.dataset, root=args.data_dir)
+    texts = read_texts(args.texts) if args.texts else None
+    encoder = TextEncoder(args.model, cache_dir=data_dir(args.data_dir) / "embeddings")
+    start = time.perf_counter()
+    vectors = embed(dataset, args.kind, texts, encoder, args.scheme)
+    seconds = time.perf_counter() - start
+    result = {
+        "dataset": dataset.name, "kind": args.kind, "texts": len(vectors),
+        "encoded": encoder.last_encoded, "from_cache": len(vectors) - encoder.last_encoded,
+        "dim": int(vectors.shape[1]), "model": encoder.model_name,
+        "cache": str(encoder.cache_dir), "seconds": round(seconds, 2),
+    }  # fmt: skip
+    text = (
+        f"{result['texts']} {args.kind} embeddings ({result['dim']}-d, {encoder.model_name}): "
+        f"{result['encoded']} encoded, {result['from_cache']} from the cache, {seconds:.1f}s"
+    )
+    _print(result, args.json, text)
+    return 0
+
+
+def cmd_texts_audit(args: argparse.Namespace) -> int:
+    from ur4rec.text.audit import audit_texts
+    from ur4rec.text.store import read_texts
+
+    dataset = open_dataset(args.dataset, root=args.data_dir)
+    result = audit_texts(dataset, read_texts(args.texts), args.scheme)
+    verdict = "LEAKAGE: user texts mention held-out items" if result.leaked else "no leakage found"
+    text = (
+        f"{verdict}\n"
+        f"  users audited: {result.users} (without a text: {result.missing_users})\n"
+        f"  texts naming the test item:       {result.test_share:.1%} (z = {result.z_test:.1f})\n"
+        f"  texts naming the validation item: {result.valid_share:.1%} (z = {result.z_valid:.1f})\n"
+        f"  control, random unrated items:    {result.control_share:.1%}\n"
+        f"  mentions explained by training titles (not counted): {result.explained}"
+    )
+    _print({"dataset": dataset.name, "texts": args.texts, **result.to_json()}, args.json, text)
+    return 3 if result.leaked else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_command", required=True, metavar="ACTION"
     )
     prep = data.add_parser("prepare", help="prepare a dataset (reused once prepared)")
-    prep.add_argument("dataset", choices=list(DATASETS), metavar="DATASET",
-                      help=f"one of: {', '.join(DATASETS)}")  # fmt: skip
+    prep.add_argument(
+        "dataset", choices=list(DATASETS), metavar="DATASET", help=f"one of: {', '.join(DATASETS)}"
+    )
     prep.add_argument(
         "--source",
         help="a folder of GroupLens raw files, or one of: cache, recbole, download "
@@ -168,8 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     base = commands.add_parser("baseline", help="evaluate a non-sequential baseline")
     base.add_argument("model", choices=BASELINES, help="pop (training popularity) or ease")
     base.add_argument("--dataset", required=True, choices=list(DATASETS), metavar="DATASET")
-    base.add_argument("--protocol", default="full",
-                      help="full (default), seed, sampled:N or popsampled:N")  # fmt: skip
+    base.add_argument(
+        "--protocol", default="full", help="full (default), seed, sampled:N or popsampled:N"
+    )
     base.add_argument("--split", default="test", choices=("valid", "test"))
     base.add_argument("--scheme", default="leave-one-out", choices=SCHEMES)
     base.add_argument("--lambda", dest="l2", type=float, default=500.0, help="EASE L2 weight")
@@ -179,8 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser("train", help="train a model from a config (or resume a run)")
     tr.add_argument("--config", help="YAML config, e.g. configs/sasrec-ml-100k.yaml")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a value, e.g. --set train.lr=3e-4 (repeatable)")  # fmt: skip
+    tr.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value, e.g. --set train.lr=3e-4 (repeatable)",
+    )
     tr.add_argument("--out", help="run folder (default: runs/DATASET-MODEL-TIME)")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
     tr.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
@@ -189,13 +315,76 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("evaluate", help="evaluate a trained run")
     ev.add_argument("run_dir", help="a run folder written by `ur4rec train`")
-    ev.add_argument("--protocol", default="full",
-                    help="full (default), seed, sampled:N or popsampled:N")  # fmt: skip
+    ev.add_argument(
+        "--protocol", default="full", help="full (default), seed, sampled:N or popsampled:N"
+    )
     ev.add_argument("--split", default="test", choices=("valid", "test"))
     ev.add_argument("--checkpoint", default="best", choices=("best", "last"))
     ev.add_argument("--ks", type=_parse_ks, default=DEFAULT_KS, help="cut-offs, e.g. 5,10,20")
     _common(ev)
     ev.set_defaults(func=cmd_evaluate)
+
+    texts = commands.add_parser("texts", help="item and user texts").add_subparsers(
+        dest="texts_command", required=True, metavar="ACTION"
+    )
+
+    def text_args(p: argparse.ArgumentParser, kind: bool = True) -> None:
+        p.add_argument("--dataset", required=True, choices=list(DATASETS), metavar="DATASET")
+        if kind:
+            p.add_argument("--kind", required=True, choices=("items", "users"))
+        p.add_argument(
+            "--scheme",
+            "--split",
+            dest="scheme",
+            default="leave-one-out",
+            choices=SCHEMES,
+            help="split whose training part user texts see",
+        )
+        _common(p)
+
+    gen = texts.add_parser("generate", help="write item or user texts (template or an LLM)")
+    text_args(gen)
+    gen.add_argument("--backend", default="template", choices=("template", "openai"))
+    default_url = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
+    gen.add_argument(
+        "--base-url",
+        default=default_url,
+        help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or OpenAI)",
+    )
+    gen.add_argument("--model", help="the LLM's name at that endpoint")
+    gen.add_argument("--temperature", type=float, default=0.7)
+    gen.add_argument("--max-tokens", type=int, default=256)
+    gen.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
+    gen.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the API key (never a file)",
+    )
+    gen.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    gen.add_argument("--retries", type=int, default=5, help="retries on 429, 5xx and timeouts")
+    gen.add_argument("--limit", type=int, help="only the first N ids (to try a setup)")
+    gen.add_argument(
+        "--out", help="output JSON (default: DATA_DIR/texts/DATASET/KIND-BACKEND.json)"
+    )
+    gen.add_argument("--quiet", action="store_true")
+    gen.set_defaults(func=cmd_texts_generate)
+
+    imp = texts.add_parser("import", help="import a JSON file of texts keyed by raw ids")
+    text_args(imp)
+    imp.add_argument("--file", required=True, help="JSON object {raw_id: text}")
+    imp.add_argument("--out", help="output JSON (default: DATA_DIR/texts/DATASET/KIND-import.json)")
+    imp.set_defaults(func=cmd_texts_import)
+
+    enc = texts.add_parser("encode", help="embed texts (cached by model and text hash)")
+    text_args(enc)
+    enc.add_argument("--texts", help="texts JSON (default: the template texts)")
+    enc.add_argument("--model", help="sentence-transformers model (default: all-MiniLM-L6-v2)")
+    enc.set_defaults(func=cmd_texts_encode)
+
+    aud = texts.add_parser("audit", help="check user texts for held-out item titles")
+    text_args(aud, kind=False)
+    aud.add_argument("--texts", required=True, help="user texts JSON keyed by raw user id")
+    aud.set_defaults(func=cmd_texts_audit)
 
     quick = commands.add_parser("quickstart", help="the main job: prepare data, print baselines")
     _common(quick)

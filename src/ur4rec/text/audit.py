@@ -6,6 +6,11 @@ A text written from the training part only mentions held-out titles about as oft
 ones; a leaked text mentions them far more often. Leakage is flagged when the held-out share
 is above the control share by a one-sided two-proportion z-test (z > 3) and by at least two
 percentage points.
+
+A mention counts only when the user's training titles do not explain it: MovieLens-100K lists
+some films twice under two ids, and a title can contain another ("Scream" in "Scream 2"), so a
+text built from the training part can name a held-out title without knowing it. Those cases
+are reported as ``explained`` and not counted, for held-out and control items alike.
 """
 
 from __future__ import annotations
@@ -59,6 +64,11 @@ def mentions(text: str, info: ItemInfo) -> bool:
     return any(form in haystack for form in title_forms(info))
 
 
+def _explained(info: ItemInfo, training_titles: str) -> bool:
+    """The title occurs among the user's training titles (a duplicate or a containing one)."""
+    return any(form in training_titles for form in title_forms(info))
+
+
 @dataclass
 class AuditResult:
     users: int
@@ -69,6 +79,7 @@ class AuditResult:
     z_valid: float
     leaked: bool
     missing_users: int
+    explained: int  # mentions of held-out titles that training titles account for
     examples: list[dict[str, str]]
 
     def to_json(self) -> dict[str, object]:
@@ -81,34 +92,55 @@ def _z(share: float, n: int, control: float, m: int) -> float:
     return (share - control) / se
 
 
-def audit_texts(dataset: Dataset, texts: dict[str, str], scheme: str = "leave-one-out") -> AuditResult:
+def audit_texts(
+    dataset: Dataset, texts: dict[str, str], scheme: str = "leave-one-out"
+) -> AuditResult:
     split = make_split(dataset, scheme)
-    valid_target = dict(zip(split.valid.users.tolist(), targets(dataset, split.valid).tolist(), strict=True))
-    test_target = dict(zip(split.test.users.tolist(), targets(dataset, split.test).tolist(), strict=True))
+    valid_target = dict(
+        zip(split.valid.users.tolist(), targets(dataset, split.valid).tolist(), strict=True)
+    )
+    test_target = dict(
+        zip(split.test.users.tolist(), targets(dataset, split.test).tolist(), strict=True)
+    )
     rng = np.random.default_rng(AUDIT_SEED)
     n_test = n_valid = n_control = 0
     hit_test = hit_valid = hit_control = 0
     examples: list[dict[str, str]] = []
-    missing = 0
+    missing = explained = 0
     for user in sorted(test_target):
         text = texts.get(dataset.user_ids[user])
         if text is None:
             missing += 1
             continue
+        train = dataset.sequence(user)[: split.train.lengths[user]].tolist()
+        training_titles = " ".join(normalise(dataset.item_info[i].title) for i in train)
+
+        def counts(item: int, text: str = text, training_titles: str = training_titles) -> bool:
+            nonlocal explained
+            info = dataset.item_info[item]
+            if not mentions(text, info):
+                return False
+            if _explained(info, training_titles):
+                explained += 1
+                return False
+            return True
+
         item = test_target[user]
         n_test += 1
-        if mentions(text, dataset.item_info[item]):
+        if counts(item):
             hit_test += 1
             if len(examples) < 5:
-                examples.append({"user": dataset.user_ids[user], "test_item": dataset.item_info[item].title})
+                examples.append(
+                    {"user": dataset.user_ids[user], "test_item": dataset.item_info[item].title}
+                )
         if user in valid_target:
             n_valid += 1
-            hit_valid += mentions(text, dataset.item_info[valid_target[user]])
+            hit_valid += counts(valid_target[user])
         rated = set(dataset.sequence(user).tolist())
         unrated = [i for i in range(dataset.n_items) if i not in rated]
         for i in rng.choice(unrated, size=min(CONTROLS_PER_USER, len(unrated)), replace=False):
             n_control += 1
-            hit_control += mentions(text, dataset.item_info[int(i)])
+            hit_control += counts(int(i))
     if n_test == 0:
         raise ValueError("no evaluated user has a text: are the ids raw user ids of this dataset?")
     test_share = hit_test / n_test
@@ -129,5 +161,6 @@ def audit_texts(dataset: Dataset, texts: dict[str, str], scheme: str = "leave-on
         z_valid=z_valid,
         leaked=leaked,
         missing_users=missing,
+        explained=explained,
         examples=examples,
     )

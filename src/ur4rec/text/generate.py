@@ -135,12 +135,22 @@ def generate(
             _apply(job, record, texts, status, cached=False)
             bar.update()
     bar.close()
+    failed = [
+        status[job.raw_id] for job, _ in todo if status[job.raw_id].startswith("fallback: failed")
+    ]
+    if todo and len(failed) == len(todo) == len(jobs):
+        # A dead endpoint or a wrong key: say so instead of writing template texts as LLM ones.
+        raise LLMError(f"every request failed; the first: {failed[0].split(': ', 2)[-1]}")
     ordered = {job.raw_id: texts[job.raw_id] for job in jobs}
     return GenerationResult(ordered, status, dict(usage))
 
 
 def _apply(
-    job: TextJob, record: dict[str, Any], texts: dict[str, str], status: dict[str, str], cached: bool
+    job: TextJob,
+    record: dict[str, Any],
+    texts: dict[str, str],
+    status: dict[str, str],
+    cached: bool,
 ) -> None:
     if record.get("status") == "ok":
         texts[job.raw_id] = record["text"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -71,10 +70,10 @@ class ChatClient:
                     raise LLMError(f"{url} answered HTTP {exc.code}: {_reason(exc)}") from None
                 last_problem = f"HTTP {exc.code}"
                 retry_after = _retry_after(exc)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 last_problem = f"no answer within {self.timeout:g}s"
             except urllib.error.URLError as exc:
-                if isinstance(exc.reason, TimeoutError | socket.timeout):
+                if isinstance(exc.reason, TimeoutError):
                     last_problem = f"no answer within {self.timeout:g}s"
                 else:
                     last_problem = f"cannot reach {url}: {exc.reason}"

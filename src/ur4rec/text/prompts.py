@@ -17,7 +17,12 @@ MAX_HISTORY_LINES = 50  # the most recent training items shown to the LLM
 
 def load_prompt(name: str) -> Template:
     try:
-        text = resources.files("ur4rec.text").joinpath("prompts", f"{name}.md").read_text("utf-8")
+        text = (
+            resources.files("ur4rec.text")
+            .joinpath("prompts")
+            .joinpath(f"{name}.md")
+            .read_text("utf-8")
+        )
     except FileNotFoundError:
         raise Ur4recError(f"no prompt file named {name!r}") from None
     return Template(text)

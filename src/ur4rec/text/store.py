@@ -41,3 +41,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if not mpath.is_file():
         return {}
     return json.loads(mpath.read_text(encoding="utf-8"))
+
+
+def default_text_path(root: Path, dataset: str, kind: str, backend: str) -> Path:
+    return Path(root) / "texts" / dataset / f"{kind}-{backend}.json"

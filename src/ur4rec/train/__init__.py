@@ -1,0 +1,1 @@
+"""Training: windows of training sequences, the trainer, runs from a config."""

@@ -1,0 +1,72 @@
+"""Encoding with the real bundled all-MiniLM-L6-v2, on a handful of texts."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ur4rec.cli import main
+from ur4rec.data.prepare import prepare_dataset
+from ur4rec.text.corpus import import_texts
+from ur4rec.text.encoder import TextEncoder, TrainableTextEncoder
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "seed-llm-texts"
+
+
+@pytest.fixture(scope="module")
+def encoder_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("emb")
+
+
+def test_embeddings_normalised_cached_and_incremental(encoder_cache: Path) -> None:
+    texts = ["A space opera.", "A quiet family drama.", "A space adventure."]
+    enc = TextEncoder(cache_dir=encoder_cache)
+    vectors = enc.encode(texts)
+    assert vectors.shape == (3, 384) and enc.last_encoded == 3
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # Similar texts are closer than dissimilar ones.
+    assert vectors[0] @ vectors[2] > vectors[0] @ vectors[1]
+    again = TextEncoder(cache_dir=encoder_cache)  # a new process would see the same cache
+    np.testing.assert_allclose(again.encode(texts), vectors, atol=1e-6)
+    assert again.last_encoded == 0 and again._model is None  # not even loaded
+    changed = again.encode(["A space opera.", "A loud family comedy.", "A space adventure."])
+    assert again.last_encoded == 1
+    np.testing.assert_allclose(changed[[0, 2]], vectors[[0, 2]], atol=1e-6)
+
+
+def test_trainable_encoder_freezes_all_but_last_layers() -> None:
+    enc = TrainableTextEncoder(trainable_layers=1)
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert trainable and all(".layer.5." in n for n in trainable)
+    out = enc(["A space opera.", "A drama."])
+    assert out.shape == (2, 384)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(2))
+    out.sum().backward()
+    frozen = next(p for n, p in enc.named_parameters() if ".layer.0." in n)
+    assert frozen.grad is None
+
+
+def test_cli_encode_and_import(tiny_folder: Path, capsys) -> None:
+    prepare_dataset("ml-100k", source=tiny_folder)
+    assert main(["texts", "encode", "--dataset", "ml-100k", "--kind", "items"]) == 0
+    assert "6 encoded, 0 from the cache" in capsys.readouterr().out
+    assert main(["texts", "encode", "--dataset", "ml-100k", "--kind", "items"]) == 0
+    assert "0 encoded, 6 from the cache" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/seed-llm-texts not present")
+def test_import_shared_item_descriptions_fills_gaps() -> None:
+    from ur4rec.data.sources import recbole_folder
+
+    if recbole_folder() is None:
+        pytest.skip("recbole not installed")
+    from ur4rec.data.prepare import open_dataset
+
+    dataset = open_dataset("ml-100k-seed")
+    texts, report = import_texts(dataset, "items", SHARED / "item_descriptions.json")
+    assert len(texts) == 1682
+    # 23 ids are absent and 4 are "No description available.": all 27 come from the template.
+    assert len(report["filled_by_template"]) == 27
+    assert report["imported"] == 1655
+    assert texts["1"].startswith("A pioneering animated comedy")
