@@ -228,7 +228,10 @@ def cmd_texts_encode(args: argparse.Namespace) -> int:
     texts = read_texts(args.texts) if args.texts else None
     encoder = TextEncoder(args.model, cache_dir=data_dir(args.data_dir) / "embeddings")
     start = time.perf_counter()
-    vectors = embed(dataset, args.kind, texts, encoder, args.scheme)
+    from ur4rec.train.trainer import progress_disabled
+
+    show = not progress_disabled(args.json)
+    vectors = embed(dataset, args.kind, texts, encoder, args.scheme, show_progress=show)
     seconds = time.perf_counter() - start
     result = {
         "dataset": dataset.name, "kind": args.kind, "texts": len(vectors),

@@ -82,6 +82,7 @@ def embed(
     texts: dict[str, str] | None,
     encoder: TextEncoder,
     scheme: str = "leave-one-out",
+    show_progress: bool = False,
 ) -> np.ndarray:
     """[n_items or n_users, dim] embeddings aligned with internal ids."""
-    return encoder.encode(aligned(dataset, kind, texts, scheme))
+    return encoder.encode(aligned(dataset, kind, texts, scheme), show_progress=show_progress)
