@@ -25,6 +25,7 @@ from ur4rec.data.splits import make_split
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.models import build_model
 from ur4rec.models.sasrec import NegativeSampler
+from ur4rec.train.run import sasrec_loss
 from ur4rec.train.trainer import Trainer
 from ur4rec.train.windows import TrainWindows
 
@@ -51,8 +52,9 @@ def main() -> None:
     windows = TrainWindows(dataset, split.train, cfg.data.max_len)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(
-            model, windows, Evaluator(dataset, split, "valid", "full"), cfg.train, cfg.loss,
-            NegativeSampler(dataset.n_items), Path(tmp), cfg.seed, quiet=True,
+            model, windows, Evaluator(dataset, split, "valid", "full"), cfg.train,
+            sasrec_loss(model, cfg.loss, NegativeSampler(dataset.n_items)), Path(tmp), cfg.seed,
+            quiet=True,
         )  # fmt: skip
         state = trainer.fit()
     epoch_seconds = [row["train_seconds"] for row in state.history]

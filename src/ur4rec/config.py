@@ -31,7 +31,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: Literal["sasrec"] = "sasrec"
+    name: Literal["sasrec", "ur4rec"] = "sasrec"
     hidden: int = 64
     layers: int = 2
     heads: int = 2
@@ -65,12 +65,90 @@ class TrainConfig:
 
 
 @dataclass
+class TextConfig:
+    """Where the retriever's texts come from; every path is a JSON file keyed by raw id."""
+
+    item_texts: str = "template"  # template, or a file (missing ids get the template)
+    user_texts: str = "template"  # template (training part only), or a file, audited first
+    encoder: str = "all-MiniLM-L6-v2"
+    trainable_layers: int = 0  # >0: the last N encoder layers train on user texts (slow)
+    audit: bool = True  # refuse user texts that the leakage audit flags
+
+
+@dataclass
+class RetrieverConfig:
+    dim: int = 256  # output dimension (the report: 256, option 512)
+    experts: int = 4
+    proxies: int = 4  # learned proxy tokens the user query attends to
+    router: Literal["dense", "topk"] = "dense"
+    top_k: int = 2
+    item_ids: bool = True  # add an item ID embedding to the text projection
+    sequence: bool = True  # attention-pool the user's recent training items
+    preference_text: bool = True
+    temperature: float = 0.07
+    load_balance: float = 0.01
+    dropout: float = 0.1
+    loss: Literal["full", "in_batch", "mined"] = "full"
+    negatives: int = 64  # mined: hardest items per position, plus as many uniform ones
+    rerank_top: int = 0  # >0: a co-attention scorer reranks the top N
+
+
+@dataclass
+class MemoryConfig:
+    enabled: bool = False
+
+
+@dataclass
+class FusionConfig:
+    method: Literal["fixed", "scalar", "gate", "curriculum", "uncertainty"] = "gate"
+    sasrec_weight: float = 0.4  # fixed weight; start of the learned ones; curriculum's end
+    curriculum_start: float = 0.9  # curriculum: SASRec's weight at the start of a stage
+    aux_weight: float = 0.5  # weight of each branch's own loss in joint stages
+    sasrec_text_features: bool = False  # feed item text embeddings into SASRec too
+
+
+@dataclass
+class StageConfig:
+    name: str = "stage"
+    epochs: int = 50
+    train: list[str] = field(default_factory=lambda: ["sasrec"])  # modules that learn
+    lr: dict[str, float] = field(default_factory=dict)  # per module; default train.lr
+    clip: dict[str, float] = field(default_factory=dict)  # per module; default train.clip_norm
+    patience: int = 10
+    metric: str = "ndcg@10"
+    objective: Literal["sasrec", "retriever", "fused"] = "fused"  # what is trained and scored
+
+
+def default_stages() -> list[StageConfig]:
+    """The report's four stages."""
+    return [
+        StageConfig("pretrain_sasrec", 200, ["sasrec"], objective="sasrec"),
+        StageConfig("pretrain_retriever", 200, ["retriever", "memory"], objective="retriever"),
+        StageConfig(
+            "joint_finetune", 30, ["sasrec", "retriever", "memory", "fusion"],
+            lr={"sasrec": 1e-4, "retriever": 3e-4, "memory": 3e-4, "fusion": 1e-3}, patience=5,
+        ),
+        StageConfig(
+            "end_to_end", 30, ["sasrec", "retriever", "memory", "fusion", "text_encoder"],
+            lr={"sasrec": 5e-5, "retriever": 1e-4, "memory": 1e-4, "fusion": 5e-4,
+                "text_encoder": 1e-5},
+            patience=5,
+        ),
+    ]  # fmt: skip
+
+
+@dataclass
 class RunConfig:
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    stages: list[StageConfig] = field(default_factory=default_stages)
 
 
 def _type_name(tp: Any) -> str:
@@ -99,6 +177,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0])
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, value_type = typing.get_args(tp) or (str, Any)
+        return {str(k): _convert(v, value_type, f"{key}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {value!r}")

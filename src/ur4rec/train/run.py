@@ -15,16 +15,16 @@ from typing import Any
 import torch
 
 from ur4rec import __version__
-from ur4rec.config import RunConfig, dump_config, load_config
+from ur4rec.config import LossConfig, RunConfig, dump_config, load_config
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.prepare import open_dataset
-from ur4rec.data.splits import interaction_counts, make_split
+from ur4rec.data.splits import Split, interaction_counts, make_split
 from ur4rec.errors import Ur4recError
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_json, atomic_write_text
 from ur4rec.models import build_model
-from ur4rec.models.sasrec import NegativeSampler
-from ur4rec.train.trainer import BEST, LAST, FitState, Trainer, load_state_into
+from ur4rec.models.sasrec import NegativeSampler, SASRec
+from ur4rec.train.trainer import BEST, LAST, FitState, LossFn, Trainer, load_state_into
 from ur4rec.train.windows import TrainWindows
 
 
@@ -32,26 +32,52 @@ def default_run_dir(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.data.dataset}-{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _trainer(
+def sasrec_loss(model: SASRec, loss: LossConfig, sampler: NegativeSampler) -> LossFn:
+    def loss_fn(users, windows, inputs, targets, generator):
+        return model.training_loss(inputs, targets, loss, sampler, generator)
+
+    return loss_fn
+
+
+def build(
+    cfg: RunConfig, dataset: Dataset, data_dir: str | None = None
+) -> tuple[torch.nn.Module, Split, TrainWindows]:
+    """The model (freshly initialised from the seed), the split and the training windows."""
+    split = make_split(dataset, cfg.data.scheme)
+    windows = TrainWindows(dataset, split.train, cfg.data.max_len)
+    texts = None
+    if cfg.model.name == "ur4rec":
+        from ur4rec.train.features import text_features
+
+        texts = text_features(cfg, dataset, data_dir)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, dataset, texts, len(windows))
+    memory = getattr(model, "memory", None)
+    if memory is not None:
+        memory.bind(windows.later, windows.last_window)
+    return model, split, windows
+
+
+def _sasrec_trainer(
     cfg: RunConfig,
     dataset: Dataset,
+    model: torch.nn.Module,
+    split: Split,
+    windows: TrainWindows,
     run_dir: Path,
     quiet: bool,
     on_epoch_end: Callable[[FitState], None] | None,
 ) -> Trainer:
-    split = make_split(dataset, cfg.data.scheme)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, dataset)
     popularity = None
     if cfg.loss.sampler == "popularity":
         popularity = torch.from_numpy(interaction_counts(dataset, split.train))
+    sampler = NegativeSampler(dataset.n_items, popularity)
     return Trainer(
         model=model,
-        windows=TrainWindows(dataset, split.train, cfg.data.max_len),
+        windows=windows,
         evaluator=Evaluator(dataset, split, "valid", cfg.train.eval_protocol),
         train=cfg.train,
-        loss=cfg.loss,
-        sampler=NegativeSampler(dataset.n_items, popularity),
+        loss_fn=sasrec_loss(model, cfg.loss, sampler),
         run_dir=run_dir,
         seed=cfg.seed,
         quiet=quiet,
@@ -69,14 +95,13 @@ def train(
 ) -> Path:
     """Train from scratch into a new run folder; returns the folder."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    if (run_dir / LAST).exists():
+    if (run_dir / LAST).exists() or (run_dir / "stages").exists():
         raise Ur4recError(f"{run_dir} already holds a run; resume it with --resume or pick --out")
     dataset = open_dataset(cfg.data.dataset, root=data_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     _write_run_info(run_dir, dataset, "running")
-    trainer = _trainer(cfg, dataset, run_dir, quiet, on_epoch_end)
-    return _finish(trainer, cfg, dataset, run_dir)
+    return _run(cfg, dataset, run_dir, data_dir, quiet, on_epoch_end, resume=False)
 
 
 def resume(
@@ -86,31 +111,57 @@ def resume(
     quiet: bool = False,
     on_epoch_end: Callable[[FitState], None] | None = None,
 ) -> Path:
-    """Continue a run from its ``last.pt``; a finished run is left as it is."""
+    """Continue a run from where it stopped; a finished run is left as it is."""
     run_dir = Path(run_dir)
     cfg, dataset = _open_run(run_dir, data_dir)
-    trainer = _trainer(cfg, dataset, run_dir, quiet, on_epoch_end)
-    trainer.resume()
-    return _finish(trainer, cfg, dataset, run_dir)
+    return _run(cfg, dataset, run_dir, data_dir, quiet, on_epoch_end, resume=True)
 
 
-def _finish(trainer: Trainer, cfg: RunConfig, dataset: Dataset, run_dir: Path) -> Path:
-    state = trainer.fit()
-    if state.best_epoch < 0:
-        raise Ur4recError("training ended without a validation pass; check train.eval_every")
-    load_state_into(trainer.model, run_dir / BEST)
-    trainer.model.eval()
-    test = Evaluator(dataset, trainer.evaluator.split, "test", cfg.train.eval_protocol)
-    best_row = next(r for r in state.history if r["epoch"] == state.best_epoch)
-    summary = {
-        "best_epoch": state.best_epoch,
-        "epochs_run": state.epoch,
-        "stopped_early": state.stopped_early,
-        "metric": cfg.train.metric,
-        "valid": {k.split("/", 1)[1]: v for k, v in best_row.items() if k.startswith("valid/")},
-        "test": test.evaluate(trainer.model),
-        "train_seconds": round(sum(r["train_seconds"] for r in state.history), 2),
-    }
+def _run(
+    cfg: RunConfig,
+    dataset: Dataset,
+    run_dir: Path,
+    data_dir: str | None,
+    quiet: bool,
+    on_epoch_end: Callable[[FitState], None] | None,
+    resume: bool,
+) -> Path:
+    model, split, windows = build(cfg, dataset, data_dir)
+    summary: dict[str, Any]
+    if cfg.model.name == "ur4rec":
+        from ur4rec.train.stages import format_stage_table, run_stages, stage_table
+
+        rows = run_stages(cfg, model, dataset, split, windows, run_dir, quiet, on_epoch_end)
+        table = stage_table(cfg, model, dataset, split, rows, run_dir)
+        if not quiet:
+            print(format_stage_table(table))
+        summary = {
+            "stages": rows,
+            "valid": rows[-1]["valid"],
+            "epochs_run": sum(r["epochs_run"] for r in rows),
+            "stopped_early": False,
+            "best_epoch": rows[-1]["best_epoch"],
+            "train_seconds": round(sum(r["train_seconds"] for r in rows), 2),
+        }
+    else:
+        trainer = _sasrec_trainer(cfg, dataset, model, split, windows, run_dir, quiet, on_epoch_end)
+        if resume:
+            trainer.resume()
+        state = trainer.fit()
+        if state.best_epoch < 0:
+            raise Ur4recError("training ended without a validation pass; check train.eval_every")
+        load_state_into(model, run_dir / BEST)
+        best_row = next(r for r in state.history if r["epoch"] == state.best_epoch)
+        summary = {
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch,
+            "stopped_early": state.stopped_early,
+            "metric": cfg.train.metric,
+            "valid": {k.split("/", 1)[1]: v for k, v in best_row.items() if k.startswith("valid/")},
+            "train_seconds": round(sum(r["train_seconds"] for r in state.history), 2),
+        }
+    model.eval()
+    summary["test"] = Evaluator(dataset, split, "test", cfg.train.eval_protocol).evaluate(model)
     atomic_write_json(run_dir / "summary.json", summary)
     _write_run_info(run_dir, dataset, "finished")
     return run_dir
@@ -151,8 +202,10 @@ def load_run(
     """The run's config, dataset and model with the chosen checkpoint's weights, in eval mode."""
     run_dir = Path(run_dir)
     cfg, dataset = _open_run(run_dir, data_dir)
-    model = build_model(cfg, dataset)
+    model, _, _ = build(cfg, dataset, data_dir)
     load_state_into(model, run_dir / (BEST if checkpoint == "best" else LAST))
+    if cfg.model.name == "ur4rec":
+        model.objective = cfg.stages[-1].objective
     return cfg, dataset, model.eval()
 
 

@@ -22,13 +22,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ur4rec.config import LossConfig, TrainConfig
+from ur4rec.config import TrainConfig
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_text
-from ur4rec.models.sasrec import NegativeSampler
 from ur4rec.train.checkpoint import load_checkpoint, save_checkpoint
 from ur4rec.train.windows import TrainWindows
 
+# (users, window ids, inputs, targets, generator) -> scalar loss
+LossFn = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor
+]
 LOG_FILE = "log.jsonl"
 BEST = "best.pt"
 LAST = "last.pt"
@@ -71,8 +74,7 @@ class Trainer:
         windows: TrainWindows,
         evaluator: Evaluator,
         train: TrainConfig,
-        loss: LossConfig,
-        sampler: NegativeSampler,
+        loss_fn: LossFn,
         run_dir: Path,
         seed: int,
         groups: list[ParamGroup] | None = None,
@@ -83,8 +85,7 @@ class Trainer:
         self.windows = windows
         self.evaluator = evaluator
         self.cfg = train
-        self.loss = loss
-        self.sampler = sampler
+        self.loss_fn = loss_fn
         self.run_dir = Path(run_dir)
         self.seed = seed
         self.quiet = quiet
@@ -182,13 +183,15 @@ class Trainer:
         torch.manual_seed(epoch_seed(self.seed, epoch, 0))
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 1))
         self.model.train()
+        if hasattr(self.model, "on_epoch_start"):
+            self.model.on_epoch_start(epoch, self.cfg.epochs)
         start, total, count = time.perf_counter(), 0.0, 0
         batches = self.windows.batches(self.cfg.batch_size, generator)
-        for _users, inputs, targets in tqdm(
+        for users, windows, inputs, targets in tqdm(
             batches, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}", disable=disabled,
             leave=False,
         ):  # fmt: skip
-            loss = self.model.training_loss(inputs, targets, self.loss, self.sampler, generator)
+            loss = self.loss_fn(users, windows, inputs, targets, generator)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}")
             self.optimizer.zero_grad(set_to_none=True)

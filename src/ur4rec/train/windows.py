@@ -23,6 +23,8 @@ class TrainWindows:
     def __init__(self, dataset: Dataset, train: Prefixes, max_len: int) -> None:
         rows: list[np.ndarray] = []
         users: list[int] = []
+        later: list[int] = []  # the next later window of the same user, or -1
+        last_window = np.full(dataset.n_users, -1, dtype=np.int64)
         for user, length in zip(train.users.tolist(), train.lengths.tolist(), strict=True):
             seq = dataset.sequence(user)[:length]
             end = length
@@ -30,11 +32,18 @@ class TrainWindows:
                 start = max(0, end - max_len - 1)
                 window = np.full(max_len + 1, PAD, dtype=np.int64)
                 window[max_len + 1 - (end - start) :] = seq[start:end]
+                if last_window[user] < 0:
+                    last_window[user] = len(rows)
+                    later.append(-1)
+                else:
+                    later.append(len(rows) - 1)
                 rows.append(window)
                 users.append(user)
                 end = start + 1
         self.windows = torch.from_numpy(np.stack(rows)) if rows else torch.empty(0, max_len + 1)
         self.users = torch.tensor(users, dtype=torch.int64)
+        self.later = torch.tensor(later, dtype=torch.int64)
+        self.last_window = torch.from_numpy(last_window)
         inputs = self.windows[:, :-1]
         self.n_targets = int((inputs != PAD).sum())
 
@@ -43,12 +52,13 @@ class TrainWindows:
 
     def batches(
         self, batch_size: int, generator: torch.Generator
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Shuffled (users, inputs, targets) batches; a target is PAD where its input is."""
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Shuffled (users, window ids, inputs, targets) batches; a target is PAD where its
+        input is."""
         order = torch.randperm(len(self), generator=generator)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             window = self.windows[index]
             inputs = window[:, :-1]
             targets = torch.where(inputs != PAD, window[:, 1:], PAD)
-            yield self.users[index], inputs, targets
+            yield self.users[index], index, inputs, targets

@@ -1,0 +1,85 @@
+"""Fusion of the SASRec and retriever scores.
+
+Each branch's scores are standardised per user (zero mean, unit spread over the items) before
+they are combined: the report added raw dot products to cosine/0.07, so one branch drowned the
+other. The fused score is w * z_sasrec + (1 - w) * z_retriever, with w from the method:
+
+- ``fixed``: the configured weight (the report's 0.4 SASRec / 0.6 retriever);
+- ``scalar``: one learned weight, starting at the configured one;
+- ``gate``: a per-user weight from both branches' user states (user-specific fusion);
+- ``curriculum``: moves linearly from ``curriculum_start`` to the configured weight over a stage;
+- ``uncertainty``: learned log-variances weight the branch losses (Kendall et al., 2018), and
+  w = softmax(-log-variances) weighs the scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ur4rec.config import FusionConfig
+
+
+def standardise(scores: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    mean = scores.mean(dim=-1, keepdim=True)
+    std = scores.std(dim=-1, keepdim=True)
+    return (scores - mean) / (std + eps)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+class Fusion(nn.Module):
+    def __init__(self, cfg: FusionConfig, sasrec_dim: int, retriever_dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.method = cfg.method
+        self.weight_logit = nn.Parameter(torch.tensor(_logit(cfg.sasrec_weight)))
+        self.gate = nn.Sequential(
+            nn.Linear(sasrec_dim + retriever_dim, 32), nn.GELU(), nn.Linear(32, 1)
+        )
+        nn.init.zeros_(self.gate[2].weight)
+        nn.init.constant_(self.gate[2].bias, _logit(cfg.sasrec_weight))
+        self.log_var = nn.Parameter(torch.zeros(2))  # sasrec, retriever (uncertainty)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(5.0)))  # fused logits' sharpness
+        self.register_buffer("progress", torch.tensor(0.0))  # curriculum: 0 -> 1 over a stage
+
+    def set_progress(self, progress: float) -> None:
+        self.progress.fill_(min(max(progress, 0.0), 1.0))
+
+    def sasrec_weight(self, seq_state: torch.Tensor, ret_state: torch.Tensor) -> torch.Tensor:
+        """w for each row of the states ([..., 1])."""
+        shape = (*seq_state.shape[:-1], 1)
+        if self.method == "fixed":
+            return torch.full(shape, self.cfg.sasrec_weight)
+        if self.method == "scalar":
+            return torch.sigmoid(self.weight_logit).expand(shape)
+        if self.method == "gate":
+            return torch.sigmoid(self.gate(torch.cat([seq_state, ret_state], dim=-1)))
+        if self.method == "curriculum":
+            start, end = self.cfg.curriculum_start, self.cfg.sasrec_weight
+            return (start + (end - start) * self.progress).expand(shape)
+        return torch.softmax(-self.log_var, dim=0)[0].expand(shape)  # uncertainty
+
+    def forward(
+        self,
+        seq_scores: torch.Tensor,
+        ret_scores: torch.Tensor,
+        seq_state: torch.Tensor,
+        ret_state: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fused scores, SASRec weight); fused scores are standardised units."""
+        w = self.sasrec_weight(seq_state, ret_state)
+        return w * standardise(seq_scores) + (1 - w) * standardise(ret_scores), w
+
+    def branch_loss(self, seq_loss: torch.Tensor, ret_loss: torch.Tensor) -> torch.Tensor:
+        if self.method == "uncertainty":
+            return (
+                torch.exp(-self.log_var[0]) * seq_loss + self.log_var[0]
+                + torch.exp(-self.log_var[1]) * ret_loss + self.log_var[1]
+            )  # fmt: skip
+        return self.cfg.aux_weight * (seq_loss + ret_loss)

@@ -1,0 +1,47 @@
+"""Text features for UR4Rec: item and user texts, encoded (and cached) once per run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ur4rec.config import RunConfig
+from ur4rec.data.dataset import Dataset
+from ur4rec.data.sources import data_dir
+from ur4rec.errors import Ur4recError
+from ur4rec.text.audit import audit_texts
+from ur4rec.text.corpus import aligned, import_texts
+from ur4rec.text.encoder import TextEncoder
+from ur4rec.text.store import read_texts
+
+
+@dataclass
+class TextFeatures:
+    item: torch.Tensor  # [n_items, text_dim]
+    user: torch.Tensor  # [n_users, text_dim]
+    user_texts: list[str]  # for a trainable text encoder
+
+
+def text_features(cfg: RunConfig, dataset: Dataset, root: str | None = None) -> TextFeatures:
+    scheme = cfg.data.scheme
+    item_texts = None
+    if cfg.text.item_texts != "template":
+        item_texts, _ = import_texts(dataset, "items", cfg.text.item_texts, scheme)
+    user_texts = None
+    if cfg.text.user_texts != "template":
+        user_texts = read_texts(cfg.text.user_texts)
+        if cfg.text.audit:
+            result = audit_texts(dataset, user_texts, scheme)
+            if result.leaked:
+                raise Ur4recError(
+                    f"{cfg.text.user_texts}: the leakage audit finds held-out titles in "
+                    f"{result.test_share:.0%} of user texts (control {result.control_share:.0%});"
+                    " refusing to train on them (text.audit=false overrides, for experiments only)"
+                )
+    encoder = TextEncoder(cfg.text.encoder, cache_dir=data_dir(root) / "embeddings")
+    items = aligned(dataset, "items", item_texts, scheme)
+    users = aligned(dataset, "users", user_texts, scheme)
+    return TextFeatures(
+        torch.from_numpy(encoder.encode(items)), torch.from_numpy(encoder.encode(users)), users
+    )

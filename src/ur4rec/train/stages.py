@@ -1,0 +1,177 @@
+"""Multi-stage training of UR4Rec (default: the report's four stages).
+
+Each stage names the modules that learn (the others are frozen), their learning rates and
+clipping norms, its epochs, patience and validation metric, and its objective (what is trained
+and scored: ``sasrec``, ``retriever`` or ``fused``). The best checkpoint of a stage starts the
+next. Stages live in ``RUN/stages/<i>-<name>/``; a finished stage leaves ``done.json``, so a
+resumed run skips it and continues the stage in progress from its ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ur4rec.config import RunConfig, StageConfig
+from ur4rec.data.dataset import Dataset
+from ur4rec.data.splits import Split
+from ur4rec.errors import Ur4recError
+from ur4rec.eval.evaluator import Evaluator
+from ur4rec.io import atomic_write_json, atomic_write_text
+from ur4rec.models.ur4rec import MODULES, OBJECTIVES, UR4Rec
+from ur4rec.report_table import format_table
+from ur4rec.train.trainer import BEST, FitState, ParamGroup, Trainer, load_state_into
+from ur4rec.train.windows import TrainWindows
+
+
+def stage_dir(run_dir: Path, index: int, stage: StageConfig) -> Path:
+    return run_dir / "stages" / f"{index + 1}-{stage.name}"
+
+
+def configure(model: UR4Rec, stage: StageConfig, cfg: RunConfig) -> list[ParamGroup]:
+    """Freeze every module the stage does not train; one parameter group per trained one."""
+    unknown = [m for m in stage.train if m not in MODULES]
+    if unknown:
+        raise Ur4recError(f"stage {stage.name!r}: unknown module {unknown[0]!r}; known: {MODULES}")
+    if stage.objective not in OBJECTIVES:
+        raise Ur4recError(f"stage {stage.name!r}: unknown objective {stage.objective!r}")
+    params = model.module_parameters()
+    for name, group in params.items():
+        for p in group:
+            p.requires_grad_(name in stage.train)
+    groups = [
+        ParamGroup(
+            name,
+            params[name],
+            stage.lr.get(name, cfg.train.lr),
+            stage.clip.get(name, cfg.train.clip_norm),
+            cfg.train.weight_decay,
+        )
+        for name in stage.train
+        if params[name]
+    ]
+    if not groups:
+        raise Ur4recError(f"stage {stage.name!r} trains nothing (modules {stage.train})")
+    model.objective = stage.objective
+    model.write_memory = "memory" in stage.train
+    return groups
+
+
+def run_stages(
+    cfg: RunConfig,
+    model: UR4Rec,
+    dataset: Dataset,
+    split: Split,
+    windows: TrainWindows,
+    run_dir: Path,
+    quiet: bool = False,
+    on_epoch_end: Callable[[FitState], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train every stage in turn; returns one row per stage (validation metrics)."""
+    valid = Evaluator(dataset, split, "valid", cfg.train.eval_protocol)
+    rows = []
+    for index, stage in enumerate(cfg.stages):
+        folder = stage_dir(run_dir, index, stage)
+        done = folder / "done.json"
+        if done.is_file():
+            load_state_into(model, folder / BEST)
+            configure(model, stage, cfg)
+            rows.append(json.loads(done.read_text(encoding="utf-8")))
+            continue
+        groups = configure(model, stage, cfg)
+        train_cfg = replace(
+            cfg.train, epochs=stage.epochs, patience=stage.patience, metric=stage.metric
+        )
+        trainer = Trainer(
+            model, windows, valid, train_cfg, model.training_loss, folder,
+            seed=cfg.seed * 100 + index, groups=groups, quiet=quiet, on_epoch_end=on_epoch_end,
+        )  # fmt: skip
+        if (folder / "last.pt").is_file():
+            trainer.resume()
+        if not quiet:
+            print(f"stage {index + 1}/{len(cfg.stages)}: {stage.name} ({stage.objective})")
+        state = trainer.fit()
+        if state.best_epoch < 0:
+            raise Ur4recError(f"stage {stage.name!r} ended without a validation pass")
+        load_state_into(model, folder / BEST)
+        best = next(r for r in state.history if r["epoch"] == state.best_epoch)
+        row = {
+            "stage": stage.name,
+            "objective": stage.objective,
+            "epochs_run": state.epoch,
+            "epochs_max": stage.epochs,
+            "best_epoch": state.best_epoch,
+            "train_seconds": round(sum(r["train_seconds"] for r in state.history), 2),
+            "valid": {k.split("/", 1)[1]: v for k, v in best.items() if k.startswith("valid/")},
+        }
+        atomic_write_json(done, row)
+        rows.append(row)
+    # The run's own best.pt is the last stage's best: `ur4rec evaluate RUN` uses it.
+    last = stage_dir(run_dir, len(cfg.stages) - 1, cfg.stages[-1]) / BEST
+    shutil.copyfile(last, run_dir / BEST)
+    return rows
+
+
+def stage_table(
+    cfg: RunConfig,
+    model: UR4Rec,
+    dataset: Dataset,
+    split: Split,
+    rows: list[dict[str, Any]],
+    run_dir: Path,
+    protocols: tuple[str, ...] = ("full", "seed"),
+) -> list[dict[str, Any]]:
+    """Validation and test metrics of every stage's best checkpoint, in the report's shape
+    (stage, epochs run / max, Hit@10, NDCG@10, change against the previous stage)."""
+    table = []
+    for protocol in protocols:
+        try:
+            evaluators = {p: Evaluator(dataset, split, p, protocol) for p in ("valid", "test")}
+        except Ur4recError:
+            continue  # e.g. 'seed' on a catalogue too small for 99 negatives
+        previous: dict[str, float] = {}
+        for index, (stage, row) in enumerate(zip(cfg.stages, rows, strict=True)):
+            load_state_into(model, stage_dir(run_dir, index, stage) / BEST)
+            model.objective = stage.objective
+            model.eval()
+            entry: dict[str, Any] = {
+                "protocol": protocol,
+                "stage": stage.name,
+                "epochs": f"{row['epochs_run']}/{row['epochs_max']}",
+            }
+            for part, evaluator in evaluators.items():
+                metrics = evaluator.evaluate(model)
+                for key in ("hit@10", "ndcg@10"):
+                    entry[f"{part} {key}"] = metrics[key]
+                    if f"{part} {key}" in previous:
+                        entry[f"{part} {key} change"] = metrics[key] - previous[f"{part} {key}"]
+            previous = {k: v for k, v in entry.items() if k.endswith("@10")}
+            table.append(entry)
+    # Leave the model as the run ends: the last stage's best, its objective.
+    load_state_into(model, run_dir / BEST)
+    model.objective = cfg.stages[-1].objective
+    atomic_write_json(run_dir / "stages.json", table)
+    atomic_write_text(run_dir / "stages.md", format_stage_table(table) + "\n")
+    return table
+
+
+def format_stage_table(table: list[dict[str, Any]]) -> str:
+    blocks = []
+    for protocol in dict.fromkeys(r["protocol"] for r in table):
+        rows = []
+        for r in (r for r in table if r["protocol"] == protocol):
+            out: dict[str, object] = {"stage": r["stage"], "epochs": r["epochs"]}
+            for part in ("valid", "test"):
+                for key in ("hit@10", "ndcg@10"):
+                    change = r.get(f"{part} {key} change")
+                    value = r[f"{part} {key}"]
+                    out[f"{part} {key}"] = f"{value:.4f}" + (
+                        f" ({change:+.4f})" if change is not None else ""
+                    )
+            rows.append(out)
+        blocks.append(f"protocol {protocol}:\n" + format_table(rows, list(rows[0])))
+    return "\n\n".join(blocks)

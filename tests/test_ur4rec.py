@@ -1,0 +1,286 @@
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ur4rec.cli import main
+from ur4rec.config import (
+    FusionConfig,
+    MemoryConfig,
+    ModelConfig,
+    RetrieverConfig,
+    StageConfig,
+    load_config,
+)
+from ur4rec.data.prepare import prepare_dataset
+from ur4rec.data.splits import PAD, make_split
+from ur4rec.eval.evaluator import HistoryBatch
+from ur4rec.models.ur4rec import UR4Rec
+from ur4rec.train.stages import configure
+from ur4rec.train.windows import TrainWindows
+
+N_USERS, N_ITEMS, TEXT_DIM, MAX_LEN = 5, 12, 16, 4
+
+
+def tiny_model(
+    fusion: str = "gate", memory: bool = False, n_windows: int = 8, **retriever
+) -> UR4Rec:
+    torch.manual_seed(0)
+    return UR4Rec(
+        N_USERS, N_ITEMS, MAX_LEN,
+        ModelConfig(name="ur4rec", hidden=8, heads=2, inner=16, dropout=0.0, attn_dropout=0.0),
+        RetrieverConfig(dim=8, experts=3, proxies=2, dropout=0.0, **retriever),
+        FusionConfig(method=fusion), MemoryConfig(enabled=memory),
+        torch.randn(N_ITEMS, TEXT_DIM), torch.randn(N_USERS, TEXT_DIM), n_windows,
+    )  # fmt: skip
+
+
+def batch() -> HistoryBatch:
+    return HistoryBatch(
+        torch.tensor([0, 1, 2]), torch.tensor([[PAD, 1, 2, 3], [4, 5, 6, 7], [PAD, PAD, PAD, 9]])
+    )
+
+
+def train_batch():
+    users = torch.tensor([0, 1])
+    windows = torch.tensor([0, 1])
+    inputs = torch.tensor([[PAD, 1, 2, 3], [4, 5, 6, 7]])
+    targets = torch.tensor([[PAD, 2, 3, 4], [5, 6, 7, 8]])
+    return users, windows, inputs, targets
+
+
+def step(model: UR4Rec, lr: float = 0.1) -> None:
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr)
+    loss = model.training_loss(*train_batch(), torch.Generator().manual_seed(0))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    model.eval()
+
+
+@pytest.mark.parametrize("router", ["dense", "topk"])
+def test_vectorised_scores_equal_a_naive_loop(router: str) -> None:
+    model = tiny_model(router=router, top_k=2).eval()
+    model.objective = "retriever"
+    b = batch()
+    scores = model.score(b)
+    with torch.no_grad():
+        items = model.retriever.item_vectors()
+        for row in range(len(b.users)):
+            # One user at a time, one item at a time.
+            vectors, _, _ = model.retriever.user_states(
+                b.users[row : row + 1], b.items[row : row + 1]
+            )
+            user = vectors[0, -1]
+            for item in range(N_ITEMS):
+                cosine = torch.dot(user, items[item]) / (user.norm() * items[item].norm())
+                expected = cosine / model.retriever_cfg.temperature
+                assert scores[row, item].item() == pytest.approx(expected.item(), abs=1e-4)
+
+
+def test_scores_finite_and_padding_independent() -> None:
+    model = tiny_model().eval()
+    for objective in ("sasrec", "retriever", "fused"):
+        model.objective = objective
+        a = model.score(HistoryBatch(torch.tensor([0]), torch.tensor([[PAD, PAD, 1, 2]])))
+        b = model.score(HistoryBatch(torch.tensor([0]), torch.tensor([[1, 2]])))
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_memory_is_written_in_training_and_read_at_evaluation() -> None:
+    model = tiny_model(memory=True)
+    # Window 1 is user 1's earlier window; window 0 is user 0's... and their later windows.
+    model.memory.bind(
+        torch.tensor([-1, 2, -1, -1, -1, -1, -1, -1]), torch.tensor([0, 2, -1, -1, -1])
+    )
+    model.objective = "retriever"
+    model.write_memory = True
+    with torch.no_grad():
+        model.memory.read_proj.weight.normal_()  # a memory that is read makes a difference
+    before = model.memory.prev.clone(), model.memory.summary.clone()
+    assert not model.memory.written.any()
+    b = HistoryBatch(torch.tensor([1]), torch.tensor([[4, 5, 6, 7]]))
+    blank = model.score(b)
+    step(model)
+    assert model.memory.written.tolist() == [False, False, True, False, False, False, False, False]
+    assert not torch.equal(model.memory.summary, before[1])
+    # User 1's most recent window is window 2, which now holds what came before it.
+    with_memory = model.score(b)
+    model.memory.written.zero_()
+    without = model.score(b)
+    assert not torch.allclose(with_memory, without)
+    assert blank.shape == with_memory.shape
+
+
+def test_window_memory_never_holds_a_later_item(tmp_path: Path, cyclic_folder: Path) -> None:
+    dataset, _ = prepare_dataset("ml-100k", source=cyclic_folder)
+    split = make_split(dataset)
+    windows = TrainWindows(dataset, split.train, max_len=3)
+    for w, nxt in enumerate(windows.later.tolist()):
+        if nxt < 0:
+            assert windows.last_window[windows.users[w]] == w
+            continue
+        assert windows.users[w] == windows.users[nxt]
+        earlier, later = windows.windows[w], windows.windows[nxt]
+        # w's inputs all come before the later window's first target.
+        seq = dataset.sequence(int(windows.users[w])).tolist()
+        last_input = seq.index(int(earlier[-2]))
+        first_target = seq.index(int(later[later != PAD][1]))
+        assert last_input < first_target
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("method", "moves"),
+    [
+        ("fixed", False),
+        ("scalar", True),
+        ("gate", True),
+        ("curriculum", False),
+        ("uncertainty", True),
+    ],
+)
+def test_fusion_weights_move_or_stay(method: str, moves: bool) -> None:
+    model = tiny_model(fusion=method)
+    configure(
+        model,
+        StageConfig("joint", train=["sasrec", "retriever", "fusion"], objective="fused"),
+        load_config(None),
+    )
+    states = torch.randn(2, 8), torch.randn(2, 8)
+    w_before = model.fusion.sasrec_weight(*states).detach().clone()
+    before = snapshot(model.fusion)
+    step(model, lr=0.5)
+    after = snapshot(model.fusion)
+    learned = {"scalar": "weight_logit", "gate": "gate.2.bias", "uncertainty": "log_var"}
+    if moves:
+        assert not torch.equal(before[learned[method]], after[learned[method]])
+        assert not torch.allclose(model.fusion.sasrec_weight(*states), w_before)
+    else:
+        torch.testing.assert_close(model.fusion.sasrec_weight(*states), w_before)
+    if method == "fixed":
+        assert torch.allclose(w_before, torch.tensor(0.4))
+    if method == "curriculum":
+        model.on_epoch_start(0, 5)
+        assert model.fusion.sasrec_weight(*states)[0].item() == pytest.approx(0.9)
+        model.on_epoch_start(4, 5)
+        assert model.fusion.sasrec_weight(*states)[0].item() == pytest.approx(0.4)
+    if method == "gate":
+        w = model.fusion.sasrec_weight(*states)
+        assert w[0].item() != pytest.approx(w[1].item())  # user-specific
+
+
+def test_frozen_modules_do_not_change() -> None:
+    model = tiny_model(memory=True)
+    cfg = load_config(None)
+    configure(model, StageConfig("r", train=["retriever"], objective="retriever"), cfg)
+    sasrec, fusion, memory = snapshot(model.sasrec), snapshot(model.fusion), snapshot(model.memory)
+    retriever = snapshot(model.retriever)
+    step(model)
+    assert all(torch.equal(sasrec[k], v) for k, v in model.sasrec.state_dict().items())
+    assert all(torch.equal(fusion[k], v) for k, v in model.fusion.state_dict().items())
+    assert all(torch.equal(memory[k], v) for k, v in model.memory.state_dict().items())
+    assert any(not torch.equal(retriever[k], v) for k, v in model.retriever.state_dict().items())
+
+
+@pytest.mark.parametrize("loss", ["in_batch", "mined"])
+def test_retriever_negative_options_train(loss: str) -> None:
+    model = tiny_model(loss=loss, negatives=3)
+    model.objective = "retriever"
+    value = model.training_loss(*train_batch(), torch.Generator().manual_seed(0))
+    assert torch.isfinite(value)
+    value.backward()
+
+
+def test_reranker_keeps_top_candidates_on_top() -> None:
+    model = tiny_model(rerank_top=3).eval()
+    model.objective = "retriever"
+    scores = model.score(batch())
+    plain = copy.deepcopy(model)
+    plain.reranker = None
+    base = plain.score(batch())
+    top = base.topk(3, dim=1).indices
+    assert set(scores.topk(3, dim=1).indices[0].tolist()) == set(top[0].tolist())
+
+
+TINY_UR4REC = [
+    "model.name=ur4rec", "data.max_len=6", "model.hidden=16", "model.heads=2", "model.inner=32",
+    "model.layers=1", "retriever.dim=16", "retriever.experts=2", "retriever.proxies=2",
+    "train.batch_size=8", "train.lr=1e-2", "memory.enabled=true",
+    "stages=[{name: pretrain_sasrec, epochs: 2, train: [sasrec], objective: sasrec},"
+    " {name: pretrain_retriever, epochs: 2, train: [retriever, memory], objective: retriever},"
+    " {name: joint_finetune, epochs: 2, train: [sasrec, retriever, memory, fusion]},"
+    " {name: end_to_end, epochs: 1, train: [sasrec, retriever, fusion, text_encoder]}]",
+]  # fmt: skip
+
+
+def test_four_stage_run_end_to_end_through_the_cli(
+    cyclic_folder: Path, tmp_path: Path, capsys
+) -> None:
+    prepare_dataset("ml-100k", source=cyclic_folder)
+    out = tmp_path / "run"
+    config = Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-seed.yaml"
+    argv = [
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--quiet",
+        "--json",
+        "--set",
+        "data.dataset=ml-100k",
+    ]
+    for item in TINY_UR4REC:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [s["stage"] for s in summary["stages"]] == [
+        "pretrain_sasrec",
+        "pretrain_retriever",
+        "joint_finetune",
+        "end_to_end",
+    ]
+    assert [s["epochs_run"] for s in summary["stages"]] == [2, 2, 2, 1]
+    table = json.loads((out / "stages.json").read_text())
+    assert [r["stage"] for r in table if r["protocol"] == "full"][1:] == [
+        "pretrain_retriever",
+        "joint_finetune",
+        "end_to_end",
+    ]
+    assert "valid ndcg@10 change" in table[1]
+    assert "protocol full" in (out / "stages.md").read_text()
+    assert main(["evaluate", str(out), "--protocol", "sampled:5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "ur4rec" and result["users"] == 40
+    # Resuming a finished run changes nothing.
+    assert main(["train", "--resume", str(out), "--quiet", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["test"] == summary["test"]
+
+
+def test_leaked_user_texts_are_refused(cyclic_folder: Path, tmp_path: Path, capsys) -> None:
+    dataset, _ = prepare_dataset("ml-100k", source=cyclic_folder)
+    split = make_split(dataset)
+    from ur4rec.data.splits import targets
+
+    leaked = {
+        dataset.user_ids[u]: f"Loves {dataset.item_info[t].title}."
+        for u, t in zip(split.test.users, targets(dataset, split.test), strict=True)
+    }
+    path = tmp_path / "leaked.json"
+    path.write_text(json.dumps(leaked))
+    argv = ["train", "--config", str(Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-seed.yaml"),
+            "--out", str(tmp_path / "r"), "--quiet", "--set", "data.dataset=ml-100k", "--set", f"text.user_texts={path}"]  # fmt: skip
+    for item in TINY_UR4REC:
+        argv += ["--set", item]
+    assert main(argv) == 1
+    assert "leakage audit finds held-out titles" in capsys.readouterr().err
