@@ -104,6 +104,10 @@ class FusionConfig:
     sasrec_weight: float = 0.4  # fixed weight; start of the learned ones; curriculum's end
     curriculum_start: float = 0.9  # curriculum: SASRec's weight at the start of a stage
     aux_weight: float = 0.5  # weight of each branch's own loss in joint stages
+    # fixed/scalar: after each fused stage, pick SASRec's weight on the validation split
+    # (grid 0, 0.05, ..., 1): learned on training data the weight over-trusts the branch
+    # that overfits more.
+    calibrate: bool = True
     sasrec_text_features: bool = False  # feed item text embeddings into SASRec too
 
 

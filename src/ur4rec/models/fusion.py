@@ -47,6 +47,7 @@ class Fusion(nn.Module):
         self.log_var = nn.Parameter(torch.zeros(2))  # sasrec, retriever (uncertainty)
         self.log_scale = nn.Parameter(torch.tensor(math.log(5.0)))  # fused logits' sharpness
         self.register_buffer("progress", torch.tensor(0.0))  # curriculum: 0 -> 1 over a stage
+        self.register_buffer("fixed_weight", torch.tensor(float(cfg.sasrec_weight)))
 
     def set_progress(self, progress: float) -> None:
         self.progress.fill_(min(max(progress, 0.0), 1.0))
@@ -55,7 +56,7 @@ class Fusion(nn.Module):
         """w for each row of the states ([..., 1])."""
         shape = (*seq_state.shape[:-1], 1)
         if self.method == "fixed":
-            return torch.full(shape, self.cfg.sasrec_weight)
+            return self.fixed_weight.expand(shape)
         if self.method == "scalar":
             return torch.sigmoid(self.weight_logit).expand(shape)
         if self.method == "gate":
@@ -75,6 +76,12 @@ class Fusion(nn.Module):
         """(fused scores, SASRec weight); fused scores are standardised units."""
         w = self.sasrec_weight(seq_state, ret_state)
         return w * standardise(seq_scores) + (1 - w) * standardise(ret_scores), w
+
+    def set_weight(self, weight: float) -> None:
+        """Set SASRec's weight for the fixed and scalar methods (e.g. after calibration)."""
+        with torch.no_grad():
+            self.fixed_weight.fill_(weight)
+            self.weight_logit.fill_(_logit(weight))
 
     def branch_loss(self, seq_loss: torch.Tensor, ret_loss: torch.Tensor) -> torch.Tensor:
         if self.method == "uncertainty":

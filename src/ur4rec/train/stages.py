@@ -24,6 +24,7 @@ from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_json, atomic_write_text
 from ur4rec.models.ur4rec import MODULES, OBJECTIVES, UR4Rec
 from ur4rec.report_table import format_table
+from ur4rec.train.checkpoint import load_checkpoint, save_checkpoint
 from ur4rec.train.trainer import BEST, FitState, ParamGroup, Trainer, load_state_into
 from ur4rec.train.windows import TrainWindows
 
@@ -98,6 +99,16 @@ def run_stages(
         if state.best_epoch < 0:
             raise Ur4recError(f"stage {stage.name!r} ended without a validation pass")
         load_state_into(model, folder / BEST)
+        calibrated = None
+        if (
+            stage.objective == "fused"
+            and cfg.fusion.calibrate
+            and cfg.fusion.method in ("fixed", "scalar")
+        ):
+            calibrated = calibrate_fusion(model, valid, stage.metric)
+            save_checkpoint(
+                folder / BEST, {**load_checkpoint(folder / BEST), "model": model.state_dict()}
+            )
         best = next(r for r in state.history if r["epoch"] == state.best_epoch)
         row = {
             "stage": stage.name,
@@ -108,12 +119,33 @@ def run_stages(
             "train_seconds": round(sum(r["train_seconds"] for r in state.history), 2),
             "valid": {k.split("/", 1)[1]: v for k, v in best.items() if k.startswith("valid/")},
         }
+        if calibrated is not None:
+            row["sasrec_weight"], row["valid"] = calibrated
         atomic_write_json(done, row)
         rows.append(row)
     # The run's own best.pt is the last stage's best: `ur4rec evaluate RUN` uses it.
     last = stage_dir(run_dir, len(cfg.stages) - 1, cfg.stages[-1]) / BEST
     shutil.copyfile(last, run_dir / BEST)
     return rows
+
+
+def calibrate_fusion(
+    model: UR4Rec, valid: Evaluator, metric: str
+) -> tuple[float, dict[str, float]]:
+    """Choose SASRec's fusion weight on the validation split; returns (weight, metrics)."""
+    model.eval()
+    model.objective = "fused"
+    best: tuple[float, float, dict[str, float]] | None = None
+    for step in range(21):
+        weight = step / 20
+        model.fusion.set_weight(weight)
+        result = valid.evaluate(model)
+        metrics = {k: v for k, v in result.items() if "@" in k}
+        if best is None or metrics[metric] > best[1]:
+            best = (weight, metrics[metric], metrics)
+    assert best is not None
+    model.fusion.set_weight(best[0])
+    return best[0], best[2]
 
 
 def stage_table(

@@ -1,0 +1,150 @@
+"""UR4Rec's quality: variants x seeds of the four-stage run, with the stage-table figures.
+
+    .venv/bin/python benchmarks/ur4rec_quality.py --variants default --seeds 42,43,44
+    .venv/bin/python benchmarks/ur4rec_quality.py --variants default,gate,memory,... --seeds 42
+
+Each run is `ur4rec train --config configs/ur4rec-DATASET.yaml --set ...` in a subprocess
+(``--parallel`` at once, ``--threads`` torch threads each). From each run's stages.json:
+SASRec alone = the first stage's best, retriever alone = the second's, fused = the last's.
+Results are appended to OUT/results.jsonl as runs finish; the table is printed at the end.
+Choose variants by the valid columns; the test columns are for reporting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_ITEMS = ROOT.parent / "shared" / "seed-llm-texts" / "item_descriptions.json"
+VARIANTS: dict[str, list[str]] = {
+    "default": [],
+    "fusion gate": ["fusion.method=gate"],
+    "fusion scalar": ["fusion.method=scalar"],
+    "fusion fixed 0.4/0.6 (report)": ["fusion.method=fixed", "fusion.calibrate=false"],
+    "fusion curriculum": ["fusion.method=curriculum"],
+    "fusion uncertainty": ["fusion.method=uncertainty"],
+    "memory on": ["memory.enabled=true"],
+    "single expert, no proxies": ["retriever.experts=1", "retriever.proxies=0"],
+    "LLM item texts": [f"text.item_texts={SHARED_ITEMS}"],
+    "retriever without item ids": ["retriever.item_ids=false"],
+    "item texts in SASRec too": ["fusion.sasrec_text_features=true"],
+}
+
+
+def run_one(
+    name: str, seed: int, dataset: str, out: Path, data_dir: str | None, threads: int
+) -> dict:
+    slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
+    run_dir = out / f"{dataset}-{slug}-s{seed}"
+    config = ROOT / "configs" / f"ur4rec-{dataset}.yaml"
+    cmd = [sys.executable, "-m", "ur4rec.cli", "train", "--config", str(config), "--out",
+           str(run_dir), "--quiet", "--set", f"seed={seed}"]  # fmt: skip
+    for item in VARIANTS[name]:
+        cmd += ["--set", item]
+    if data_dir:
+        cmd += ["--data-dir", data_dir]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        return {"variant": name, "seed": seed, "error": proc.stderr[-2000:]}
+    table = json.loads((run_dir / "stages.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    result = {"variant": name, "seed": seed, "dataset": dataset, "seconds": round(seconds, 1),
+              "train_seconds": summary["train_seconds"]}  # fmt: skip
+    stages = [s["stage"] for s in summary["stages"]]
+    pick = {"sasrec": stages[0], "retriever": stages[1], "fused": stages[-1]}
+    for row in table:
+        for model, stage in pick.items():
+            if row["stage"] == stage:
+                for key in ("valid hit@10", "valid ndcg@10", "test hit@10", "test ndcg@10"):
+                    result[f"{model} {row['protocol']} {key}"] = row[key]
+    weights = [s.get("sasrec_weight") for s in summary["stages"] if "sasrec_weight" in s]
+    if weights:
+        result["sasrec_weight"] = weights[-1]
+    return result
+
+
+def mean_spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def print_table(results: list[dict]) -> None:
+    ok = [r for r in results if "error" not in r]
+    for r in results:
+        if "error" in r:
+            print(f"FAILED {r['variant']} seed {r['seed']}:\n{r['error']}")
+    for protocol in ("full", "seed"):
+        print(f"\nprotocol {protocol} (mean ± sd over seeds):")
+        header = [
+            "variant",
+            "model",
+            "valid hit@10",
+            "valid ndcg@10",
+            "test hit@10",
+            "test ndcg@10",
+        ]
+        print(" | ".join(header))
+        for variant in dict.fromkeys(r["variant"] for r in ok):
+            runs = [r for r in ok if r["variant"] == variant]
+            for model in ("sasrec", "retriever", "fused"):
+                cells = [variant, model]
+                for key in header[2:]:
+                    cells.append(mean_spread([r[f"{model} {protocol} {key}"] for r in runs]))
+                print(" | ".join(cells))
+    for r in ok:
+        weight = r.get("sasrec_weight", "-")
+        print(
+            f"{r['variant']} seed {r['seed']}: {r['seconds']:.0f}s wall, "
+            f"{r['train_seconds']:.0f}s training, SASRec weight {weight}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--variants", default="default", help=f"comma list of: {', '.join(VARIANTS)}"
+    )
+    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--dataset", default="ml-100k-seed")
+    parser.add_argument("--out", default="runs/ur4rec-quality")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    names = (
+        [v.strip() for v in args.variants.split(",")] if args.variants != "all" else list(VARIANTS)
+    )
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(n, int(s)) for n in names for s in args.seeds.split(",")]
+    results = []
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        futures = [
+            pool.submit(run_one, n, s, args.dataset, out, args.data_dir, args.threads)
+            for n, s in jobs
+        ]
+        for future in futures:
+            result = future.result()
+            results.append(result)
+            with open(out / "results.jsonl", "a") as f:
+                f.write(json.dumps(result) + "\n")
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()
