@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ VARIANTS: dict[str, list[str]] = {
     "fusion curriculum": ["fusion.method=curriculum"],
     "fusion uncertainty": ["fusion.method=uncertainty"],
     "memory on": ["memory.enabled=true"],
-    "single expert, no proxies": ["retriever.experts=1", "retriever.proxies=0"],
+    "single expert no proxies": ["retriever.experts=1", "retriever.proxies=0"],
     "LLM item texts": [f"text.item_texts={SHARED_ITEMS}"],
     "retriever without item ids": ["retriever.item_ids=false"],
     "item texts in SASRec too": ["fusion.sasrec_text_features=true"],
@@ -138,12 +138,13 @@ def main() -> None:
             pool.submit(run_one, n, s, args.dataset, out, args.data_dir, args.threads)
             for n, s in jobs
         ]
-        for future in futures:
+        for future in as_completed(futures):
             result = future.result()
             results.append(result)
             with open(out / "results.jsonl", "a") as f:
                 f.write(json.dumps(result) + "\n")
-    print_table(results)
+    order = {(n, s): i for i, (n, s) in enumerate(jobs)}
+    print_table(sorted(results, key=lambda r: order[(r["variant"], r["seed"])]))
 
 
 if __name__ == "__main__":
