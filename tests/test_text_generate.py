@@ -233,3 +233,15 @@ def test_real_user_prompts_hold_no_held_out_title() -> None:
             assert not mentions(job.prompt, info) and not mentions(job.fallback, info)
             checked += 1
     assert checked > 1800
+
+
+def test_title_free_user_template(tiny: Dataset) -> None:
+    from ur4rec.text.corpus import template_texts
+
+    with_titles = template_texts(tiny, "users")
+    aspects = template_texts(tiny, "users", titles=False)
+    assert "Usual Suspects" in with_titles["1"]
+    for text in aspects.values():
+        for info in tiny.item_info:
+            assert info.title.split(",")[0] not in text
+    assert "mostly" in aspects["1"] and "Rates" in aspects["1"]

@@ -124,3 +124,11 @@ def test_cli_train_evaluate_end_to_end(prepared, tmp_path: Path, capsys) -> None
     assert "unknown config key 'model.depth'" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nothing")]) == 1
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_checkpoint_of_another_architecture(prepared, tmp_path: Path) -> None:
+    out = run.train(load_config(None, [*TINY, "train.epochs=1"]), tmp_path / "r", quiet=True)
+    config = (out / "config.yaml").read_text().replace("hidden: 16", "hidden: 32")
+    (out / "config.yaml").write_text(config)
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        run.evaluate(out)

@@ -258,6 +258,9 @@ def test_four_stage_run_end_to_end_through_the_cli(
     ]
     assert "valid ndcg@10 change" in table[1]
     assert "protocol full" in (out / "stages.md").read_text()
+    # fusion.method scalar (the config's) is calibrated on validation after each fused stage.
+    weights = [s.get("sasrec_weight") for s in summary["stages"]]
+    assert weights[:2] == [None, None] and all(0.0 <= w <= 1.0 for w in weights[2:])
     assert main(["evaluate", str(out), "--protocol", "sampled:5", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["model"] == "ur4rec" and result["users"] == 40

@@ -69,7 +69,9 @@ class TextConfig:
     """Where the retriever's texts come from; every path is a JSON file keyed by raw id."""
 
     item_texts: str = "template"  # template, or a file (missing ids get the template)
-    user_texts: str = "template"  # template (training part only), or a file, audited first
+    # template (training part only), template-aspects (the same without titles), or a file
+    # (audited first)
+    user_texts: str = "template"
     encoder: str = "all-MiniLM-L6-v2"
     trainable_layers: int = 0  # >0: the last N encoder layers train on user texts (slow)
     audit: bool = True  # refuse user texts that the leakage audit flags

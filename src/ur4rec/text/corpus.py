@@ -20,14 +20,18 @@ from ur4rec.text.templates import item_text, user_text
 PLACEHOLDERS = {"", "no description available."}
 
 
-def template_texts(dataset: Dataset, kind: str, scheme: str = "leave-one-out") -> dict[str, str]:
+def template_texts(
+    dataset: Dataset, kind: str, scheme: str = "leave-one-out", titles: bool = True
+) -> dict[str, str]:
+    """Template texts for every item or user (users: the training part only; ``titles=False``
+    is the title-free style)."""
     if kind == "items":
         return {
             raw: item_text(info)
             for raw, info in zip(dataset.item_ids, dataset.item_info, strict=True)
         }
     histories = training_histories(dataset, make_split(dataset, scheme))
-    return {h.raw_user_id: user_text(h) for h in histories}
+    return {h.raw_user_id: user_text(h, titles=titles) for h in histories}
 
 
 def import_texts(

@@ -38,8 +38,12 @@ def _titles(items: list[SeenItem], limit: int) -> str:
     return "; ".join(display_title(s.info) for s in items[:limit])
 
 
-def user_text(history: UserHistory, top: int = 5) -> str:
-    """A multi-aspect preference summary: genres, decades, favourites, recent taste, dislikes."""
+def user_text(history: UserHistory, top: int = 5, titles: bool = True) -> str:
+    """A multi-aspect preference summary: genres, decades, favourites, recent taste, dislikes.
+
+    ``titles=False`` leaves out every title (genres, decades and trends only): a text naming
+    training titles lets a model trained on earlier positions read later targets in it.
+    """
     items = list(history.items)
     if not items:
         return "A new user with no rated movies yet."
@@ -57,8 +61,15 @@ def user_text(history: UserHistory, top: int = 5) -> str:
     ]
     if decade_part:
         lines.append(f"Favourite decades: {decade_part}.")
-    lines.append(f"Rated highest: {_titles(best, top)}.")
-    lines.append(f"Most recently watched: {_titles(recent, top)}.")
+    if titles:
+        lines.append(f"Rated highest: {_titles(best, top)}.")
+        lines.append(f"Most recently watched: {_titles(recent, top)}.")
+    else:
+        top_genres = Counter(g for s in best[:top] for g in s.info.genres)
+        if top_genres:
+            lines.append(
+                f"Rates highest: {_join([g.lower() for g, _ in top_genres.most_common(2)])}."
+            )
     recent_genres = Counter(g for s in recent[:10] for g in s.info.genres)
     if recent_genres:
         lines.append(
@@ -69,5 +80,10 @@ def user_text(history: UserHistory, top: int = 5) -> str:
         low = [
             s for s in sorted(items, key=lambda s: (s.rating, -s.timestamp)) if s.rating == lowest
         ]
-        lines.append(f"Liked less (rated {lowest:g}): {_titles(low, 3)}.")
+        if titles:
+            lines.append(f"Liked less (rated {lowest:g}): {_titles(low, 3)}.")
+        else:
+            low_genres = Counter(g for s in low for g in s.info.genres)
+            liked_less = _join([g.lower() for g, _ in low_genres.most_common(2)])
+            lines.append(f"Rates {liked_less} lower.")
     return " ".join(lines)

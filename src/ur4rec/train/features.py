@@ -11,7 +11,7 @@ from ur4rec.data.dataset import Dataset
 from ur4rec.data.sources import data_dir
 from ur4rec.errors import Ur4recError
 from ur4rec.text.audit import audit_texts
-from ur4rec.text.corpus import aligned, import_texts
+from ur4rec.text.corpus import aligned, import_texts, template_texts
 from ur4rec.text.encoder import TextEncoder
 from ur4rec.text.store import read_texts
 
@@ -29,7 +29,9 @@ def text_features(cfg: RunConfig, dataset: Dataset, root: str | None = None) -> 
     if cfg.text.item_texts != "template":
         item_texts, _ = import_texts(dataset, "items", cfg.text.item_texts, scheme)
     user_texts = None
-    if cfg.text.user_texts != "template":
+    if cfg.text.user_texts == "template-aspects":
+        user_texts = template_texts(dataset, "users", scheme, titles=False)
+    elif cfg.text.user_texts != "template":
         user_texts = read_texts(cfg.text.user_texts)
         if cfg.text.audit:
             result = audit_texts(dataset, user_texts, scheme)

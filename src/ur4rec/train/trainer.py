@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ur4rec.config import TrainConfig
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_text
-from ur4rec.train.checkpoint import load_checkpoint, save_checkpoint
+from ur4rec.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ur4rec.train.windows import TrainWindows
 
 # (users, window ids, inputs, targets, generator) -> scalar loss
@@ -285,5 +285,11 @@ def _tensorboard(run_dir: Path) -> Any:
 
 def load_state_into(model: nn.Module, path: Path) -> dict[str, Any]:
     payload = load_checkpoint(path)
-    model.load_state_dict(payload["model"])
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model (was the config changed?): {first}"
+        ) from None
     return payload
