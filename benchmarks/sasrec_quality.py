@@ -1,6 +1,7 @@
 """SASRec against popularity and EASE on the test split, both protocols, both ml-100k sets.
 
-    .venv/bin/python benchmarks/sasrec_quality.py             # the README table
+    .venv/bin/python benchmarks/sasrec_quality.py             # the README table (seed 42)
+    .venv/bin/python benchmarks/sasrec_quality.py --seeds 42,43,44 --datasets ml-100k-seed
     .venv/bin/python benchmarks/sasrec_quality.py --sweep     # validation-only sweep of defaults
 
 The sweep trains variants of configs/sasrec-ml-100k-seed.yaml and reports VALIDATION NDCG@10
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -51,15 +53,26 @@ def sweep(out: Path) -> None:
     print(format_table(rows, list(rows[0])))
 
 
-def table(out: Path) -> None:
+def table(out: Path, seeds: list[int], datasets: list[str]) -> None:
     rows = []
-    for name in ("ml-100k", "ml-100k-seed"):
-        cfg = load_config(CONFIGS / f"sasrec-{name}.yaml")
-        run_dir = run.train(cfg, out / name, quiet=True)
-        for protocol in ("full", "seed"):
-            result = run.evaluate(run_dir, protocol, "test")
-            rows.append({"model": "sasrec", **result})
-    rows += baseline_table(("ml-100k", "ml-100k-seed"))
+    for name in datasets:
+        per_protocol: dict[str, list[dict]] = {"full": [], "seed": []}
+        for seed in seeds:
+            cfg = load_config(CONFIGS / f"sasrec-{name}.yaml", [f"seed={seed}"])
+            run_dir = run.train(cfg, out / f"{name}-s{seed}", quiet=True)
+            for protocol in per_protocol:
+                per_protocol[protocol].append(run.evaluate(run_dir, protocol, "test"))
+        for results in per_protocol.values():
+            row: dict[str, object] = {"model": f"sasrec ({len(seeds)} seeds)", **results[0]}
+            for key in ("hit@10", "ndcg@10", "mrr@10"):
+                values = [r[key] for r in results]
+                row[key] = (
+                    f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+                    if len(values) > 1
+                    else values[0]
+                )
+            rows.append(row)
+    rows += baseline_table(datasets)
     rows.sort(key=lambda r: (r["dataset"], r["protocol"] != "full", r["model"]))
     print(format_table(rows, ["dataset", "protocol", "model", "hit@10", "ndcg@10", "mrr@10"]))
 
@@ -68,10 +81,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sweep", action="store_true", help="validation sweep of defaults")
     parser.add_argument("--out", help="keep the runs here (default: a temp folder)")
+    parser.add_argument("--seeds", default="42", help="training seeds, e.g. 42,43,44")
+    parser.add_argument("--datasets", default="ml-100k,ml-100k-seed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
-        sweep(out) if args.sweep else table(out)
+        if args.sweep:
+            sweep(out)
+        else:
+            seeds = [int(s) for s in args.seeds.split(",")]
+            table(out, seeds, args.datasets.split(","))
 
 
 if __name__ == "__main__":
