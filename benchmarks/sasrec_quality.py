@@ -63,7 +63,7 @@ def table(out: Path, seeds: list[int], datasets: list[str]) -> None:
             for protocol in per_protocol:
                 per_protocol[protocol].append(run.evaluate(run_dir, protocol, "test"))
         for results in per_protocol.values():
-            row: dict[str, object] = {"model": f"sasrec ({len(seeds)} seeds)", **results[0]}
+            row: dict[str, object] = {**results[0], "model": f"sasrec ({len(seeds)} seeds)"}
             for key in ("hit@10", "ndcg@10", "mrr@10"):
                 values = [r[key] for r in results]
                 row[key] = (
