@@ -42,6 +42,12 @@ def _print(obj: object, as_json: bool, text: str) -> None:
     print(json.dumps(obj, indent=2) if as_json else text)
 
 
+def _print_metrics(result: dict[str, object], title: str, as_json: bool) -> None:
+    """One evaluation result: a title line and a table of its @K metrics, or JSON."""
+    columns = [c for c in result if "@" in c]
+    _print(result, as_json, title + "\n" + format_table([result], columns))
+
+
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     dataset, fresh = prepare_dataset(
         args.dataset, source=args.source, root=args.data_dir, force=args.force
@@ -68,12 +74,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     }
     if args.model == "ease":
         result["lambda"] = args.l2
-    columns = [c for c in result if "@" in c]
-    text = (
+    title = (
         f"{args.model} on {dataset.name} ({split.scheme}, {args.split}, protocol "
-        f"{evaluator.protocol.name}, {len(evaluator)} users)\n" + format_table([result], columns)
+        f"{evaluator.protocol.name}, {len(evaluator)} users)"
     )
-    _print(result, args.json, text)
+    _print_metrics(result, title, args.json)
     return 0
 
 
@@ -140,12 +145,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         ks=args.ks,
     )
-    columns = [c for c in result if "@" in c]
-    text = (
+    title = (
         f"{result['model']} ({args.run_dir}) on {result['dataset']}: {args.split}, protocol "
-        f"{result['protocol']}, {result['users']} users\n" + format_table([result], columns)
+        f"{result['protocol']}, {result['users']} users"
     )
-    _print(result, args.json, text)
+    _print_metrics(result, title, args.json)
     return 0
 
 
