@@ -132,3 +132,16 @@ def test_checkpoint_of_another_architecture(prepared, tmp_path: Path) -> None:
     (out / "config.yaml").write_text(config)
     with pytest.raises(CheckpointError, match="does not fit this model"):
         run.evaluate(out)
+
+
+def test_tensorboard_is_optional(prepared, tmp_path: Path, capsys) -> None:
+    cfg = load_config(None, [*TINY, "train.epochs=1", "train.tensorboard=true"])
+    out = run.train(cfg, tmp_path / "r", quiet=True)
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        assert "tensorboard is not installed" in capsys.readouterr().err
+        assert not (out / "tensorboard").exists()
+    else:
+        assert any((out / "tensorboard").iterdir())
+    assert (out / "summary.json").is_file()
