@@ -42,8 +42,13 @@ def _print(obj: object, as_json: bool, text: str) -> None:
     print(json.dumps(obj, indent=2) if as_json else text)
 
 
-def _print_metrics(result: dict[str, object], title: str, as_json: bool) -> None:
-    """One evaluation result: a title line and a table of its @K metrics, or JSON."""
+def _print_metrics(result: dict[str, object], as_json: bool) -> None:
+    """One evaluation result: what was measured, then a table of its @K metrics (or JSON)."""
+    run = f" ({result['run']})" if "run" in result else ""
+    title = (
+        f"{result['model']}{run} on {result['dataset']} ({result['scheme']}, {result['split']}, "
+        f"protocol {result['protocol']}, {result['users']} users)"
+    )
     columns = [c for c in result if "@" in c]
     _print(result, as_json, title + "\n" + format_table([result], columns))
 
@@ -74,11 +79,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     }
     if args.model == "ease":
         result["lambda"] = args.l2
-    title = (
-        f"{args.model} on {dataset.name} ({split.scheme}, {args.split}, protocol "
-        f"{evaluator.protocol.name}, {len(evaluator)} users)"
-    )
-    _print_metrics(result, title, args.json)
+    _print_metrics(result, args.json)
     return 0
 
 
@@ -145,11 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         ks=args.ks,
     )
-    title = (
-        f"{result['model']} ({args.run_dir}) on {result['dataset']}: {args.split}, protocol "
-        f"{result['protocol']}, {result['users']} users"
-    )
-    _print_metrics(result, title, args.json)
+    _print_metrics(result, args.json)
     return 0
 
 
