@@ -21,16 +21,18 @@ def prepared_folder(name: str, root: str | os.PathLike[str] | None = None) -> Pa
     return data_dir(root) / "prepared" / name
 
 
-def _is_current(folder: Path, name: str) -> bool:
+def _current(folder: Path, name: str) -> Dataset | None:
+    """The prepared copy, if it is readable and made with today's format and options."""
     try:
         dataset = load_dataset(folder)
     except DataError:
-        return False
+        return None
     manifest = dataset.manifest
-    return (
+    current = (
         manifest.get("format_version") == FORMAT_VERSION
         and manifest.get("options") == get_spec(name).options()
     )
+    return dataset if current else None
 
 
 def prepare_dataset(
@@ -43,8 +45,8 @@ def prepare_dataset(
     """Prepare ``name`` unless an up-to-date copy exists; returns (dataset, newly_prepared)."""
     spec = get_spec(name)
     folder = prepared_folder(name, root)
-    if not force and source is None and _is_current(folder, name):
-        return load_dataset(folder), False
+    if not force and source is None and (dataset := _current(folder, name)) is not None:
+        return dataset, False
     raw = load_raw(spec.release, source=source, root=data_dir(root))
     dataset = preprocess(raw, spec)
     save_dataset(dataset, folder)

@@ -132,9 +132,9 @@ class SASRec(nn.Module):
 
     def user_vectors(self, items: torch.Tensor) -> torch.Tensor:
         """[B, H] hidden state at each history's last real item, however it is padded."""
-        return self.encode(self._truncate(items))[:, -1]
+        return self.encode(self.left_align(items))[:, -1]
 
-    def _truncate(self, items: torch.Tensor) -> torch.Tensor:
+    def left_align(self, items: torch.Tensor) -> torch.Tensor:
         """Left-align any padding, then keep each history's last ``max_len`` items."""
         # A stable sort on "is real" moves padding to the front and keeps the items' order.
         order = torch.argsort((items != PAD).to(torch.int8), dim=1, stable=True)

@@ -87,7 +87,7 @@ class UR4Rec(nn.Module):
     # -- scoring (evaluation and serving) -----------------------------------------------
     def branch_scores(self, batch: HistoryBatch) -> dict[str, torch.Tensor]:
         """Per-branch scores and states for the last position of each history."""
-        items = self.sasrec._truncate(batch.items)
+        items = self.sasrec.left_align(batch.items)
         out: dict[str, torch.Tensor] = {}
         if self.objective in ("sasrec", "fused"):
             state = self.sasrec.encode(items)[:, -1]

@@ -75,8 +75,10 @@ def aligned(
 ) -> list[str]:
     """One text per internal item (or user) index; ids without a text get the template."""
     ids = dataset.item_ids if kind == "items" else dataset.user_ids
-    fallback = template_texts(dataset, kind, scheme)
     texts = texts or {}
+    if all(texts.get(raw) for raw in ids):
+        return [texts[raw] for raw in ids]
+    fallback = template_texts(dataset, kind, scheme)
     return [texts.get(raw) or fallback[raw] for raw in ids]
 
 

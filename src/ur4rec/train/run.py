@@ -151,14 +151,13 @@ def _run(
         if state.best_epoch < 0:
             raise Ur4recError("training ended without a validation pass; check train.eval_every")
         load_state_into(model, run_dir / BEST)
-        best_row = next(r for r in state.history if r["epoch"] == state.best_epoch)
         summary = {
             "best_epoch": state.best_epoch,
             "epochs_run": state.epoch,
             "stopped_early": state.stopped_early,
             "metric": cfg.train.metric,
-            "valid": {k.split("/", 1)[1]: v for k, v in best_row.items() if k.startswith("valid/")},
-            "train_seconds": round(sum(r["train_seconds"] for r in state.history), 2),
+            "valid": state.best_valid(),
+            "train_seconds": state.train_seconds,
         }
     model.eval()
     summary["test"] = Evaluator(dataset, split, "test", cfg.train.eval_protocol).evaluate(model)

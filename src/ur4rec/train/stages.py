@@ -109,15 +109,14 @@ def run_stages(
             save_checkpoint(
                 folder / BEST, {**load_checkpoint(folder / BEST), "model": model.state_dict()}
             )
-        best = next(r for r in state.history if r["epoch"] == state.best_epoch)
         row = {
             "stage": stage.name,
             "objective": stage.objective,
             "epochs_run": state.epoch,
             "epochs_max": stage.epochs,
             "best_epoch": state.best_epoch,
-            "train_seconds": round(sum(r["train_seconds"] for r in state.history), 2),
-            "valid": {k.split("/", 1)[1]: v for k, v in best.items() if k.startswith("valid/")},
+            "train_seconds": state.train_seconds,
+            "valid": state.best_valid(),
         }
         if calibrated is not None:
             row["sasrec_weight"], row["valid"] = calibrated

@@ -58,6 +58,15 @@ class FitState:
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
 
+    def best_valid(self) -> dict[str, float]:
+        """Validation metrics of the best epoch, keys like ``ndcg@10``."""
+        row = next(r for r in self.history if r["epoch"] == self.best_epoch)
+        return {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith("valid/")}
+
+    @property
+    def train_seconds(self) -> float:
+        return round(sum(r["train_seconds"] for r in self.history), 2)
+
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + stream) % (2**63 - 1)
@@ -135,8 +144,7 @@ class Trainer:
 
     def resume(self) -> None:
         """Continue from ``last.pt``; log rows written after it are dropped."""
-        payload = load_checkpoint(self.run_dir / LAST)
-        self.model.load_state_dict(payload["model"])
+        payload = load_state_into(self.model, self.run_dir / LAST)
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.state = FitState(**payload["state"])
