@@ -267,6 +267,72 @@ def cmd_texts_audit(args: argparse.Namespace) -> int:
     return 3 if result.leaked else 0
 
 
+def _format_recommendations(result: dict) -> str:
+    who = f"user {result['user']}" if result["user"] is not None else "an ad-hoc history"
+    head = (
+        f"top {len(result['items'])} for {who} "
+        f"({result['model']}, history of {result['history_length']})"
+    )
+    extras = []
+    if result.get("sasrec_weight") is not None:
+        extras.append(f"fusion weight: SASRec {result['sasrec_weight']:.2f}")
+    if result.get("router"):
+        extras.append("router (expert weights): " + ", ".join(f"{w:.2f}" for w in result["router"]))
+    rows = []
+    lines = []
+    for rec in result["items"]:
+        row = {"rank": rec["rank"], "item": rec["item"], "title": rec["title"]}
+        row["score"] = f"{rec['score']:.3f}"
+        for branch, value in rec["scores"].items():
+            row[branch] = f"{value:.3f}"
+        rows.append(row)
+        why = rec.get("explanation")
+        if why:
+            parts = []
+            if why.get("history_item"):
+                near = why["history_item"]
+                parts.append(f"like {near['title']} ({why['history_similarity']:.2f})")
+            if why.get("preference_sentence"):
+                parts.append(
+                    f'matches "{why["preference_sentence"]}" ({why["preference_similarity"]:.2f})'
+                )
+            lines.append(f"  {rec['rank']}. {rec['title']}: " + "; ".join(parts))
+    text = head + "\n" + format_table(rows, list(rows[0]) if rows else ["rank"])
+    if extras:
+        text += "\n" + "\n".join(extras)
+    if lines:
+        text += "\nwhy:\n" + "\n".join(lines)
+    for note in result.get("notes", []):
+        text += f"\nnote: {note}"
+    return text
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from ur4rec.serve.recommender import Recommender
+
+    if (args.user is None) == (args.history is None):
+        raise Ur4recError("give exactly one of --user RAW_ID or --history ID,ID,...")
+    recommender = Recommender(Path(args.run_dir), args.data_dir, args.checkpoint)
+    explain = not args.no_explain
+    if args.user is not None:
+        result = recommender.recommend_user(args.user, args.k, explain)
+    else:
+        history = [h.strip() for h in args.history.split(",") if h.strip()]
+        result = recommender.recommend_history(history, args.k, args.text, explain)
+    out = result.to_json()
+    _print(out, args.json, _format_recommendations(out))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ur4rec.serve.app import serve
+    from ur4rec.serve.recommender import Recommender
+
+    recommender = Recommender(Path(args.run_dir), args.data_dir, args.checkpoint)
+    serve(recommender, args.host, args.port, args.threads, args.access_log)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ur4rec", description="UR4Rec: SASRec fused with a text preference retriever."
@@ -389,6 +455,27 @@ def build_parser() -> argparse.ArgumentParser:
     text_args(aud, kind=False)
     aud.add_argument("--texts", required=True, help="user texts JSON keyed by raw user id")
     aud.set_defaults(func=cmd_texts_audit)
+
+    rec = commands.add_parser("recommend", help="top-k unseen items for a user, explained")
+    rec.add_argument("run_dir", help="a run folder written by `ur4rec train`")
+    rec.add_argument("--user", help="a raw user id of the run's dataset")
+    rec.add_argument("--history", help="an ad-hoc history of raw item ids, oldest first: 50,172")
+    rec.add_argument("--text", help="with --history: the new user's preference text (UR4Rec)")
+    rec.add_argument("-k", type=int, default=10, help="how many items (default 10)")
+    rec.add_argument("--no-explain", action="store_true", help="leave out the explanations")
+    rec.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    _common(rec)
+    rec.set_defaults(func=cmd_recommend)
+
+    srv = commands.add_parser("serve", help="serve a run over HTTP (FastAPI + uvicorn)")
+    srv.add_argument("run_dir", help="a run folder written by `ur4rec train`")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    srv.add_argument("--access-log", action="store_true", help="log every request")
+    srv.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    srv.add_argument("--data-dir", help="data folder (default: $UR4REC_DATA or the user cache)")
+    srv.set_defaults(func=cmd_serve)
 
     quick = commands.add_parser("quickstart", help="the main job: prepare data, print baselines")
     _common(quick)

@@ -22,6 +22,7 @@ from torch import nn
 
 from ur4rec.config import RetrieverConfig
 from ur4rec.data.splits import PAD
+from ur4rec.models.cache import ItemVectorCache
 
 
 class MixtureOfExperts(nn.Module):
@@ -57,7 +58,7 @@ class MixtureOfExperts(nn.Module):
         return mixed, weights, balance
 
 
-class Retriever(nn.Module):
+class Retriever(ItemVectorCache):
     def __init__(
         self,
         n_items: int,
@@ -92,6 +93,8 @@ class Retriever(nn.Module):
 
     def item_vectors(self) -> torch.Tensor:
         """[n_items, dim], L2-normalised."""
+        if self._item_cache is not None:
+            return self._item_cache
         vectors = self.item_proj(self.item_text)
         if self.item_id is not None:
             vectors = vectors + self.item_id.weight[: self.n_items]

@@ -18,6 +18,7 @@ from ur4rec.config import LossConfig, ModelConfig
 from ur4rec.data.splits import PAD
 from ur4rec.eval.evaluator import HistoryBatch
 from ur4rec.models import losses
+from ur4rec.models.cache import ItemVectorCache
 
 
 class SelfAttention(nn.Module):
@@ -70,7 +71,7 @@ class Block(nn.Module):
         return self.norm2(x + self.ff(x))
 
 
-class SASRec(nn.Module):
+class SASRec(ItemVectorCache):
     """Item ID embeddings (+ optional item side features) -> causal transformer -> dot
     product with the same item vectors."""
 
@@ -108,6 +109,8 @@ class SASRec(nn.Module):
 
     def item_vectors(self) -> torch.Tensor:
         """[n_items, hidden]: what histories are made of and what users are matched against."""
+        if self._item_cache is not None:
+            return self._item_cache
         vectors = self.item_emb.weight[: self.n_items]
         if self.feature_proj is not None:
             vectors = vectors + self.feature_proj(self.item_features)

@@ -80,13 +80,25 @@ class UR4Rec(nn.Module):
         return self.text_encoder(texts)
 
     def _retriever_states(
-        self, users: torch.Tensor, items: torch.Tensor, memory: torch.Tensor | None
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        memory: torch.Tensor | None,
+        user_text: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.retriever.user_states(users, items, memory, self._user_text(users))
+        if user_text is None:
+            user_text = self._user_text(users)
+        return self.retriever.user_states(users, items, memory, user_text)
 
     # -- scoring (evaluation and serving) -----------------------------------------------
-    def branch_scores(self, batch: HistoryBatch) -> dict[str, torch.Tensor]:
-        """Per-branch scores and states for the last position of each history."""
+    def branch_scores(
+        self, batch: HistoryBatch, user_text: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-branch scores and states for the last position of each history.
+
+        ``user_text`` [B, text_dim] replaces the stored preference-text embeddings; users the
+        model has never seen (id -1) must bring one.
+        """
         items = self.sasrec.left_align(batch.items)
         out: dict[str, torch.Tensor] = {}
         if self.objective in ("sasrec", "fused"):
@@ -94,10 +106,14 @@ class UR4Rec(nn.Module):
             out["sasrec"], out["sasrec_state"] = state @ self.sasrec.item_vectors().T, state
         if self.objective in ("retriever", "fused"):
             known = batch.users >= 0
+            if user_text is None and not bool(known.all()) and self.retriever_cfg.preference_text:
+                raise ValueError("users unknown to the model need a preference-text embedding")
             memory = None
             if self.memory is not None:
                 memory = self.memory.read_users(batch.users.clamp(min=0)) * known[:, None]
-            vectors, weights, _ = self._retriever_states(batch.users.clamp(min=0), items, memory)
+            vectors, weights, _ = self._retriever_states(
+                batch.users.clamp(min=0), items, memory, user_text
+            )
             vector = vectors[:, -1]
             scores = self.retriever.logits(vector)
             if self.reranker is not None:
@@ -117,16 +133,21 @@ class UR4Rec(nn.Module):
         ceiling = scores.max(dim=1, keepdim=True).values
         return scores.scatter(1, top, ceiling + 1.0 + torch.sigmoid(rerank))
 
-    def score(self, batch: HistoryBatch) -> torch.Tensor:
-        out = self.branch_scores(batch)
+    def combine(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's scores from ``branch_scores``; a fused model also leaves its SASRec
+        weight in ``out["sasrec_weight"]``."""
         if self.objective == "sasrec":
             return out["sasrec"]
         if self.objective == "retriever":
             return out["retriever"]
-        fused, _ = self.fusion(
+        fused, weight = self.fusion(
             out["sasrec"], out["retriever"], out["sasrec_state"], out["retriever_state"]
         )
+        out["sasrec_weight"] = weight
         return fused
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        return self.combine(self.branch_scores(batch))
 
     # -- training ---------------------------------------------------------------------
     def training_loss(

@@ -1,0 +1,201 @@
+"""Recommend, explain and serve: a tiny UR4Rec run and a tiny SASRec run, queried through the
+CLI and through a real HTTP server on 127.0.0.1."""
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from ur4rec.cli import main
+from ur4rec.config import load_config
+from ur4rec.data.prepare import prepare_dataset
+from ur4rec.serve.app import create_app
+from ur4rec.serve.recommender import Recommender
+from ur4rec.train import run
+
+from .conftest import cyclic_ratings, write_ml100k
+from .test_trainer import TINY
+from .test_ur4rec import TINY_UR4REC
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Trained once for the module: {'ur4rec': RUN, 'sasrec': RUN, 'data': DATA_DIR}."""
+    root = tmp_path_factory.mktemp("serve")
+    titles = {i: (f"Movie {i} (19{70 + i})", "Drama" if i % 2 else "Comedy") for i in range(1, 21)}
+    folder = write_ml100k(root / "cyclic", ratings=cyclic_ratings(), titles=titles)
+    data = str(root / "data")
+    prepare_dataset("ml-100k", source=folder, root=data)
+    ur4rec_cfg = load_config(
+        CONFIGS / "ur4rec-ml-100k-seed.yaml", ["data.dataset=ml-100k", *TINY_UR4REC]
+    )
+    sasrec_cfg = load_config(CONFIGS / "sasrec-ml-100k.yaml", [*TINY, "train.epochs=2"])
+    return {
+        "ur4rec": run.train(ur4rec_cfg, root / "ur4rec", data_dir=data, quiet=True),
+        "sasrec": run.train(sasrec_cfg, root / "sasrec", data_dir=data, quiet=True),
+        "data": Path(data),
+    }
+
+
+@pytest.fixture(scope="module")
+def recommender(runs: dict[str, Path]) -> Recommender:
+    return Recommender(runs["ur4rec"], str(runs["data"]))
+
+
+def seen_by(recommender: Recommender, raw_user: str) -> set[str]:
+    user = recommender.dataset.user_index(raw_user)
+    return {recommender.dataset.item_ids[i] for i in recommender.dataset.sequence(user).tolist()}
+
+
+@pytest.mark.parametrize("kind", ["ur4rec", "sasrec"])
+def test_recommend_cli_excludes_seen_and_explains(runs, kind: str, capsys) -> None:
+    data = str(runs["data"])
+    argv = ["recommend", str(runs[kind]), "--user", "3", "-k", "5", "--json", "--data-dir", data]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    recommender = Recommender(runs[kind], data)
+    seen = seen_by(recommender, "3")
+    items = [r["item"] for r in out["items"]]
+    assert len(items) == 5 and len(set(items)) == 5 and not seen & set(items)
+    assert [r["rank"] for r in out["items"]] == [1, 2, 3, 4, 5]
+    scores = [r["score"] for r in out["items"]]
+    assert scores == sorted(scores, reverse=True)
+    for rec in out["items"]:
+        assert rec["title"].startswith("Movie ")
+        # The nearest history item is one of the user's own items.
+        assert rec["explanation"]["history_item"]["item"] in seen
+    if kind == "ur4rec":
+        assert set(out["items"][0]["scores"]) == {"sasrec", "retriever"}
+        assert len(out["router"]) == 2 and abs(sum(out["router"]) - 1) < 1e-3
+        sentence = out["items"][0]["explanation"]["preference_sentence"]
+        assert sentence and sentence in out["preference_text"]
+    else:
+        assert set(out["items"][0]["scores"]) == {"sasrec"} and out["router"] is None
+    # The plain-text form names the items and why.
+    assert main([*argv[:-3], "--data-dir", data]) == 0
+    text = capsys.readouterr().out
+    assert out["items"][0]["title"] in text and "why:" in text
+
+
+def test_recommend_history_for_a_new_user(recommender: Recommender) -> None:
+    history = ["1", "2", "3"]
+    result = recommender.recommend_history(history, k=4, explain=True)
+    items = [r.item for r in result.items]
+    assert len(items) == 4 and not set(history) & set(items)
+    assert result.user is None and result.notes  # a template text was written for them
+    assert all(r.explanation.history_item.item in history for r in result.items)
+    given = recommender.recommend_history(history, k=4, preference_text="Loves comedies.")
+    assert given.preference_text == "Loves comedies." and not given.notes
+
+
+def test_recommend_cli_errors(runs, capsys) -> None:
+    data = str(runs["data"])
+    assert main(["recommend", str(runs["ur4rec"]), "--user", "nobody", "--data-dir", data]) == 1
+    assert "unknown user id 'nobody'" in capsys.readouterr().err
+    argv = ["recommend", str(runs["ur4rec"]), "--history", "1,999", "--data-dir", data]
+    assert main(argv) == 1
+    assert "unknown item id(s) '999'" in capsys.readouterr().err
+    assert main(["recommend", str(runs["ur4rec"]), "--data-dir", data]) == 1
+    assert "exactly one of --user" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(recommender: Recommender) -> Iterator[str]:
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(recommender, max_body_bytes=4096), host="127.0.0.1", port=port,
+        log_level="warning",
+    )  # fmt: skip
+    instance = uvicorn.Server(config)
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not instance.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    instance.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_http_health_and_openapi(server: str) -> None:
+    with httpx.Client(base_url=server) as client:
+        health = client.get("/health").json()
+        assert health["status"] == "ok" and health["model"] == "ur4rec" and health["items"] == 20
+        paths = client.get("/openapi.json").json()["paths"]
+        assert {"/health", "/users/{raw_id}/recommendations", "/recommendations"} <= set(paths)
+
+
+def test_http_recommendations_for_a_known_user(server: str, recommender: Recommender) -> None:
+    with httpx.Client(base_url=server) as client:
+        response = client.get("/users/7/recommendations", params={"k": 3})
+        assert response.status_code == 200
+        body = response.json()
+        items = [r["item"] for r in body["items"]]
+        assert (
+            body["user"] == "7" and len(items) == 3 and not seen_by(recommender, "7") & set(items)
+        )
+        assert body["items"][0]["explanation"] is None
+        explained = client.get("/users/7/recommendations?k=2&explain=true").json()
+        assert explained["items"][0]["explanation"]["history_item"]["item"] in seen_by(
+            recommender, "7"
+        )
+        # The same answer as the library gives.
+        assert items == [r.item for r in recommender.recommend_user("7", 3).items]
+
+
+def test_http_errors(server: str) -> None:
+    with httpx.Client(base_url=server) as client:
+        missing = client.get("/users/nobody/recommendations")
+        assert missing.status_code == 404 and "unknown user id 'nobody'" in missing.json()["detail"]
+        for k in ("0", "1001", "ten"):
+            assert client.get(f"/users/7/recommendations?k={k}").status_code == 422
+        bad_json = client.post(
+            "/recommendations", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert bad_json.status_code == 422
+        assert client.post("/recommendations", json={"history": []}).status_code == 422
+        assert client.post("/recommendations", json={"items": ["1"]}).status_code == 422
+        assert client.post("/recommendations", json={"history": ["1"], "k": 0}).status_code == 422
+        unknown = client.post("/recommendations", json={"history": ["1", "999"]})
+        assert unknown.status_code == 404 and "'999'" in unknown.json()["detail"]
+        huge = client.post("/recommendations", json={"history": ["1"] * 3000})
+        assert huge.status_code == 413
+        # A streamed (chunked) body over the limit is refused too.
+        chunks = (b'{"history": [' + b'"1",' * 1200 + b'"1"]}',)
+        streamed = client.post(
+            "/recommendations", content=iter(chunks), headers={"content-type": "application/json"}
+        )
+        assert streamed.status_code == 413
+
+
+def test_http_new_user_history(server: str) -> None:
+    with httpx.Client(base_url=server) as client:
+        body = {
+            "history": [1, "2", "3"],
+            "preference_text": "Loves comedies.",
+            "k": 5,
+            "explain": True,
+        }
+        response = client.post("/recommendations", json=body)
+        assert response.status_code == 200
+        out = response.json()
+        items = [r["item"] for r in out["items"]]
+        assert out["user"] is None and len(items) == 5 and not {"1", "2", "3"} & set(items)
+        assert out["preference_text"] == "Loves comedies."
+        assert out["items"][0]["explanation"]["preference_sentence"] == "Loves comedies."
+        assert out["items"][0]["explanation"]["history_item"]["item"] in {"1", "2", "3"}
