@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,19 +25,67 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_ITEMS = ROOT.parent / "shared" / "seed-llm-texts" / "item_descriptions.json"
-VARIANTS: dict[str, list[str]] = {
-    "default": [],
-    "fusion gate": ["fusion.method=gate"],
-    "fusion scalar": ["fusion.method=scalar"],
-    "fusion fixed 0.4/0.6 (report)": ["fusion.method=fixed", "fusion.calibrate=false"],
-    "fusion curriculum": ["fusion.method=curriculum"],
-    "fusion uncertainty": ["fusion.method=uncertainty"],
-    "memory on": ["memory.enabled=true"],
-    "single expert no proxies": ["retriever.experts=1", "retriever.proxies=0"],
-    "LLM item texts": [f"text.item_texts={SHARED_ITEMS}"],
-    "retriever without item ids": ["retriever.item_ids=false"],
-    "item texts in SASRec too": ["fusion.sasrec_text_features=true"],
+# name -> (config overrides, how many leading stages the variant leaves unchanged). Those
+# stages are copied from the default run of the same seed when it exists: with the same seed
+# and the same stage configs they would train to the same weights, so only the rest is rerun.
+VARIANTS: dict[str, tuple[list[str], int]] = {
+    "default": ([], 0),
+    "fusion gate": (["fusion.method=gate"], 2),
+    "fusion fixed 0.4/0.6 (report)": (["fusion.method=fixed", "fusion.calibrate=false"], 2),
+    "fusion fixed calibrated": (["fusion.method=fixed"], 2),
+    "fusion curriculum": (["fusion.method=curriculum"], 2),
+    "fusion uncertainty": (["fusion.method=uncertainty"], 2),
+    "memory on": (["memory.enabled=true"], 1),
+    "single expert no proxies": (["retriever.experts=1", "retriever.proxies=0"], 1),
+    "retriever without item ids": (["retriever.item_ids=false"], 1),
+    "LLM item texts": ([f"text.item_texts={SHARED_ITEMS}"], 0),
+    "SASRec without item texts": (["fusion.sasrec_text_features=false"], 0),
 }
+
+
+def _command(run_dir: Path, args: list[str], data_dir: str | None) -> list[str]:
+    cmd = [sys.executable, "-m", "ur4rec.cli", "train", *args, "--quiet"]
+    return cmd + (["--data-dir", data_dir] if data_dir else [])
+
+
+def _start_from_default(
+    run_dir: Path, config: Path, overrides: list[str], base: Path, stages: int, data_dir: str | None
+) -> bool:
+    """Start a variant's run folder from the first ``stages`` finished stages of the default run.
+
+    The variant's model is initialised exactly as its own run would be; the modules those
+    stages train then take the default run's trained weights (every other module is untouched
+    by them). Returns False when the default run has not got that far.
+    """
+    from ur4rec.config import dump_config, load_config
+    from ur4rec.data.prepare import open_dataset
+    from ur4rec.train.checkpoint import load_checkpoint, save_checkpoint
+    from ur4rec.train.run import build
+
+    folders = sorted((base / "stages").glob("*-*"), key=lambda p: int(p.name.split("-")[0]))
+    if stages == 0 or len(folders) < stages or not (base / "run.json").is_file():
+        return False
+    if not all((f / "done.json").is_file() for f in folders[:stages]):
+        return False
+    cfg = load_config(config, overrides)
+    model, _, _ = build(cfg, open_dataset(cfg.data.dataset, root=data_dir), data_dir)
+    state = model.state_dict()
+    trained = load_checkpoint(folders[stages - 1] / "best.pt")["model"]
+    modules = {m for stage in cfg.stages[:stages] for m in stage.train}
+    for key in state:
+        if key.split(".")[0] in modules:
+            state[key] = trained[key]
+    for index, folder in enumerate(folders[:stages]):
+        target = run_dir / "stages" / folder.name
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / "done.json", target / "done.json")
+        if index == stages - 1:
+            save_checkpoint(target / "best.pt", {"model": state})
+        else:  # never loaded again: only the last reused stage starts the next
+            shutil.copyfile(folder / "best.pt", target / "best.pt")
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    shutil.copyfile(base / "run.json", run_dir / "run.json")
+    return True
 
 
 def run_one(
@@ -45,22 +94,33 @@ def run_one(
     slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
     run_dir = out / f"{dataset}-{slug}-s{seed}"
     config = ROOT / "configs" / f"ur4rec-{dataset}.yaml"
-    cmd = [sys.executable, "-m", "ur4rec.cli", "train", "--config", str(config), "--out",
-           str(run_dir), "--quiet", "--set", f"seed={seed}"]  # fmt: skip
-    for item in VARIANTS[name]:
-        cmd += ["--set", item]
-    if data_dir:
-        cmd += ["--data-dir", data_dir]
+    overrides, reusable = VARIANTS[name]
+    overrides = [f"seed={seed}", *overrides]
+    base = out / f"{dataset}-default-s{seed}"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    reused = 0
+    if (run_dir / "summary.json").is_file():
+        cmd = None  # finished earlier: read it again
+    elif (run_dir / "config.yaml").is_file():
+        cmd = _command(run_dir, ["--resume", str(run_dir)], data_dir)
+    elif name != "default" and _start_from_default(
+        run_dir, config, overrides, base, reusable, data_dir
+    ):
+        reused = reusable
+        cmd = _command(run_dir, ["--resume", str(run_dir)], data_dir)
+    else:
+        sets = [x for o in overrides for x in ("--set", o)]
+        cmd = _command(run_dir, ["--config", str(config), "--out", str(run_dir), *sets], data_dir)
+    if cmd is not None:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            return {"variant": name, "seed": seed, "error": proc.stderr[-2000:]}
     seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        return {"variant": name, "seed": seed, "error": proc.stderr[-2000:]}
     table = json.loads((run_dir / "stages.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     result = {"variant": name, "seed": seed, "dataset": dataset, "seconds": round(seconds, 1),
-              "train_seconds": summary["train_seconds"]}  # fmt: skip
+              "train_seconds": summary["train_seconds"], "reused_stages": reused}  # fmt: skip
     stages = [s["stage"] for s in summary["stages"]]
     pick = {"sasrec": stages[0], "retriever": stages[1], "fused": stages[-1]}
     for row in table:
