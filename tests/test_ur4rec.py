@@ -287,3 +287,14 @@ def test_leaked_user_texts_are_refused(cyclic_folder: Path, tmp_path: Path, caps
         argv += ["--set", item]
     assert main(argv) == 1
     assert "leakage audit finds held-out titles" in capsys.readouterr().err
+
+
+def test_last_position_alone_equals_the_full_pass() -> None:
+    model = tiny_model(memory=True).eval()
+    b = batch()
+    memory = torch.randn(3, 8)
+    full, full_router, _ = model.retriever.user_states(b.users, b.items, memory)
+    last, last_router, _ = model.retriever.user_states(b.users, b.items, memory, last_only=True)
+    assert last.shape == (3, 1, 8)
+    torch.testing.assert_close(last[:, 0], full[:, -1])
+    torch.testing.assert_close(last_router[:, 0], full_router[:, -1])

@@ -115,37 +115,43 @@ class Retriever(ItemVectorCache):
         items: torch.Tensor,
         memory: torch.Tensor | None = None,
         user_text: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """User vectors at every position of left-padded ``items`` [B, L].
 
         Returns (vectors [B, L, dim] L2-normalised, router weights [B, L, E], balance loss).
         ``memory`` [B, dim] and ``user_text`` [B, text_dim] are optional per-user inputs.
+        ``last_only`` computes the last position alone ([B, 1, ...]): scoring needs no more,
+        and the experts then run on one row per user instead of L.
         """
         batch, length = items.shape
         valid = items != PAD
         d = self.cfg.dim
-        state = torch.zeros(batch, length, d)
+        rows = slice(length - 1, length) if last_only else slice(None)
+        state = torch.zeros(batch, 1 if last_only else length, d)
         if self.cfg.preference_text:
             text = user_text if user_text is not None else self.user_text[users]
             state = state + self.user_proj(text)[:, None, :]
         tokens = self.history_tokens(items)
         if self.cfg.sequence:
             # Causal attention pooling: position t summarises the items up to t.
-            scores = self.pool_query(tokens + state) @ self.pool_key(tokens).transpose(1, 2)
-            causal = torch.ones(length, length, dtype=torch.bool).tril()
-            allowed = (causal & valid[:, None, :]) | torch.eye(length, dtype=torch.bool)
+            queries = tokens[:, rows]
+            scores = self.pool_query(queries + state) @ self.pool_key(tokens).transpose(1, 2)
+            causal = torch.ones(length, length, dtype=torch.bool).tril()[rows]
+            allowed = (causal & valid[:, None, :]) | torch.eye(length, dtype=torch.bool)[rows]
             scores = scores.masked_fill(~allowed, float("-inf")) / math.sqrt(d)
-            state = state + scores.softmax(dim=-1) @ tokens + tokens
+            state = state + scores.softmax(dim=-1) @ tokens + queries
         if memory is not None:
             state = state + memory[:, None, :]
         state = self.dropout(self.norm(state))
-        flat = state.reshape(batch * length, d)
+        positions = state.shape[1]
+        flat = state.reshape(batch * positions, d)
         if self.cfg.proxies > 0:
             attn = (flat @ self.proxies.T / math.sqrt(d)).softmax(dim=-1)
             flat = flat + attn @ self.proxies
         mixed, weights, balance = self.moe(flat)
-        vectors = F.normalize(mixed, dim=-1).view(batch, length, -1)
-        return vectors, weights.view(batch, length, -1), balance
+        vectors = F.normalize(mixed, dim=-1).view(batch, positions, -1)
+        return vectors, weights.view(batch, positions, -1), balance
 
     def logits(self, user_vectors: torch.Tensor) -> torch.Tensor:
         """Cosine similarity over the temperature against every item: [..., n_items]."""

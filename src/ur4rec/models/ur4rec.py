@@ -85,10 +85,11 @@ class UR4Rec(nn.Module):
         items: torch.Tensor,
         memory: torch.Tensor | None,
         user_text: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if user_text is None:
             user_text = self._user_text(users)
-        return self.retriever.user_states(users, items, memory, user_text)
+        return self.retriever.user_states(users, items, memory, user_text, last_only)
 
     # -- scoring (evaluation and serving) -----------------------------------------------
     def branch_scores(
@@ -112,7 +113,7 @@ class UR4Rec(nn.Module):
             if self.memory is not None:
                 memory = self.memory.read_users(batch.users.clamp(min=0)) * known[:, None]
             vectors, weights, _ = self._retriever_states(
-                batch.users.clamp(min=0), items, memory, user_text
+                batch.users.clamp(min=0), items, memory, user_text, last_only=True
             )
             vector = vectors[:, -1]
             scores = self.retriever.logits(vector)

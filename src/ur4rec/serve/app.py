@@ -4,13 +4,17 @@ GET /health, GET /users/{raw_id}/recommendations?k=10, POST /recommendations (a 
 history and optional preference text); the OpenAPI schema is at /openapi.json, docs at /docs.
 Unknown ids answer 404, a bad k or body 422, a body over the size limit 413.
 
-Handlers are ``async`` and score inline: a request is about a millisecond of tensor work, less
-than a hop to a worker thread would cost, and one model answers one request at a time.
+Handlers are ``async`` and score on the event loop: a request is about a millisecond of tensor
+work, less than a hop to a worker thread would cost. Requests for known users that arrive
+together are scored together (:class:`MicroBatcher`): one forward pass for all of them, so
+concurrent clients share the model's fixed per-call cost instead of queueing behind it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -75,6 +79,44 @@ class Health(BaseModel):
     users: int
     items: int
     version: str
+
+
+class MicroBatcher:
+    """Collects the requests that are ready in one turn of the event loop and answers them
+    with a single call of ``score_many``; it never waits for more to arrive."""
+
+    def __init__(self, score_many: Callable[[list[Any]], list[Any]], max_batch: int = 64) -> None:
+        self.score_many, self.max_batch = score_many, max_batch
+        self.pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self.scheduled = False
+        self.batches = 0
+
+    async def submit(self, request: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self.pending.append((request, future))
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_soon(self._flush)  # after the handlers already woken in this turn
+        return await future
+
+    def _flush(self) -> None:
+        self.scheduled = False
+        batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
+        if self.pending:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.batches += 1
+        try:
+            results = self.score_many([request for request, _ in batch])
+        except Exception as exc:  # hand the failure to every waiting request
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
 
 class BodySizeLimit:
@@ -149,13 +191,29 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -
             "version": __version__,
         }
 
+    def score_many(requests: list[tuple[str, int, bool]]) -> list[Recommendations]:
+        plain = [(i, r) for i, r in enumerate(requests) if not r[2]]
+        results: list[Any] = [None] * len(requests)
+        if plain:
+            users, ks = [r[0] for _, r in plain], [r[1] for _, r in plain]
+            for (i, _), result in zip(plain, recommender.recommend_users(users, ks), strict=True):
+                results[i] = result
+        for i, (user, k, explain) in enumerate(requests):
+            if explain:
+                results[i] = recommender.recommend_user(user, k, explain=True)
+        return results
+
+    batcher = MicroBatcher(score_many)
+    app.state.batcher = batcher
+
     @app.get("/users/{raw_id}/recommendations", response_model=RecommendationsOut)
     async def for_user(
         raw_id: str,
         k: int = Query(10, ge=1, le=MAX_K, description="how many items"),
         explain: bool = Query(False, description="add an explanation to each item"),
     ) -> dict[str, Any]:
-        return _out(recommender.recommend_user(raw_id, k, explain))
+        recommender.user_index(raw_id)  # an unknown id fails alone, with a 404
+        return _out(await batcher.submit((raw_id, k, explain)))
 
     @app.post("/recommendations", response_model=RecommendationsOut)
     async def for_history(body: HistoryRequest) -> dict[str, Any]:

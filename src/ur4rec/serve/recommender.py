@@ -14,6 +14,7 @@ item nearest to it in the model's own item space, and the retriever's expert (ro
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ur4rec.data.splits import PAD
 from ur4rec.errors import Ur4recError
 from ur4rec.eval.evaluator import HistoryBatch
 from ur4rec.text.history import SeenItem, UserHistory
@@ -70,6 +72,19 @@ class Recommendations:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class _Case:
+    """One request: whom to score (user -1: never seen), on what history, and how."""
+
+    user: int
+    history: list[int]
+    k: int
+    explain: bool
+    text: str | None
+    text_vector: torch.Tensor | None
+    raw_user: str | None
 
 
 def split_sentences(text: str) -> list[str]:
@@ -130,12 +145,22 @@ class Recommender:
         self, raw_user_id: str, k: int = 10, explain: bool = False
     ) -> Recommendations:
         """Top-k items the user has not interacted with, from their whole known history."""
-        user = self.user_index(raw_user_id)
-        history = self.dataset.sequence(user).tolist()
-        text = None
-        if self.kind == "ur4rec" and self.model.user_texts is not None:
-            text = self.model.user_texts[user]
-        return self._recommend(user, history, k, explain, text, None, str(raw_user_id))
+        return self.recommend_users([raw_user_id], k, explain)[0]
+
+    def recommend_users(
+        self, raw_user_ids: Sequence[str], k: int | Sequence[int] = 10, explain: bool = False
+    ) -> list[Recommendations]:
+        """:meth:`recommend_user` for many users at once: one batched forward pass."""
+        ks = [k] * len(raw_user_ids) if isinstance(k, int) else list(k)
+        cases = []
+        for raw, count in zip(raw_user_ids, ks, strict=True):
+            user = self.user_index(raw)
+            text = None
+            if self.kind == "ur4rec" and self.model.user_texts is not None:
+                text = self.model.user_texts[user]
+            history = self.dataset.sequence(user).tolist()
+            cases.append(_Case(user, history, count, explain, text, None, str(raw)))
+        return self._recommend(cases)
 
     def recommend_history(
         self,
@@ -156,10 +181,10 @@ class Recommender:
             if text is None:
                 text = user_text(self._ad_hoc_history(history))
                 notes.append("no preference text given: written from the history by the template")
-            text_vector = self._encode([text])
+            text_vector = self._encode([text])[0]
         elif preference_text is not None:
             notes.append("this run has no text side: the preference text is not used")
-        result = self._recommend(-1, history, k, explain, text, text_vector, None)
+        (result,) = self._recommend([_Case(-1, history, k, explain, text, text_vector, None)])
         result.notes.extend(notes)
         return result
 
@@ -173,58 +198,73 @@ class Recommender:
 
     # -- scoring --------------------------------------------------------------------------
     @torch.inference_mode()
-    def _recommend(
-        self,
-        user: int,
-        history: list[int],
-        k: int,
-        explain: bool,
-        text: str | None,
-        text_vector: torch.Tensor | None,
-        raw_user: str | None,
-    ) -> Recommendations:
-        if not 1 <= k <= MAX_K:
-            raise Ur4recError(f"k must be between 1 and {MAX_K}, got {k}")
-        recent = history[-self.max_len :]
-        batch = HistoryBatch(torch.tensor([user]), torch.tensor([recent], dtype=torch.long))
+    def _recommend(self, cases: list[_Case]) -> list[Recommendations]:
+        for case in cases:
+            if not 1 <= case.k <= MAX_K:
+                raise Ur4recError(f"k must be between 1 and {MAX_K}, got {case.k}")
+        recent = [case.history[-self.max_len :] for case in cases]
+        width = max(len(r) for r in recent)
+        items = torch.tensor([[PAD] * (width - len(r)) + r for r in recent], dtype=torch.long)
+        batch = HistoryBatch(torch.tensor([case.user for case in cases]), items)
         router = weight = None
         if self.kind == "ur4rec":
-            out = self.model.branch_scores(batch, user_text=text_vector)
-            scores = self.model.combine(out)[0]
-            branches = {b: out[b][0] for b in ("sasrec", "retriever") if b in out}
-            if "router" in out:
-                router = [round(float(w), 4) for w in out["router"][0]]
-            if "sasrec_weight" in out:
-                weight = round(float(out["sasrec_weight"].reshape(-1)[0]), 4)
+            out = self.model.branch_scores(batch, user_text=self._text_vectors(cases))
+            scores = self.model.combine(out)
+            branches = {b: out[b] for b in ("sasrec", "retriever") if b in out}
+            router = out.get("router")
+            weight = out.get("sasrec_weight")
         else:
-            scores = self.model.score(batch)[0]
+            scores = self.model.score(batch)
             branches = {"sasrec": scores}
-        seen = torch.tensor(sorted(set(history)), dtype=torch.long)
-        scores = scores.index_fill(0, seen, float("-inf"))
-        top = scores.topk(min(k, self.dataset.n_items - len(seen)))
-        items = top.indices.tolist()
-        explanations = self._explain(items, history, text) if explain else [None] * len(items)
-        recs = [
-            Recommendation(
-                rank=rank + 1,
-                item=self.dataset.item_ids[item],
-                title=self.titles[item],
-                score=round(float(score), 4),
-                scores={b: round(float(s[item]), 4) for b, s in branches.items()},
-                explanation=explanation,
+        seen = [sorted(set(case.history)) for case in cases]
+        rows = torch.tensor([row for row, items in enumerate(seen) for _ in items])
+        scores = scores.index_put(
+            (rows, torch.tensor([i for s in seen for i in s])), torch.tensor(float("-inf"))
+        )
+        top = scores.topk(min(max(case.k for case in cases), self.dataset.n_items), dim=1)
+        results = []
+        for row, case in enumerate(cases):
+            count = min(case.k, self.dataset.n_items - len(seen[row]))
+            chosen = top.indices[row, :count].tolist()
+            values = top.values[row, :count].tolist()
+            explanations = (
+                self._explain(chosen, case.history, case.text) if case.explain else [None] * count
             )
-            for rank, (item, score, explanation) in enumerate(
-                zip(items, top.values.tolist(), explanations, strict=True)
+            recs = [
+                Recommendation(
+                    rank=rank + 1,
+                    item=self.dataset.item_ids[item],
+                    title=self.titles[item],
+                    score=round(value, 4),
+                    scores={b: round(float(s[row, item]), 4) for b, s in branches.items()},
+                    explanation=explanation,
+                )
+                for rank, (item, value, explanation) in enumerate(
+                    zip(chosen, values, explanations, strict=True)
+                )
+            ]
+            results.append(
+                Recommendations(
+                    user=case.raw_user,
+                    model=self.kind,
+                    items=recs,
+                    history_length=len(case.history),
+                    sasrec_weight=None if weight is None else round(float(weight[row, 0]), 4),
+                    router=None if router is None else [round(float(w), 4) for w in router[row]],
+                    preference_text=case.text,
+                )
             )
-        ]
-        return Recommendations(
-            user=raw_user,
-            model=self.kind,
-            items=recs,
-            history_length=len(history),
-            sasrec_weight=weight,
-            router=router,
-            preference_text=text,
+        return results
+
+    def _text_vectors(self, cases: list[_Case]) -> torch.Tensor | None:
+        """Preference-text embeddings for the batch, or None when every user is known."""
+        if all(case.text_vector is None for case in cases):
+            return None
+        if self.model.text_encoder is not None:  # its last layers were trained: use them
+            return self.model.text_encoder([case.text for case in cases])
+        stored = self.model.retriever.user_text
+        return torch.stack(
+            [stored[c.user] if c.text_vector is None else c.text_vector for c in cases]
         )
 
     # -- explanations ---------------------------------------------------------------------
