@@ -199,3 +199,41 @@ def test_http_new_user_history(server: str) -> None:
         assert out["preference_text"] == "Loves comedies."
         assert out["items"][0]["explanation"]["preference_sentence"] == "Loves comedies."
         assert out["items"][0]["explanation"]["history_item"]["item"] in {"1", "2", "3"}
+
+
+@pytest.mark.parametrize("kind", ["ur4rec", "sasrec"])
+def test_report_renders_from_a_tiny_run(runs, kind: str, capsys) -> None:
+    run_dir = runs[kind]
+    # A quality-benchmark results file beside the run is picked up as the ablation table.
+    rows = [
+        {"variant": "default", "seed": s, "dataset": "ml-100k", "fused full test ndcg@10": v}
+        for s, v in ((1, 0.25), (2, 0.35))
+    ]
+    (run_dir.parent / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["report", str(run_dir), "--data-dir", str(runs["data"])]) == 0
+    assert "REPORT.md" in capsys.readouterr().out
+    report = (run_dir / "REPORT.md").read_text()
+    for section in ("## Results on the test split", "## Curves", "## Ablation", "## Data",
+                    "## Texts and leakage audit", "## Configuration"):  # fmt: skip
+        assert section in report
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The run's own test figure (full protocol) is measured again and matches its summary.
+    summary = json.loads((run_dir / "summary.json").read_text())
+    row = next(
+        line for line in report.splitlines() if line.startswith(f"| this run ({kind}) | full")
+    )
+    assert f"| {summary['test']['hit@10']:.4f} | {summary['test']['ndcg@10']:.4f} |" in row
+    assert "| pop | full |" in report and "| ease | full |" in report
+    assert "protocol `seed` not measured" in report  # 20 items: no room for 99 negatives
+    assert "| default | 2 |" in report and "0.3000" in report  # mean of the two seeds
+    if kind == "ur4rec":
+        assert "## Stages" in report and "pretrain_retriever" in report
+        assert "no leakage found" in report
+        assert (run_dir / "stages.png").is_file()
+    else:
+        assert "## Training" in report and "reads no texts" in report
+
+
+def test_report_needs_a_finished_run(tmp_path: Path, capsys) -> None:
+    assert main(["report", str(tmp_path)]) == 1
+    assert "no finished run" in capsys.readouterr().err

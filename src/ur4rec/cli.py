@@ -333,6 +333,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from ur4rec.eval.report import write_report
+
+    ablation = Path(args.ablation) if args.ablation else None
+    path = write_report(Path(args.run_dir), args.data_dir, ablation)
+    _print({"report": str(path)}, args.json, f"wrote {path} (and its plots beside it)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ur4rec", description="UR4Rec: SASRec fused with a text preference retriever."
@@ -476,6 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--checkpoint", default="best", choices=("best", "last"))
     srv.add_argument("--data-dir", help="data folder (default: $UR4REC_DATA or the user cache)")
     srv.set_defaults(func=cmd_serve)
+
+    rep = commands.add_parser("report", help="write REPORT.md and plots into a run folder")
+    rep.add_argument("run_dir", help="a finished run folder")
+    rep.add_argument(
+        "--ablation", help="results.jsonl of benchmarks/ur4rec_quality.py (default: beside the run)"
+    )
+    _common(rep)
+    rep.set_defaults(func=cmd_report)
 
     quick = commands.add_parser("quickstart", help="the main job: prepare data, print baselines")
     _common(quick)

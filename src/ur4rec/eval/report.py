@@ -1,0 +1,335 @@
+"""`ur4rec report RUN`: a training report (REPORT.md and PNG plots) written into the run folder.
+
+Everything in it is read from the run's own files or measured again from its checkpoint:
+configuration, data statistics, the stage table, validation and loss curves, test metrics under
+the full and sampled protocols next to popularity and EASE on the same split, the ablation
+table when the quality benchmark left one beside the run, and the leakage audit of the user
+texts the model read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from ur4rec import __version__
+from ur4rec.data.splits import make_split
+from ur4rec.errors import Ur4recError
+from ur4rec.eval.baselines import BASELINES, build_baseline
+from ur4rec.eval.evaluator import Evaluator
+from ur4rec.io import atomic_write_bytes, atomic_write_text
+from ur4rec.train.trainer import read_log
+
+PROTOCOLS = ("full", "seed")
+METRICS = ("hit@10", "ndcg@10", "mrr@10")
+
+
+def md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def stage_logs(run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(stage name, epoch rows) in order; a SASRec run is one stage called 'train'."""
+    stages = sorted(
+        (p for p in (run_dir / "stages").glob("*-*") if p.is_dir()),
+        key=lambda p: int(p.name.split("-")[0]),
+    )
+    if stages:
+        return [(p.name.split("-", 1)[1], read_log(p / "log.jsonl")) for p in stages]
+    return [("train", read_log(run_dir / "log.jsonl"))]
+
+
+def plot_curves(logs: list[tuple[str, list[dict[str, Any]]]], metric: str, path: Path) -> bool:
+    """Validation metric and training loss per epoch, stage after stage; False if no rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    if not any(rows for _, rows in logs):
+        return False
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    offset = 0
+    for name, rows in logs:
+        epochs = [offset + r["epoch"] for r in rows]
+        valid = [
+            (offset + r["epoch"], r[f"valid/{metric}"]) for r in rows if f"valid/{metric}" in r
+        ]
+        if valid:
+            top.plot(*zip(*valid, strict=True), marker=".", label=name)
+        bottom.plot(epochs, [r["loss"] for r in rows], marker=".", label=name)
+        offset += len(rows)
+        if len(logs) > 1:
+            for axis in (top, bottom):
+                axis.axvline(offset + 0.5, color="grey", linewidth=0.5, linestyle="--")
+    top.set_ylabel(f"validation {metric}")
+    bottom.set_ylabel("training loss")
+    bottom.set_xlabel("epoch (stages one after another)")
+    top.legend(fontsize=8)
+    top.set_title("Validation metric and training loss per epoch")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return True
+
+
+def plot_stage_table(table: list[dict[str, Any]], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in table if r["protocol"] == "full"]
+    if len(rows) < 2:
+        return False
+    fig, axis = plt.subplots(figsize=(8, 3.5))
+    names = [r["stage"] for r in rows]
+    for key in ("valid ndcg@10", "test ndcg@10", "valid hit@10", "test hit@10"):
+        axis.plot(names, [r[key] for r in rows], marker="o", label=key)
+    axis.set_title("Best checkpoint of each stage (full ranking)")
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return True
+
+
+def ablation_rows(path: Path, dataset: str) -> list[dict[str, Any]]:
+    """Mean over seeds per variant from the quality benchmark's results.jsonl."""
+    results = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "error" not in row and row.get("dataset") == dataset:
+            results.append(row)
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in results:  # a rerun of the same variant and seed replaces the earlier row
+        latest[(row["variant"], row["seed"])] = row
+    out = []
+    for variant in dict.fromkeys(v for v, _ in latest):
+        runs = [r for (v, _), r in latest.items() if v == variant]
+        entry: dict[str, Any] = {"variant": variant, "seeds": len(runs)}
+        for model in ("sasrec", "retriever", "fused"):
+            for protocol in PROTOCOLS:
+                key = f"{model} {protocol} test ndcg@10"
+                values = [r[key] for r in runs if key in r]
+                if values:
+                    entry[f"{model} {protocol}"] = statistics.mean(values)
+        out.append(entry)
+    return out
+
+
+def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | None = None) -> Path:
+    """Write RUN/REPORT.md and its plots; returns the report's path."""
+    from ur4rec.train.run import load_run
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "summary.json").is_file():
+        raise Ur4recError(f"{run_dir} has no finished run (summary.json); train or resume it first")
+    cfg, dataset, model = load_run(run_dir, data_dir)
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    split = make_split(dataset, cfg.data.scheme)
+    metric = cfg.train.metric
+    parts: list[str] = []
+    title = f"Training report: {cfg.model.name} on {dataset.name}"
+    parts.append(
+        f"# {title}\n\nRun `{run_dir}`, written {time.strftime('%Y-%m-%d %H:%M')} by ur4rec "
+        f"{__version__} (`ur4rec report {run_dir}`). Every figure below is read from the run's "
+        "files or measured again from its best checkpoint; none is copied from elsewhere."
+    )
+
+    # -- results next to baselines ---------------------------------------------------------
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    baselines = {name: build_baseline(name, dataset, split.train) for name in BASELINES}
+    for protocol in PROTOCOLS:
+        try:
+            evaluator = Evaluator(dataset, split, "test", protocol)
+        except Ur4recError as exc:  # e.g. 'seed' needs 99 negatives per user
+            skipped.append(f"protocol `{protocol}` not measured: {exc}")
+            continue
+        rows.append({"model": f"this run ({cfg.model.name})", "protocol": protocol,
+                     **_pick(evaluator.evaluate(model))})  # fmt: skip
+        for name, baseline in baselines.items():
+            rows.append(
+                {"model": name, "protocol": protocol, **_pick(evaluator.evaluate(baseline))}
+            )
+    parts.append(
+        "## Results on the test split\n\n"
+        "`full`: every item is ranked, the user's earlier items masked. `seed`: the protocol of "
+        "the report this project started from: the target against 99 items drawn uniformly "
+        "from the rest of the catalogue, once, with a fixed seed. Item popularity alone scores "
+        "about 0.40 Hit@10 there, so read it next to the baselines, which are fitted on the "
+        "same training split.\n\n"
+        + md_table(rows, ["model", "protocol", *METRICS])
+        + "".join(f"\n\n{line}." for line in skipped)
+    )
+
+    # -- stage table --------------------------------------------------------------------------
+    stages_path = run_dir / "stages.json"
+    plots = []
+    if stages_path.is_file():
+        table = json.loads(stages_path.read_text(encoding="utf-8"))
+        blocks = []
+        for protocol in dict.fromkeys(r["protocol"] for r in table):
+            shown = []
+            for r in (r for r in table if r["protocol"] == protocol):
+                entry = {"stage": r["stage"], "epochs run / max": r["epochs"]}
+                for key in ("valid hit@10", "valid ndcg@10", "test hit@10", "test ndcg@10"):
+                    change = r.get(f"{key} change")
+                    entry[key] = f"{r[key]:.4f}" + (
+                        f" ({change:+.4f})" if change is not None else ""
+                    )
+                shown.append(entry)
+            blocks.append(f"Protocol `{protocol}`:\n\n" + md_table(shown, list(shown[0])))
+        weights = [s.get("sasrec_weight") for s in summary.get("stages", [])]
+        note = ""
+        if any(w is not None for w in weights):
+            note = (
+                "\n\nFusion weight of SASRec after each fused stage (chosen on validation): "
+                + ", ".join(f"{w:.2f}" for w in weights if w is not None)
+                + "."
+            )
+        parts.append(
+            "## Stages\n\nEach stage starts from the best checkpoint of the one before; the "
+            "figures are that stage's best checkpoint, with the change against the previous "
+            "stage.\n\n" + "\n\n".join(blocks) + note
+        )
+        if plot_stage_table(table, run_dir / "stages.png"):
+            plots.append(("stages.png", "Validation and test NDCG@10 / Hit@10 per stage"))
+    else:
+        parts.append(
+            "## Training\n\n"
+            + md_table(
+                [
+                    {
+                        "best epoch": summary.get("best_epoch"),
+                        "epochs run": summary.get("epochs_run"),
+                        "stopped early": summary.get("stopped_early"),
+                        "training seconds": summary.get("train_seconds"),
+                        **{f"valid {k}": v for k, v in _pick(summary["valid"]).items()},
+                    }
+                ],
+                [
+                    "best epoch",
+                    "epochs run",
+                    "stopped early",
+                    "training seconds",
+                    *(f"valid {m}" for m in METRICS),
+                ],
+            )
+        )
+
+    # -- curves -------------------------------------------------------------------------------
+    logs = stage_logs(run_dir)
+    if plot_curves(logs, metric, run_dir / "curves.png"):
+        plots.insert(0, ("curves.png", f"Validation {metric} and training loss per epoch"))
+    if plots:
+        fused = (
+            [s for s in cfg.stages if s.objective == "fused"] if cfg.model.name == "ur4rec" else []
+        )
+        note = ""
+        if fused and cfg.fusion.calibrate and cfg.fusion.method in ("fixed", "scalar"):
+            note = (
+                "The fused stages' curves show the fusion weight as trained; each stage's best "
+                "checkpoint then has its weight chosen on validation, which is what the stage "
+                "table reports.\n\n"
+            )
+        parts.append(
+            "## Curves\n\n"
+            + note
+            + "\n\n".join(f"![{caption}]({name})\n\n*{caption}.*" for name, caption in plots)
+        )
+
+    # -- ablation -----------------------------------------------------------------------------
+    ablation = ablation or (run_dir.parent / "results.jsonl")
+    if ablation.is_file():
+        table_rows = ablation_rows(ablation, dataset.name)
+        if table_rows:
+            columns = ["variant", "seeds"] + [
+                f"{m} {p}" for m in ("sasrec", "retriever", "fused") for p in PROTOCOLS
+            ]
+            parts.append(
+                f"## Ablation\n\nTest NDCG@10, mean over seeds, from `{ablation}` "
+                "(written by `benchmarks/ur4rec_quality.py`). SASRec alone is each run's first "
+                "stage, the retriever alone its second, fused its last.\n\n"
+                + md_table(table_rows, [c for c in columns if any(c in r for r in table_rows)])
+            )
+
+    # -- data ---------------------------------------------------------------------------------
+    lengths = dataset.lengths
+    density = dataset.n_interactions / (dataset.n_users * dataset.n_items)
+    median = int(statistics.median(lengths.tolist()))
+    data_rows = [
+        {"what": "users", "value": dataset.n_users},
+        {"what": "items", "value": dataset.n_items},
+        {"what": "interactions", "value": dataset.n_interactions},
+        {"what": "density", "value": f"{density:.2%}"},
+        {"what": "history length (min / median / max)",
+         "value": f"{int(lengths.min())} / {median} / {int(lengths.max())}"},
+        {"what": "training interactions", "value": int(split.train.lengths.sum())},
+        {"what": "validation / test users",
+         "value": f"{len(split.valid.users)} / {len(split.test.users)}"},
+        {"what": "split", "value": cfg.data.scheme},
+        {"what": "data content hash", "value": dataset.content_hash[:16]},
+    ]  # fmt: skip
+    parts.append("## Data\n\n" + md_table(data_rows, ["what", "value"]))
+
+    # -- texts --------------------------------------------------------------------------------
+    parts.append("## Texts and leakage audit\n\n" + _audit_section(cfg, dataset, model))
+
+    # -- configuration ------------------------------------------------------------------------
+    config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
+    parts.append(f"## Configuration\n\n```yaml\n{config_text.rstrip()}\n```")
+
+    report = run_dir / "REPORT.md"
+    atomic_write_text(report, "\n\n".join(parts) + "\n")
+    return report
+
+
+def _pick(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics[k] for k in METRICS if k in metrics}
+
+
+def _audit_section(cfg: Any, dataset: Any, model: Any) -> str:
+    from ur4rec.text.audit import audit_texts
+
+    if cfg.model.name != "ur4rec":
+        return "This model reads no texts (SASRec on item ids only): nothing to audit."
+    source = cfg.text.user_texts
+    texts = dict(zip(dataset.user_ids, model.user_texts, strict=True))
+    result = audit_texts(dataset, texts, cfg.data.scheme)
+    verdict = (
+        "**LEAKAGE**: the user texts name held-out items far more often than chance"
+        if result.leaked
+        else "no leakage found"
+    )
+    rows = [
+        {"check": "texts naming the user's test item", "share": f"{result.test_share:.1%}"},
+        {"check": "texts naming the user's validation item", "share": f"{result.valid_share:.1%}"},
+        {"check": "control: random unrated items", "share": f"{result.control_share:.1%}"},
+    ]
+    return (
+        f"Item texts: `{cfg.text.item_texts}`. User texts: `{source}` "
+        "(template texts are written from the training part of each history only). "
+        f"Encoder: `{cfg.text.encoder}`.\n\n"
+        f"Audit of the {result.users} user texts the model read: {verdict}.\n\n"
+        + md_table(rows, ["check", "share"])
+    )
