@@ -1,0 +1,69 @@
+"""Does fusing two strong sequence models help at all here? Standardised-score ensembles of the
+stage-1 SASRec models (SASRec + item texts) of the quality benchmark's default runs.
+
+    .venv/bin/python benchmarks/ensemble_check.py --runs runs/ur4rec-quality --seeds 42,43,44
+
+Needs `benchmarks/ur4rec_quality.py --variants default --seeds 42,43,44` first. Prints NDCG@10
+of each single model, of the first two fused, and of all of them fused, for validation and
+test under the full and seed protocols: a ceiling check for what late fusion of the retriever
+could add.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import torch
+
+from ur4rec.config import load_config
+from ur4rec.data.prepare import open_dataset
+from ur4rec.eval.evaluator import Evaluator, HistoryBatch
+from ur4rec.models.fusion import standardise
+from ur4rec.train.run import build
+from ur4rec.train.trainer import load_state_into
+
+
+class Ensemble:
+    def __init__(self, models: list[torch.nn.Module]) -> None:
+        self.models = models
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        return sum(standardise(m.score(batch)) for m in self.models)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", default="runs/ur4rec-quality")
+    parser.add_argument("--dataset", default="ml-100k-seed")
+    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args()
+    models = []
+    for seed in args.seeds.split(","):
+        run = Path(args.runs) / f"{args.dataset}-default-s{seed}"
+        cfg = load_config(run / "config.yaml")
+        dataset = open_dataset(cfg.data.dataset, root=args.data_dir)
+        model, split, _ = build(cfg, dataset, args.data_dir)
+        load_state_into(model, run / "stages" / "1-pretrain_sasrec" / "best.pt")
+        model.eval()
+        model.objective = "sasrec"
+        models.append(model)
+    print(f"NDCG@10 of stage-1 SASRec models, seeds {args.seeds}, {args.dataset}")
+    for part in ("valid", "test"):
+        for protocol in ("full", "seed"):
+            evaluator = Evaluator(dataset, split, part, protocol)
+            single = [evaluator.evaluate(m)["ndcg@10"] for m in models]
+            pair = evaluator.evaluate(Ensemble(models[:2]))["ndcg@10"]
+            every = evaluator.evaluate(Ensemble(models))["ndcg@10"]
+            print(
+                f"{part:<5} {protocol:<4}  single "
+                + " ".join(f"{s:.4f}" for s in single)
+                + f" (mean {statistics.mean(single):.4f})  first two fused {pair:.4f}  "
+                f"all fused {every:.4f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
