@@ -298,3 +298,48 @@ def test_last_position_alone_equals_the_full_pass() -> None:
     assert last.shape == (3, 1, 8)
     torch.testing.assert_close(last[:, 0], full[:, -1])
     torch.testing.assert_close(last_router[:, 0], full_router[:, -1])
+
+
+@pytest.mark.slow  # about a minute: MiniLM runs forward and backward inside the stage
+def test_text_encoder_last_layer_trains_in_a_stage(cyclic_folder: Path, tmp_path: Path) -> None:
+    from ur4rec.text.encoder import _encoder_layers
+    from ur4rec.train import run
+    from ur4rec.train.trainer import load_state_into
+
+    prepare_dataset("ml-100k", source=cyclic_folder)
+    stages = (
+        "stages=[{name: pretrain_sasrec, epochs: 1, train: [sasrec], objective: sasrec},"
+        " {name: end_to_end, epochs: 1, train: [retriever, fusion, text_encoder],"
+        " lr: {text_encoder: 1.0e-3}}]"
+    )
+    overrides = [*TINY_UR4REC[:-1], "memory.enabled=false", "text.trainable_layers=1", stages]
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-seed.yaml",
+                      ["data.dataset=ml-100k", *overrides])  # fmt: skip
+    out = run.train(cfg, tmp_path / "run", quiet=True)
+    model = run.load_run(out)[2]
+    first = run.load_run(out)[2]
+    load_state_into(first, out / "stages" / "1-pretrain_sasrec" / "best.pt")
+    layers_after = _encoder_layers(model.text_encoder.st)
+    layers_before = _encoder_layers(first.text_encoder.st)
+    changed = [
+        not all(torch.equal(a, b) for a, b in zip(x.parameters(), y.parameters(), strict=True))
+        for x, y in zip(layers_after, layers_before, strict=True)
+    ]
+    assert changed[-1] and not any(changed[:-1])  # only the last layer learned
+    scores = model.score(HistoryBatch(torch.tensor([0, 1]), torch.tensor([[1, 2, 3], [4, 5, 6]])))
+    assert torch.isfinite(scores).all()
+
+
+def test_text_encoder_stays_trainable_after_a_stage_froze_it() -> None:
+    from ur4rec.text.encoder import TrainableTextEncoder, _encoder_layers
+
+    model = tiny_model()
+    model.text_encoder = TrainableTextEncoder(trainable_layers=1)
+    cfg = load_config(None, [])
+    configure(model, StageConfig(name="a", train=["sasrec"], objective="sasrec"), cfg)
+    assert not any(p.requires_grad for p in model.text_encoder.parameters())
+    groups = configure(model, StageConfig(name="b", train=["retriever", "text_encoder"]), cfg)
+    (encoder_group,) = [g for g in groups if g.name == "text_encoder"]
+    last = list(_encoder_layers(model.text_encoder.st)[-1].parameters())
+    assert {id(p) for p in encoder_group.params} == {id(p) for p in last}
+    assert all(p.requires_grad for p in last)

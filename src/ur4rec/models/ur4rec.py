@@ -63,7 +63,8 @@ class UR4Rec(nn.Module):
             + (list(self.reranker.parameters()) if self.reranker else []),
             "memory": list(self.memory.parameters()) if self.memory else [],
             "fusion": list(self.fusion.parameters()),
-            "text_encoder": [p for p in self.text_encoder.parameters() if p.requires_grad]
+            # Not "whatever requires grad now": an earlier stage may have frozen them.
+            "text_encoder": self.text_encoder.trainable_parameters()
             if self.text_encoder is not None
             else [],
         }

@@ -161,9 +161,17 @@ class TrainableTextEncoder(nn.Module):
             raise Ur4recError(
                 f"the model has {len(layers)} layers; cannot train {trainable_layers}"
             )
-        for layer in layers[len(layers) - trainable_layers :] if trainable_layers else []:
-            for p in layer.parameters():
-                p.requires_grad_(True)
+        self.trainable = [
+            p
+            for layer in (layers[len(layers) - trainable_layers :] if trainable_layers else [])
+            for p in layer.parameters()
+        ]
+        for p in self.trainable:
+            p.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the last ``trainable_layers`` layers, whatever a stage froze."""
+        return list(self.trainable)
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         # sentence-transformers 6 renamed tokenize() to preprocess().
