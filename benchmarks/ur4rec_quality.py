@@ -25,6 +25,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_ITEMS = ROOT.parent / "shared" / "seed-llm-texts" / "item_descriptions.json"
+FROZEN_SASREC_STAGES = (
+    "stages=[{name: pretrain_sasrec, epochs: 200, train: [sasrec], objective: sasrec,"
+    " patience: 10},"
+    " {name: pretrain_retriever, epochs: 200, train: [retriever, memory], objective: retriever,"
+    " patience: 10},"
+    " {name: joint_finetune, epochs: 30, train: [retriever, memory, fusion], patience: 5,"
+    " lr: {retriever: 3.0e-4, memory: 3.0e-4, fusion: 1.0e-3}},"
+    " {name: end_to_end, epochs: 30, train: [retriever, memory, fusion, text_encoder], patience: 5,"
+    " lr: {retriever: 1.0e-4, memory: 1.0e-4, fusion: 5.0e-4, text_encoder: 1.0e-5}}]"
+)
 # name -> (config overrides, how many leading stages the variant leaves unchanged). Those
 # stages are copied from the default run of the same seed when it exists: with the same seed
 # and the same stage configs they would train to the same weights, so only the rest is rerun.
@@ -35,6 +45,7 @@ VARIANTS: dict[str, tuple[list[str], int]] = {
     "fusion fixed calibrated": (["fusion.method=fixed"], 2),
     "fusion curriculum": (["fusion.method=curriculum"], 2),
     "fusion uncertainty": (["fusion.method=uncertainty"], 2),
+    "SASRec frozen in the joint stages": ([FROZEN_SASREC_STAGES], 2),
     "memory on": (["memory.enabled=true"], 1),
     "single expert no proxies": (["retriever.experts=1", "retriever.proxies=0"], 1),
     "retriever without item ids": (["retriever.item_ids=false"], 1),
