@@ -155,6 +155,8 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
         "files or measured again from its best checkpoint; none is copied from elsewhere."
     )
 
+    parts.append("## What was trained\n\n" + _describe(cfg, dataset.name))
+
     # -- results next to baselines ---------------------------------------------------------
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
@@ -302,6 +304,51 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
     report = run_dir / "REPORT.md"
     atomic_write_text(report, "\n\n".join(parts) + "\n")
     return report
+
+
+def _describe(cfg: Any, dataset: str) -> str:
+    m = cfg.model
+    sasrec = (
+        f"SASRec, a causal transformer over the user's last {cfg.data.max_len} items "
+        f"({m.layers} layers, {m.heads} heads, hidden size {m.hidden}), scoring every item by a "
+        "dot product with its embedding"
+    )
+    lines = []
+    if m.name == "sasrec":
+        lines.append(f"The model is {sasrec}. It reads item ids only, no text.")
+    else:
+        r = cfg.retriever
+        lines.append(
+            f"The model is UR4Rec: {sasrec}, fused with a text preference retriever. The "
+            "retriever matches a user vector (built from the user's preference text and the "
+            "items so far, encoded by the sentence encoder) against every item's description "
+            f"vector by cosine similarity; {r.experts} expert heads mixed by a router and "
+            f"{r.proxies} learned proxy tokens shape the user vector. Both branches' scores are "
+            f"standardised per user and mixed by the `{cfg.fusion.method}` fusion method."
+        )
+        lines.append(
+            "It was trained in stages, each starting from the best checkpoint of the last:"
+        )
+        for i, stage in enumerate(cfg.stages, 1):
+            lines.append(
+                f"{i}. `{stage.name}`: trains {', '.join(stage.train)} on the `{stage.objective}` "
+                f"objective, at most {stage.epochs} epochs, early stopping on validation "
+                f"{stage.metric}."
+            )
+    split = (
+        "each user's last item is the test target, the one before it the validation target, "
+        "everything earlier is training data"
+        if cfg.data.scheme == "leave-one-out"
+        else "the first 80% of each history is training data, the next item the validation "
+        "target, the first item after 90% the test target"
+    )
+    lines.append(
+        f"\nData: `{dataset}`, split `{cfg.data.scheme}`: {split}. "
+        "Hit@10 is the share of users whose held-out item is among the top 10; NDCG@10 also "
+        "rewards a higher position (1 at the top, 1/log2(rank + 1) below); MRR@10 is the mean "
+        "reciprocal rank within the top 10."
+    )
+    return "\n".join(lines)
 
 
 def _pick(metrics: dict[str, Any]) -> dict[str, Any]:
