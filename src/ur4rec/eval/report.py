@@ -327,11 +327,18 @@ def _describe(cfg: Any, dataset: str) -> str:
             f"standardised per user and mixed by the `{cfg.fusion.method}` fusion method."
         )
         lines.append(
-            "It was trained in stages, each starting from the best checkpoint of the last:"
+            "\nIt was trained in stages, each starting from the best checkpoint of the last:\n"
         )
+        # Modules that do not exist in this run (memory off, text encoder frozen) are not named.
+        absent = set()
+        if not cfg.memory.enabled:
+            absent.add("memory")
+        if cfg.text.trainable_layers == 0:
+            absent.add("text_encoder")
         for i, stage in enumerate(cfg.stages, 1):
+            modules = ", ".join(m for m in stage.train if m not in absent)
             lines.append(
-                f"{i}. `{stage.name}`: trains {', '.join(stage.train)} on the `{stage.objective}` "
+                f"{i}. `{stage.name}`: trains {modules} on the `{stage.objective}` "
                 f"objective, at most {stage.epochs} epochs, early stopping on validation "
                 f"{stage.metric}."
             )
