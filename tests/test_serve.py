@@ -15,7 +15,7 @@ import uvicorn
 from ur4rec.cli import main
 from ur4rec.config import load_config
 from ur4rec.data.prepare import prepare_dataset
-from ur4rec.serve.app import create_app
+from ur4rec.serve.app import RecommendationsOut, create_app
 from ur4rec.serve.recommender import Recommender
 from ur4rec.train import run
 
@@ -154,6 +154,9 @@ def test_http_recommendations_for_a_known_user(server: str, recommender: Recomme
         assert explained["items"][0]["explanation"]["history_item"]["item"] in seen_by(
             recommender, "7"
         )
+        # The body is rendered without FastAPI's validation: it must still fit the schema.
+        RecommendationsOut.model_validate(body)
+        RecommendationsOut.model_validate(explained)
         # The same answer as the library gives.
         assert items == [r.item for r in recommender.recommend_user("7", 3).items]
 

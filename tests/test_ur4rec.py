@@ -343,3 +343,17 @@ def test_text_encoder_stays_trainable_after_a_stage_froze_it() -> None:
     last = list(_encoder_layers(model.text_encoder.st)[-1].parameters())
     assert {id(p) for p in encoder_group.params} == {id(p) for p in last}
     assert all(p.requires_grad for p in last)
+
+
+def test_cached_item_vectors_score_the_same_and_never_go_stale() -> None:
+    model = tiny_model().eval()
+    plain = model.score(batch())
+    model.sasrec.cache_item_vectors()
+    model.retriever.cache_item_vectors()
+    torch.testing.assert_close(model.score(batch()), plain)
+    model.train()  # training drops the copies, so an update can never be served stale
+    assert model.sasrec._item_cache is None and model.retriever._item_cache is None
+    model.eval()
+    model.retriever.cache_item_vectors()
+    model.load_state_dict(tiny_model().state_dict())  # so does loading weights
+    assert model.retriever._item_cache is None

@@ -59,6 +59,8 @@ class MixtureOfExperts(nn.Module):
 
 
 class Retriever(ItemVectorCache):
+    _history_cache: torch.Tensor | None = None
+
     def __init__(
         self,
         n_items: int,
@@ -100,10 +102,19 @@ class Retriever(ItemVectorCache):
             vectors = vectors + self.item_id.weight[: self.n_items]
         return F.normalize(vectors, dim=-1)
 
+    def cache_item_vectors(self) -> torch.Tensor:
+        # Serving also keeps every item's history-token projection: a gather, not a product.
+        with torch.no_grad():
+            self._history_cache = self.history_proj(self.item_text)
+        return super().cache_item_vectors()
+
     def history_tokens(self, items: torch.Tensor) -> torch.Tensor:
         valid = items != PAD
         safe = items.clamp(min=0)
-        tokens = self.history_proj(self.item_text[safe])
+        if self._item_cache is not None and self._history_cache is not None:
+            tokens = self._history_cache[safe]
+        else:
+            tokens = self.history_proj(self.item_text[safe])
         if self.item_id is not None:
             tokens = tokens + self.item_id(torch.where(valid, items, self.n_items))
         positions = (valid.cumsum(dim=1) - 1).clamp(min=0)

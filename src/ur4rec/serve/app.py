@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -211,12 +211,12 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -
         raw_id: str,
         k: int = Query(10, ge=1, le=MAX_K, description="how many items"),
         explain: bool = Query(False, description="add an explanation to each item"),
-    ) -> dict[str, Any]:
+    ) -> Response:
         recommender.user_index(raw_id)  # an unknown id fails alone, with a 404
         return _out(await batcher.submit((raw_id, k, explain)))
 
     @app.post("/recommendations", response_model=RecommendationsOut)
-    async def for_history(body: HistoryRequest) -> dict[str, Any]:
+    async def for_history(body: HistoryRequest) -> Response:
         history = [str(item) for item in body.history]
         return _out(
             recommender.recommend_history(history, body.k, body.preference_text, body.explain)
@@ -226,8 +226,11 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -
     return app
 
 
-def _out(result: Recommendations) -> dict[str, Any]:
-    return result.to_json()
+def _out(result: Recommendations) -> Response:
+    # Rendered here rather than re-validated against the response model: the dataclasses
+    # already have its shape (a test checks it), and validation would cost more than scoring.
+    body = json.dumps(result.to_json(), ensure_ascii=False, separators=(",", ":"))
+    return Response(body.encode("utf-8"), media_type="application/json")
 
 
 def serve(

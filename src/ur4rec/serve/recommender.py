@@ -225,8 +225,9 @@ class Recommender:
         results = []
         for row, case in enumerate(cases):
             count = min(case.k, self.dataset.n_items - len(seen[row]))
-            chosen = top.indices[row, :count].tolist()
-            values = top.values[row, :count].tolist()
+            picked = top.indices[row, :count]
+            chosen, values = picked.tolist(), top.values[row, :count].tolist()
+            branch_values = {b: s[row, picked].tolist() for b, s in branches.items()}
             explanations = (
                 self._explain(chosen, case.history, case.text) if case.explain else [None] * count
             )
@@ -236,7 +237,7 @@ class Recommender:
                     item=self.dataset.item_ids[item],
                     title=self.titles[item],
                     score=round(value, 4),
-                    scores={b: round(float(s[row, item]), 4) for b, s in branches.items()},
+                    scores={b: round(v[rank], 4) for b, v in branch_values.items()},
                     explanation=explanation,
                 )
                 for rank, (item, value, explanation) in enumerate(
