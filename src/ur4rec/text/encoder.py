@@ -43,6 +43,13 @@ def load_sentence_transformer(name: str | None = None, device: str = "cpu") -> A
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sentence_transformers import SentenceTransformer
 
+    try:  # a "Loading weights" bar on every start says nothing useful
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
     path = resolve_model(name)
     try:
         return SentenceTransformer(path, device=device)
