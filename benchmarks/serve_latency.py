@@ -96,13 +96,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--per-client", type=int, default=500)
     parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
     args = parser.parse_args()
     run_dir = (
         Path(args.run) if args.run else small_run(ROOT / "runs" / "serve-latency", args.data_dir)
     )
 
     port = free_port()
-    cmd = [sys.executable, "-m", "ur4rec.cli", "serve", str(run_dir), "--port", str(port)]
+    cmd = [sys.executable, "-m", "ur4rec.cli", "serve", str(run_dir), "--port", str(port),
+           "--workers", str(args.workers)]  # fmt: skip
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -121,7 +123,8 @@ def main() -> None:
                 time.sleep(0.1)
         print(
             f"{health['model']} on {health['dataset']} ({health['users']} users, "
-            f"{health['items']} items), k={args.k}, {os.cpu_count()} CPUs, run {run_dir}"
+            f"{health['items']} items), k={args.k}, {args.workers} server process(es), "
+            f"{os.cpu_count()} CPUs, run {run_dir}"
         )
         rng = random.Random(0)
         ids = known_users(run_dir, args.data_dir)

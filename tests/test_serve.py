@@ -3,6 +3,8 @@ CLI and through a real HTTP server on 127.0.0.1."""
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -240,3 +242,32 @@ def test_report_renders_from_a_tiny_run(runs, kind: str, capsys) -> None:
 def test_report_needs_a_finished_run(tmp_path: Path, capsys) -> None:
     assert main(["report", str(tmp_path)]) == 1
     assert "no finished run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_command_answers_over_http(runs, workers: str) -> None:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "ur4rec.cli", "serve", str(runs["ur4rec"]), "--port", str(port),
+           "--workers", workers, "--data-dir", str(runs["data"])]  # fmt: skip
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        assert health.json()["model"] == "ur4rec"
+        answer = httpx.get(f"http://127.0.0.1:{port}/users/3/recommendations?k=2").json()
+        assert len(answer["items"]) == 2
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_serve_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys) -> None:
+    assert main(["serve", str(tmp_path)]) == 1
+    assert "is not a run folder" in capsys.readouterr().err

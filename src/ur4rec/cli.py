@@ -326,10 +326,13 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ur4rec.serve.app import serve
-    from ur4rec.serve.recommender import Recommender
 
-    recommender = Recommender(Path(args.run_dir), args.data_dir, args.checkpoint)
-    serve(recommender, args.host, args.port, args.threads, args.access_log)
+    if args.workers < 1 or args.threads < 1:
+        raise Ur4recError("--workers and --threads must be at least 1")
+    serve(
+        Path(args.run_dir), args.data_dir, args.checkpoint, args.host, args.port,
+        args.threads, args.workers, args.access_log,
+    )  # fmt: skip
     return 0
 
 
@@ -481,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    srv.add_argument(
+        "--workers", type=int, default=1, help="processes, each with its own model (default 1)"
+    )
     srv.add_argument("--access-log", action="store_true", help="log every request")
     srv.add_argument("--checkpoint", default="best", choices=("best", "last"))
     srv.add_argument("--data-dir", help="data folder (default: $UR4REC_DATA or the user cache)")

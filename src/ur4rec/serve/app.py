@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -233,17 +235,39 @@ def _out(result: Recommendations) -> Response:
     return Response(body.encode("utf-8"), media_type="application/json")
 
 
+SERVE_ENV = "UR4REC_SERVE"  # run folder, data folder and checkpoint for worker processes
+
+
 def serve(
-    recommender: Recommender,
+    run_dir: Path,
+    data_dir: str | None = None,
+    checkpoint: str = "best",
     host: str = "127.0.0.1",
     port: int = 8000,
     threads: int = 1,
+    workers: int = 1,
     access_log: bool = False,
 ) -> None:
-    """Run the service until interrupted (uvicorn)."""
+    """Run the service until interrupted (uvicorn). The run is loaded before the port opens,
+    so a bad run folder fails here, with its own message; ``workers`` > 1 starts that many
+    processes, each with its own copy of the model."""
     import uvicorn
 
     # Per-request tensors are tiny: one thread avoids waking a pool for each product.
     torch.set_num_threads(threads)
-    app = create_app(recommender)
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+    recommender = Recommender(run_dir, data_dir, checkpoint)
+    options = {"host": host, "port": port, "access_log": access_log, "log_level": "info"}
+    if workers <= 1:
+        uvicorn.run(create_app(recommender), **options)
+        return
+    os.environ[SERVE_ENV] = json.dumps(
+        {"run": str(run_dir), "data": data_dir, "checkpoint": checkpoint, "threads": threads}
+    )
+    uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process, for the run named in ``$UR4REC_SERVE``."""
+    spec = json.loads(os.environ[SERVE_ENV])
+    torch.set_num_threads(spec["threads"])
+    return create_app(Recommender(Path(spec["run"]), spec["data"], spec["checkpoint"]))
