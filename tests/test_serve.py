@@ -12,11 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 import uvicorn
 
 from ur4rec.cli import main
 from ur4rec.config import load_config
 from ur4rec.data.prepare import prepare_dataset
+from ur4rec.eval.evaluator import HistoryBatch
 from ur4rec.serve.app import RecommendationsOut, create_app
 from ur4rec.serve.recommender import Recommender
 from ur4rec.train import run
@@ -271,3 +273,27 @@ def test_serve_command_answers_over_http(runs, workers: str) -> None:
 def test_serve_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys) -> None:
     assert main(["serve", str(tmp_path)]) == 1
     assert "is not a run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["ur4rec", "sasrec"])
+def test_precomputed_user_states_give_the_models_own_ranking(runs, kind: str) -> None:
+    recommender = Recommender(runs[kind], str(runs["data"]))
+    users = ["1", "2", "3", "17"]
+    fast = recommender.recommend_users(users, k=6)
+    states, recommender._known_states = recommender._known_states, None
+    try:
+        slow = recommender.recommend_users(users, k=6)
+    finally:
+        recommender._known_states = states
+    for a, b in zip(fast, slow, strict=True):
+        assert [r.item for r in a.items] == [r.item for r in b.items]
+        assert [r.scores for r in a.items] == [r.scores for r in b.items]
+        assert a.router == b.router
+    # And both are the model's own scores of the whole history, seen items left out.
+    model, dataset = recommender.model, recommender.dataset
+    user = dataset.user_index("3")
+    history = dataset.sequence(user).tolist()[-recommender.max_len :]
+    scores = model.score(HistoryBatch(torch.tensor([user]), torch.tensor([history])))[0]
+    scores[torch.tensor(sorted(set(dataset.sequence(user).tolist())))] = float("-inf")
+    expected = [dataset.item_ids[i] for i in scores.topk(6).indices.tolist()]
+    assert [r.item for r in fast[2].items] == expected

@@ -105,7 +105,8 @@ class Recommender:
         self.max_len = self.cfg.data.max_len
         self._sentence_cache: dict[str, torch.Tensor] = {}
         self._encoder: Any = None
-        with torch.inference_mode():
+        # no_grad, not inference_mode: these tensors outlive the block and may meet autograd.
+        with torch.no_grad():
             if self.kind == "ur4rec":
                 self.model.sasrec.cache_item_vectors()
                 space = self.model.retriever.cache_item_vectors()
@@ -116,6 +117,9 @@ class Recommender:
             # Explanations' "nearest history item" is measured in the model's own item space.
             self.item_space = F.normalize(space, dim=-1)
         self.titles = [display_title(info) for info in self.dataset.item_info]
+        self._known_states: dict[str, torch.Tensor] | None = None
+        with torch.no_grad():
+            self._known_states = self._precompute_known_users()
 
     # -- ids ------------------------------------------------------------------------------
     @property
@@ -202,20 +206,14 @@ class Recommender:
         for case in cases:
             if not 1 <= case.k <= MAX_K:
                 raise Ur4recError(f"k must be between 1 and {MAX_K}, got {case.k}")
-        recent = [case.history[-self.max_len :] for case in cases]
-        width = max(len(r) for r in recent)
-        items = torch.tensor([[PAD] * (width - len(r)) + r for r in recent], dtype=torch.long)
-        batch = HistoryBatch(torch.tensor([case.user for case in cases]), items)
-        router = weight = None
-        if self.kind == "ur4rec":
-            out = self.model.branch_scores(batch, user_text=self._text_vectors(cases))
-            scores = self.model.combine(out)
-            branches = {b: out[b] for b in ("sasrec", "retriever") if b in out}
-            router = out.get("router")
-            weight = out.get("sasrec_weight")
+        if self._known_states is not None and all(
+            c.user >= 0 and c.text_vector is None for c in cases
+        ):
+            rows_of = torch.tensor([case.user for case in cases])
+            out = {name: state[rows_of] for name, state in self._known_states.items()}
         else:
-            scores = self.model.score(batch)
-            branches = {"sasrec": scores}
+            out = self._user_states(cases)
+        scores, branches, router, weight = self._scores(out)
         seen = [sorted(set(case.history)) for case in cases]
         rows = torch.tensor([row for row, items in enumerate(seen) for _ in items])
         scores = scores.index_put(
@@ -256,6 +254,54 @@ class Recommender:
                 )
             )
         return results
+
+    def _user_states(self, cases: list[_Case]) -> dict[str, torch.Tensor]:
+        """What the model makes of each history: user vectors per branch (+ router weights),
+        or, when a reranker needs the history itself, the branch scores directly."""
+        recent = [case.history[-self.max_len :] for case in cases]
+        width = max(len(r) for r in recent)
+        items = torch.tensor([[PAD] * (width - len(r)) + r for r in recent], dtype=torch.long)
+        batch = HistoryBatch(torch.tensor([case.user for case in cases]), items)
+        if self.kind == "ur4rec":
+            out = self.model.branch_scores(batch, user_text=self._text_vectors(cases))
+            if self.model.reranker is None:  # scores follow from the states: recomputed later
+                out.pop("sasrec", None)
+                out.pop("retriever", None)
+            return out
+        return {"sasrec_state": self.model.user_vectors(batch.items)}
+
+    def _scores(
+        self, out: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+        """(model scores, per-branch scores, router weights, fusion weight) from user states,
+        as the model's own scoring computes them."""
+        if self.kind != "ur4rec":
+            scores = out["sasrec_state"] @ self.model.item_vectors().T
+            return scores, {"sasrec": scores}, None, None
+        out = dict(out)
+        if "sasrec_state" in out and "sasrec" not in out:
+            out["sasrec"] = out["sasrec_state"] @ self.model.sasrec.item_vectors().T
+        if "retriever_state" in out and "retriever" not in out:
+            out["retriever"] = self.model.retriever.logits(out["retriever_state"])
+        scores = self.model.combine(out)
+        branches = {b: out[b] for b in ("sasrec", "retriever") if b in out}
+        return scores, branches, out.get("router"), out.get("sasrec_weight")
+
+    def _precompute_known_users(self, batch_size: int = 256) -> dict[str, torch.Tensor] | None:
+        """Every known user's states, once: their histories do not change while serving, so a
+        request for one is the product of its user vectors with the item matrices."""
+        if self.kind == "ur4rec" and self.model.reranker is not None:
+            return None  # the reranker reads each history: no shortcut
+        states: dict[str, list[torch.Tensor]] = {}
+        for start in range(0, self.dataset.n_users, batch_size):
+            users = range(start, min(start + batch_size, self.dataset.n_users))
+            cases = [
+                _Case(u, self.dataset.sequence(u).tolist(), 1, False, None, None, None)
+                for u in users
+            ]
+            for name, value in self._user_states(cases).items():
+                states.setdefault(name, []).append(value)
+        return {name: torch.cat(parts) for name, parts in states.items()}
 
     def _text_vectors(self, cases: list[_Case]) -> torch.Tensor | None:
         """Preference-text embeddings for the batch, or None when every user is known."""
