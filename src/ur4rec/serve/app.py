@@ -4,10 +4,10 @@ GET /health, GET /users/{raw_id}/recommendations?k=10, POST /recommendations (a 
 history and optional preference text); the OpenAPI schema is at /openapi.json, docs at /docs.
 Unknown ids answer 404, a bad k or body 422, a body over the size limit 413.
 
-Handlers are ``async`` and score on the event loop: a request is about a millisecond of tensor
-work, less than a hop to a worker thread would cost. Requests for known users that arrive
-together are scored together (:class:`MicroBatcher`): one forward pass for all of them, so
-concurrent clients share the model's fixed per-call cost instead of queueing behind it.
+Handlers are ``async`` and score on the event loop: a request for a known user is a fraction
+of a millisecond of tensor work, less than a hop to a worker thread would cost. Requests for
+known users that arrive together are scored together (:class:`MicroBatcher`), so concurrent
+clients share the fixed per-call cost instead of queueing behind it.
 """
 
 from __future__ import annotations

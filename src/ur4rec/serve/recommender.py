@@ -1,10 +1,12 @@
 """Recommendations from a trained run: top-k unseen items, per-branch scores, explanations.
 
 A :class:`Recommender` loads a run folder once (any model: SASRec or UR4Rec) and precomputes
-every item's vectors, so a request is one history encoding and one product with the item
-matrix. Known users are scored on their whole history (every interaction the data holds, all
-of it excluded from the results); a new user brings a history of raw item ids and, for UR4Rec,
-optionally a preference text (otherwise one is written from the history by the template).
+every item's vectors and every known user's vectors (a known user's history does not change
+while serving), so a request for a known user is one product with the item matrices; a new
+user's history is run through the model. Known users are scored on their whole history (every
+interaction the data holds, all of it excluded from the results); a new user brings a history
+of raw item ids and, for UR4Rec, optionally a preference text (otherwise one is written from
+the history by the template).
 
 Explanations come from the text side and the item space: the sentence of the user's
 preference text nearest to the item (both embedded by the run's sentence encoder), the history
