@@ -50,16 +50,28 @@ def stage_logs(run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
     return [("train", read_log(run_dir / "log.jsonl"))]
 
 
-def plot_curves(logs: list[tuple[str, list[dict[str, Any]]]], metric: str, path: Path) -> bool:
-    """Validation metric and training loss per epoch, stage after stage; False if no rows."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save_png(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_curves(logs: list[tuple[str, list[dict[str, Any]]]], metric: str, path: Path) -> bool:
+    """Validation metric and training loss per epoch, stage after stage; False if no rows."""
     if not any(rows for _, rows in logs):
         return False
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    fig, (top, bottom) = _pyplot().subplots(2, 1, figsize=(8, 6), sharex=True)
     offset = 0
     for name, rows in logs:
         epochs = [offset + r["epoch"] for r in rows]
@@ -78,34 +90,21 @@ def plot_curves(logs: list[tuple[str, list[dict[str, Any]]]], metric: str, path:
     bottom.set_xlabel("epoch (stages one after another)")
     top.legend(fontsize=8)
     top.set_title("Validation metric and training loss per epoch")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    _save_png(fig, path)
     return True
 
 
 def plot_stage_table(table: list[dict[str, Any]], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [r for r in table if r["protocol"] == "full"]
     if len(rows) < 2:
         return False
-    fig, axis = plt.subplots(figsize=(8, 3.5))
+    fig, axis = _pyplot().subplots(figsize=(8, 3.5))
     names = [r["stage"] for r in rows]
     for key in ("valid ndcg@10", "test ndcg@10", "valid hit@10", "test hit@10"):
         axis.plot(names, [r[key] for r in rows], marker="o", label=key)
     axis.set_title("Best checkpoint of each stage (full ranking)")
     axis.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    _save_png(fig, path)
     return True
 
 
