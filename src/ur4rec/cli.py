@@ -117,10 +117,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     summary["run"] = str(run_dir)
     test = summary["test"]
+    if "stages" in summary:  # a staged run: its last stage's best checkpoint is the run's
+        done = summary["stages"]
+        fit = (
+            f"{len(done)} stages, {summary['epochs_run']} epochs in all, best of the last "
+            f"stage ({done[-1]['stage']}) at its epoch {summary['best_epoch']}"
+        )
+    else:
+        fit = f"best epoch {summary['best_epoch']} of {summary['epochs_run']}"
+        fit += " (stopped early)" if summary["stopped_early"] else ""
     text = (
-        f"run {run_dir}: best epoch {summary['best_epoch']} of {summary['epochs_run']}"
-        f"{' (stopped early)' if summary['stopped_early'] else ''}, "
-        f"{summary['train_seconds']:.1f}s training\n"
+        f"run {run_dir}: {fit}, {summary['train_seconds']:.1f}s training\n"
         + format_table(
             [
                 {"split": "valid", **summary["valid"]},
