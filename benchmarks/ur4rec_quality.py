@@ -36,8 +36,9 @@ FROZEN_SASREC_STAGES = (
     " lr: {retriever: 1.0e-4, memory: 1.0e-4, fusion: 5.0e-4, text_encoder: 1.0e-5}}]"
 )
 # name -> (config overrides, how many leading stages the variant leaves unchanged). Those
-# stages are copied from the default run of the same seed when it exists: with the same seed
-# and the same stage configs they would train to the same weights, so only the rest is rerun.
+# stages are copied from the base variant's run of the same seed when it exists (BASES; the
+# default run otherwise): with the same seed and the same stage configs they would train to the
+# same weights, so only the rest is rerun.
 VARIANTS: dict[str, tuple[list[str], int]] = {
     "default": ([], 0),
     "fusion gate": (["fusion.method=gate"], 2),
@@ -51,7 +52,16 @@ VARIANTS: dict[str, tuple[list[str], int]] = {
     "retriever without item ids": (["retriever.item_ids=false"], 1),
     "LLM item texts": ([f"text.item_texts={SHARED_ITEMS}"], 0),
     "SASRec without item texts": (["fusion.sasrec_text_features=false"], 0),
+    "LLM item texts and SASRec frozen in the joint stages": (
+        [f"text.item_texts={SHARED_ITEMS}", FROZEN_SASREC_STAGES],
+        2,
+    ),
 }
+BASES = {"LLM item texts and SASRec frozen in the joint stages": "LLM item texts"}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
 def _command(run_dir: Path, args: list[str], data_dir: str | None) -> list[str]:
@@ -102,12 +112,11 @@ def _start_from_default(
 def run_one(
     name: str, seed: int, dataset: str, out: Path, data_dir: str | None, threads: int
 ) -> dict:
-    slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
-    run_dir = out / f"{dataset}-{slug}-s{seed}"
+    run_dir = out / f"{dataset}-{slug(name)}-s{seed}"
     config = ROOT / "configs" / f"ur4rec-{dataset}.yaml"
     overrides, reusable = VARIANTS[name]
     overrides = [f"seed={seed}", *overrides]
-    base = out / f"{dataset}-default-s{seed}"
+    base = out / f"{dataset}-{slug(BASES.get(name, 'default'))}-s{seed}"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     reused = 0
