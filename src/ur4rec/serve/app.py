@@ -91,7 +91,6 @@ class MicroBatcher:
         self.score_many, self.max_batch = score_many, max_batch
         self.pending: list[tuple[Any, asyncio.Future[Any]]] = []
         self.scheduled = False
-        self.batches = 0
 
     async def submit(self, request: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -108,7 +107,6 @@ class MicroBatcher:
         if self.pending:
             self.scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
-        self.batches += 1
         try:
             results = self.score_many([request for request, _ in batch])
         except Exception as exc:  # hand the failure to every waiting request
@@ -194,19 +192,17 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -
         }
 
     def score_many(requests: list[tuple[str, int, bool]]) -> list[Recommendations]:
-        plain = [(i, r) for i, r in enumerate(requests) if not r[2]]
         results: list[Any] = [None] * len(requests)
-        if plain:
-            users, ks = [r[0] for _, r in plain], [r[1] for _, r in plain]
-            for (i, _), result in zip(plain, recommender.recommend_users(users, ks), strict=True):
-                results[i] = result
-        for i, (user, k, explain) in enumerate(requests):
-            if explain:
-                results[i] = recommender.recommend_user(user, k, explain=True)
+        for explain in (False, True):  # one batched call per setting
+            rows = [i for i, r in enumerate(requests) if r[2] == explain]
+            if rows:
+                users, ks = [requests[i][0] for i in rows], [requests[i][1] for i in rows]
+                batch = recommender.recommend_users(users, ks, explain)
+                for i, result in zip(rows, batch, strict=True):
+                    results[i] = result
         return results
 
     batcher = MicroBatcher(score_many)
-    app.state.batcher = batcher
 
     @app.get("/users/{raw_id}/recommendations", response_model=RecommendationsOut)
     async def for_user(
@@ -260,6 +256,7 @@ def serve(
     if workers <= 1:
         uvicorn.run(create_app(recommender), **options)
         return
+    del recommender  # loaded only to fail early: each worker loads its own
     os.environ[SERVE_ENV] = json.dumps(
         {"run": str(run_dir), "data": data_dir, "checkpoint": checkpoint, "threads": threads}
     )

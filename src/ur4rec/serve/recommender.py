@@ -118,10 +118,8 @@ class Recommender:
                 self.item_text = None
             # Explanations' "nearest history item" is measured in the model's own item space.
             self.item_space = F.normalize(space, dim=-1)
-        self.titles = [display_title(info) for info in self.dataset.item_info]
-        self._known_states: dict[str, torch.Tensor] | None = None
-        with torch.no_grad():
             self._known_states = self._precompute_known_users()
+        self.titles = [display_title(info) for info in self.dataset.item_info]
 
     # -- ids ------------------------------------------------------------------------------
     @property
