@@ -357,3 +357,79 @@ def test_cached_item_vectors_score_the_same_and_never_go_stale() -> None:
     model.retriever.cache_item_vectors()
     model.load_state_dict(tiny_model().state_dict())  # so does loading weights
     assert model.retriever._item_cache is None
+
+
+def test_training_user_texts_are_written_before_each_target(cyclic_folder: Path) -> None:
+    from ur4rec.text.corpus import snapshot_rows, template_snapshots
+    from ur4rec.text.history import UserHistory, training_histories
+    from ur4rec.text.templates import user_text
+
+    dataset, _ = prepare_dataset("ml-100k", source=cyclic_folder)
+    split = make_split(dataset)
+    every = 3
+    texts, first_row = template_snapshots(dataset, every)
+    windows = TrainWindows(dataset, split.train, 4)
+    histories = training_histories(dataset, split)
+    rows = snapshot_rows(
+        windows.users.numpy(), windows.positions[:, 1:].numpy(), first_row, every
+    )
+    checked = 0
+    for w in range(len(windows)):
+        user = int(windows.users[w])
+        for j, position in enumerate(windows.positions[w, 1:].tolist()):
+            if position < 0:
+                assert rows[w, j] == 0
+            if int(windows.positions[w, j]) < 0:
+                continue  # no input here, so no target is trained
+            # The target at `position` is item `position` of the sequence; its text is written
+            # from the latest cut-off at or before it, so never from the target or later items.
+            cut = position // every * every
+            assert cut <= position < cut + every
+            history = UserHistory(histories[user].raw_user_id, histories[user].items[:cut])
+            assert texts[rows[w, j]] == user_text(history)
+            assert int(windows.windows[w, j + 1]) == int(dataset.sequence(user)[position])
+            checked += 1
+    assert checked == windows.n_targets
+
+
+def test_retriever_reads_a_text_per_training_position() -> None:
+    model = tiny_model()
+    model.objective = "retriever"
+    embeddings = torch.randn(6, TEXT_DIM)
+    # Window 0's positions read rows 1 and 2, window 1's rows 3 and 4; row 5 is never read.
+    rows = torch.tensor([[0, 1, 1, 2], [3, 3, 4, 4]])
+    model.set_training_user_texts(embeddings, rows)
+
+    def loss() -> float:
+        model.eval()  # no dropout: the same inputs give the same loss
+        return model.training_loss(*train_batch(), torch.Generator().manual_seed(0)).item()
+
+    base = loss()
+    embeddings[5] += 1.0
+    assert loss() == base
+    embeddings[2] += 1.0
+    assert loss() != base
+    # Snapshots are inputs: they are not saved with the weights.
+    assert "train_user_text" not in model.state_dict()
+    # Evaluation reads the user's own (final) text, as before.
+    scores = model.score(batch())
+    model.set_training_user_texts(torch.randn(6, TEXT_DIM), rows)
+    torch.testing.assert_close(model.score(batch()), scores)
+
+
+def test_snapshot_texts_need_template_user_texts(cyclic_folder: Path, tmp_path: Path) -> None:
+    from ur4rec.errors import Ur4recError
+    from ur4rec.train.features import text_features
+
+    dataset, _ = prepare_dataset("ml-100k", source=cyclic_folder)
+    path = tmp_path / "users.json"
+    path.write_text(json.dumps({u: "Likes drama." for u in dataset.user_ids}))
+    for overrides, message in [
+        ([f"text.user_texts={path}"], "needs template user texts"),
+        (["text.trainable_layers=1"], "does not combine"),
+        (["text.user_text_every=-1"], "must be >= 0"),
+    ]:
+        every = [] if "-1" in overrides[0] else ["text.user_text_every=3"]
+        cfg = load_config(None, ["model.name=ur4rec", "data.dataset=ml-100k", *every, *overrides])
+        with pytest.raises(Ur4recError, match=message):
+            text_features(cfg, dataset)

@@ -74,6 +74,11 @@ class TextConfig:
     user_texts: str = "template"
     encoder: str = "all-MiniLM-L6-v2"
     trainable_layers: int = 0  # >0: the last N encoder layers train on user texts (slow)
+    # >0: in training, each position reads a user text written from the items before its
+    # target (rewritten every N training items), as evaluation does; 0: one text per user from
+    # the whole training part, which describes (and may name) later training targets.
+    # Template user texts only.
+    user_text_every: int = 0
     audit: bool = True  # refuse user texts that the leakage audit flags
 
 

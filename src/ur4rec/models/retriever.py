@@ -131,7 +131,8 @@ class Retriever(ItemVectorCache):
         """User vectors at every position of left-padded ``items`` [B, L].
 
         Returns (vectors [B, L, dim] L2-normalised, router weights [B, L, E], balance loss).
-        ``memory`` [B, dim] and ``user_text`` [B, text_dim] are optional per-user inputs.
+        ``memory`` [B, dim] and ``user_text`` [B, text_dim] (or [B, L, text_dim], a text per
+        position) are optional per-user inputs.
         ``last_only`` computes the last position alone ([B, 1, ...]): scoring needs no more,
         and the experts then run on one row per user instead of L.
         """
@@ -142,7 +143,9 @@ class Retriever(ItemVectorCache):
         state = torch.zeros(batch, 1 if last_only else length, d)
         if self.cfg.preference_text:
             text = user_text if user_text is not None else self.user_text[users]
-            state = state + self.user_proj(text)[:, None, :]
+            projected = self.user_proj(text)
+            # One text per user [B, text_dim], or one per position [B, L, text_dim] (training).
+            state = state + (projected[:, None, :] if text.dim() == 2 else projected[:, rows])
         tokens = self.history_tokens(items)
         if self.cfg.sequence:
             # Causal attention pooling: position t summarises the items up to t.

@@ -54,6 +54,16 @@ class UR4Rec(nn.Module):
         self.user_texts = user_texts
         self.objective = "fused"
         self.write_memory = False
+        self.register_buffer("train_user_text", None, persistent=False)
+        self.register_buffer("train_user_text_rows", None, persistent=False)
+
+    def set_training_user_texts(self, embeddings: torch.Tensor, rows: torch.Tensor) -> None:
+        """Preference texts for training positions: ``rows[w, j]`` indexes ``embeddings`` with
+        the text written from the items before window w's j-th target. Without them every
+        position reads the user's final text, which describes the later training targets too.
+        Inputs, not weights: kept out of checkpoints."""
+        self.register_buffer("train_user_text", embeddings.float(), persistent=False)
+        self.register_buffer("train_user_text_rows", rows.long(), persistent=False)
 
     # -- modules, for the stages ------------------------------------------------------
     def module_parameters(self) -> dict[str, list[nn.Parameter]]:
@@ -169,7 +179,10 @@ class UR4Rec(nn.Module):
             seq_logits, seq_state = states @ self.sasrec.item_vectors().T, states
         if self.objective in ("retriever", "fused"):
             memory = self.memory.read_windows(windows) if self.memory is not None else None
-            vectors, _, balance = self._retriever_states(users, inputs, memory)
+            user_text = None
+            if self.train_user_text_rows is not None:
+                user_text = self.train_user_text[self.train_user_text_rows[windows]]
+            vectors, _, balance = self._retriever_states(users, inputs, memory, user_text)
             if self.memory is not None and self.write_memory:
                 self.memory.write(windows, vectors[:, -1])
             ret_state = vectors[keep]

@@ -12,7 +12,7 @@ from ur4rec.data.dataset import Dataset
 from ur4rec.data.splits import make_split
 from ur4rec.errors import DataError
 from ur4rec.text.encoder import TextEncoder
-from ur4rec.text.history import training_histories
+from ur4rec.text.history import UserHistory, training_histories
 from ur4rec.text.store import read_texts
 from ur4rec.text.templates import item_text, user_text
 
@@ -32,6 +32,42 @@ def template_texts(
         }
     histories = training_histories(dataset, make_split(dataset, scheme))
     return {h.raw_user_id: user_text(h, titles=titles) for h in histories}
+
+
+def template_snapshots(
+    dataset: Dataset, every: int, scheme: str = "leave-one-out", titles: bool = True
+) -> tuple[list[str], np.ndarray]:
+    """User texts as they stood during training: for each user, one text per ``every`` training
+    items, written from the first ``k * every`` of them (k = 1, 2, ...).
+
+    Returns (texts, first_row): row 0 is the text of a user with no items yet; user ``u``'s
+    k-th text is row ``first_row[u] + k - 1``. A training target at position p of a sequence
+    reads :func:`snapshot_rows`'s row, written from items before p only.
+    """
+    if every < 1:
+        raise ValueError("every must be >= 1")
+    histories = training_histories(dataset, make_split(dataset, scheme))
+    empty = UserHistory("", ())
+    texts = [user_text(empty, titles=titles)]
+    first_row = np.zeros(dataset.n_users, dtype=np.int64)
+    for user, history in enumerate(histories):
+        first_row[user] = len(texts)
+        # Training targets sit at positions 1 .. n-1, so cut-offs every .. n-1 cover them all.
+        for cut in range(every, len(history.items), every):
+            texts.append(
+                user_text(UserHistory(history.raw_user_id, history.items[:cut]), titles=titles)
+            )
+    return texts, first_row
+
+
+def snapshot_rows(
+    users: np.ndarray, positions: np.ndarray, first_row: np.ndarray, every: int
+) -> np.ndarray:
+    """The snapshot row for a target at ``positions`` (index in the user's sequence, -1 for
+    padding) of each of ``users``: the latest text written from items before it."""
+    users = np.asarray(users)[..., None] if np.ndim(positions) > np.ndim(users) else users
+    k = np.maximum(np.asarray(positions), 0) // every
+    return np.where(k > 0, np.asarray(first_row)[users] + k - 1, 0)
 
 
 def import_texts(

@@ -55,6 +55,16 @@ def build(
     memory = getattr(model, "memory", None)
     if memory is not None:
         memory.bind(windows.later, windows.last_window)
+    if texts is not None and texts.snapshots is not None:
+        from ur4rec.text.corpus import snapshot_rows
+
+        rows = snapshot_rows(
+            windows.users.numpy(),
+            windows.positions[:, 1:].numpy(),
+            texts.snapshot_first_row,
+            cfg.text.user_text_every,
+        )
+        model.set_training_user_texts(texts.snapshots, torch.from_numpy(rows))
     return model, split, windows
 
 

@@ -22,6 +22,7 @@ class TrainWindows:
 
     def __init__(self, dataset: Dataset, train: Prefixes, max_len: int) -> None:
         rows: list[np.ndarray] = []
+        positions: list[np.ndarray] = []
         users: list[int] = []
         later: list[int] = []  # the next later window of the same user, or -1
         last_window = np.full(dataset.n_users, -1, dtype=np.int64)
@@ -32,6 +33,9 @@ class TrainWindows:
                 start = max(0, end - max_len - 1)
                 window = np.full(max_len + 1, PAD, dtype=np.int64)
                 window[max_len + 1 - (end - start) :] = seq[start:end]
+                position = np.full(max_len + 1, -1, dtype=np.int64)
+                position[max_len + 1 - (end - start) :] = np.arange(start, end)
+                positions.append(position)
                 if last_window[user] < 0:
                     last_window[user] = len(rows)
                     later.append(-1)
@@ -41,6 +45,12 @@ class TrainWindows:
                 users.append(user)
                 end = start + 1
         self.windows = torch.from_numpy(np.stack(rows)) if rows else torch.empty(0, max_len + 1)
+        # Where each window entry sits in its user's sequence (-1: padding).
+        self.positions = (
+            torch.from_numpy(np.stack(positions))
+            if positions
+            else torch.empty(0, max_len + 1, dtype=torch.int64)
+        )
         self.users = torch.tensor(users, dtype=torch.int64)
         self.later = torch.tensor(later, dtype=torch.int64)
         self.last_window = torch.from_numpy(last_window)
