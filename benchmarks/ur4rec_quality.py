@@ -50,6 +50,7 @@ VARIANTS: dict[str, tuple[list[str], int]] = {
     "memory on": (["memory.enabled=true"], 1),
     "single expert no proxies": (["retriever.experts=1", "retriever.proxies=0"], 1),
     "retriever without item ids": (["retriever.item_ids=false"], 1),
+    "user texts as of training (every 10 items)": (["text.user_text_every=10"], 1),
     "LLM item texts": ([f"text.item_texts={SHARED_ITEMS}"], 0),
     "SASRec without item texts": (["fusion.sasrec_text_features=false"], 0),
     "LLM item texts and SASRec frozen in the joint stages": (

@@ -370,9 +370,7 @@ def test_training_user_texts_are_written_before_each_target(cyclic_folder: Path)
     texts, first_row = template_snapshots(dataset, every)
     windows = TrainWindows(dataset, split.train, 4)
     histories = training_histories(dataset, split)
-    rows = snapshot_rows(
-        windows.users.numpy(), windows.positions[:, 1:].numpy(), first_row, every
-    )
+    rows = snapshot_rows(windows.users.numpy(), windows.positions[:, 1:].numpy(), first_row, every)
     checked = 0
     for w in range(len(windows)):
         user = int(windows.users[w])

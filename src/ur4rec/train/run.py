@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ur4rec import __version__
@@ -231,3 +232,20 @@ def evaluate(
     split = make_split(dataset, cfg.data.scheme)
     evaluator = Evaluator(dataset, split, part, protocol, **({"ks": ks} if ks else {}))
     return {"model": cfg.model.name, "run": str(run_dir), **evaluator.evaluate(model)}
+
+
+def user_ranks(
+    run_dir: Path,
+    cases: list[tuple[str, str]],
+    *,
+    data_dir: str | None = None,
+    checkpoint: str = "best",
+) -> dict[str, np.ndarray]:
+    """Each evaluated user's 0-based target rank for each (part, protocol) case, keyed
+    "part protocol", e.g. "test full": the input of paired comparisons (eval/compare.py)."""
+    cfg, dataset, model = load_run(run_dir, data_dir, checkpoint)
+    split = make_split(dataset, cfg.data.scheme)
+    return {
+        f"{part} {protocol}": Evaluator(dataset, split, part, protocol).ranks(model).numpy()
+        for part, protocol in cases
+    }
