@@ -145,3 +145,18 @@ def test_tensorboard_is_optional(prepared, tmp_path: Path, capsys) -> None:
     else:
         assert any((out / "tensorboard").iterdir())
     assert (out / "summary.json").is_file()
+
+
+def test_user_ranks_give_the_run_metrics(prepared, tmp_path: Path) -> None:
+    from ur4rec.eval.compare import ndcg_at
+
+    out = run.train(load_config(None, [*TINY, "train.epochs=2"]), tmp_path / "r", quiet=True)
+    ranks = run.user_ranks(out, [("test", "full"), ("valid", "sampled:5")])
+    assert set(ranks) == {"test full", "valid sampled:5"}
+    for (part, protocol), key in [
+        (("test", "full"), "test full"),
+        (("valid", "sampled:5"), "valid sampled:5"),
+    ]:
+        metrics = run.evaluate(out, protocol, part)
+        assert ndcg_at(ranks[key]).mean() == pytest.approx(metrics["ndcg@10"])
+        assert (ranks[key] < 10).mean() == pytest.approx(metrics["hit@10"])
