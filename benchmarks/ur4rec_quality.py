@@ -52,6 +52,7 @@ VARIANTS: dict[str, tuple[list[str], int]] = {
     "retriever without item ids": (["retriever.item_ids=false"], 1),
     "user texts as of training (every 10 items)": (["text.user_text_every=10"], 1),
     "LLM item texts": ([f"text.item_texts={SHARED_ITEMS}"], 0),
+    "EASE prior": (["fusion.prior=ease"], 2),
     "SASRec without item texts": (["fusion.sasrec_text_features=false"], 0),
     "LLM item texts and SASRec frozen in the joint stages": (
         [f"text.item_texts={SHARED_ITEMS}", FROZEN_SASREC_STAGES],
@@ -91,20 +92,17 @@ def _start_from_default(
         return False
     cfg = load_config(config, overrides)
     model, _, _ = build(cfg, open_dataset(cfg.data.dataset, root=data_dir), data_dir)
-    state = model.state_dict()
-    trained = load_checkpoint(folders[stages - 1] / "best.pt")["model"]
-    modules = {m for stage in cfg.stages[:stages] for m in stage.train}
-    for key in state:
-        if key.split(".")[0] in modules:
-            state[key] = trained[key]
+    # Each reused stage's checkpoint is the variant's fresh model with the modules trained up
+    # to that stage taken from the base run: the stage table loads every one of them.
+    fresh = model.state_dict()
     for index, folder in enumerate(folders[:stages]):
+        trained = load_checkpoint(folder / "best.pt")["model"]
+        modules = {m for stage in cfg.stages[: index + 1] for m in stage.train}
+        state = {k: trained[k] if k.split(".")[0] in modules else v for k, v in fresh.items()}
         target = run_dir / "stages" / folder.name
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(folder / "done.json", target / "done.json")
-        if index == stages - 1:
-            save_checkpoint(target / "best.pt", {"model": state})
-        else:  # never loaded again: only the last reused stage starts the next
-            shutil.copyfile(folder / "best.pt", target / "best.pt")
+        save_checkpoint(target / "best.pt", {"model": state})
     (run_dir / "config.yaml").write_text(dump_config(cfg))
     shutil.copyfile(base / "run.json", run_dir / "run.json")
     return True
@@ -152,6 +150,9 @@ def run_one(
     weights = [s.get("sasrec_weight") for s in summary["stages"] if "sasrec_weight" in s]
     if weights:
         result["sasrec_weight"] = weights[-1]
+    priors = [s["prior_weight"] for s in summary["stages"] if "prior_weight" in s]
+    if priors:
+        result["prior_weight"] = priors[-1]
     return result
 
 
@@ -186,9 +187,10 @@ def print_table(results: list[dict]) -> None:
                 print(" | ".join(cells))
     for r in ok:
         weight = r.get("sasrec_weight", "-")
+        prior = f", prior weight {r['prior_weight']}" if "prior_weight" in r else ""
         print(
             f"{r['variant']} seed {r['seed']}: {r['seconds']:.0f}s wall, "
-            f"{r['train_seconds']:.0f}s training, SASRec weight {weight}"
+            f"{r['train_seconds']:.0f}s training, SASRec weight {weight}{prior}"
         )
 
 

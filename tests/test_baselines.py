@@ -34,3 +34,19 @@ def test_ease_matches_numpy_closed_form(tiny: Dataset) -> None:
         history[row, tiny.sequence(u)[: ev.prefixes.lengths[row]]] = 1.0
     expected = torch.from_numpy(history @ b).float()
     torch.testing.assert_close(model.score(batch), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_recent_ease_reads_only_the_last_items(tiny: Dataset) -> None:
+    from ur4rec.data.splits import PAD
+    from ur4rec.eval.baselines import build_baseline
+    from ur4rec.eval.evaluator import HistoryBatch
+
+    split = make_split(tiny)
+    full = EASE(tiny, split.train, l2=1.0)
+    recent = EASE(tiny, split.train, l2=1.0, recent=2)
+    long = HistoryBatch(torch.tensor([0]), torch.tensor([[0, 1, 2, 3]]))
+    last_two = HistoryBatch(torch.tensor([0]), torch.tensor([[PAD, PAD, 2, 3]]))
+    torch.testing.assert_close(recent.score(long), full.score(last_two))
+    assert not torch.allclose(recent.score(long), full.score(long))
+    assert build_baseline("ease-recent", tiny, split.train).recent == 3
+    assert build_baseline("ease", tiny, split.train).recent == 0

@@ -53,9 +53,10 @@ def test_quickstart_prints_table(capsys) -> None:
     code, out, _ = run(capsys, "quickstart", "--json")
     assert code == 0
     rows = json.loads(out)
-    assert len(rows) == 8
+    assert len(rows) == 12
     assert {(r["dataset"], r["protocol"], r["model"]) for r in rows} >= {
         ("ml-100k", "full", "ease"),
+        ("ml-100k-seed", "full", "ease-recent"),
         ("ml-100k-seed", "seed", "pop"),
     }
     by = {(r["dataset"], r["protocol"], r["model"]): r["hit@10"] for r in rows}

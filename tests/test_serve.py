@@ -39,7 +39,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     data = str(root / "data")
     prepare_dataset("ml-100k", source=folder, root=data)
     ur4rec_cfg = load_config(
-        CONFIGS / "ur4rec-ml-100k-seed.yaml", ["data.dataset=ml-100k", *TINY_UR4REC]
+        CONFIGS / "ur4rec-ml-100k-seed.yaml",
+        # With the EASE prior, so that serving covers all three branches.
+        ["data.dataset=ml-100k", *TINY_UR4REC, "fusion.prior=ease", "fusion.prior_weight=0.5"],
     )
     sasrec_cfg = load_config(CONFIGS / "sasrec-ml-100k.yaml", [*TINY, "train.epochs=2"])
     return {
@@ -77,7 +79,8 @@ def test_recommend_cli_excludes_seen_and_explains(runs, kind: str, capsys) -> No
         # The nearest history item is one of the user's own items.
         assert rec["explanation"]["history_item"]["item"] in seen
     if kind == "ur4rec":
-        assert set(out["items"][0]["scores"]) == {"sasrec", "retriever"}
+        assert set(out["items"][0]["scores"]) == {"sasrec", "retriever", "prior"}
+        assert out["prior_weight"] is not None
         assert len(out["router"]) == 2 and abs(sum(out["router"]) - 1) < 1e-3
         sentence = out["items"][0]["explanation"]["preference_sentence"]
         assert sentence and sentence in out["preference_text"]
@@ -87,6 +90,7 @@ def test_recommend_cli_excludes_seen_and_explains(runs, kind: str, capsys) -> No
     assert main([*argv[:-3], "--data-dir", data]) == 0
     text = capsys.readouterr().out
     assert out["items"][0]["title"] in text and "why:" in text
+    assert ("EASE prior" in text) == (kind == "ur4rec")
 
 
 def test_recommend_history_for_a_new_user(recommender: Recommender) -> None:

@@ -431,3 +431,60 @@ def test_snapshot_texts_need_template_user_texts(cyclic_folder: Path, tmp_path: 
         cfg = load_config(None, ["model.name=ur4rec", "data.dataset=ml-100k", *every, *overrides])
         with pytest.raises(Ur4recError, match=message):
             text_features(cfg, dataset)
+
+
+def test_ease_prior_joins_the_fused_scores_with_its_own_weight() -> None:
+    from ur4rec.models.ease import recent_item_scores
+    from ur4rec.models.fusion import standardise
+
+    torch.manual_seed(0)
+    prior = torch.randn(N_ITEMS, N_ITEMS)
+    model = UR4Rec(
+        N_USERS, N_ITEMS, MAX_LEN,
+        ModelConfig(name="ur4rec", hidden=8, heads=2, inner=16, dropout=0.0, attn_dropout=0.0),
+        RetrieverConfig(dim=8, experts=3, proxies=2, dropout=0.0),
+        FusionConfig(method="fixed", prior="ease", prior_recent=2, prior_weight=0.0),
+        MemoryConfig(), torch.randn(N_ITEMS, TEXT_DIM), torch.randn(N_USERS, TEXT_DIM), 8,
+        prior=prior,
+    ).eval()  # fmt: skip
+    b = batch()
+    out = model.branch_scores(b)
+    torch.testing.assert_close(out["prior"], recent_item_scores(prior, b.items, 2))
+    # Only the last two items count: [PAD, PAD, PAD, 9] reads item 9 alone.
+    torch.testing.assert_close(out["prior"][2], prior[9])
+    without = model.combine(dict(out))
+    model.fusion.set_prior_weight(0.5)
+    with_prior = model.combine(dict(out))
+    torch.testing.assert_close(with_prior - without, 0.5 * standardise(out["prior"]))
+    # The prior is data, not a weight: only its fusion weight is saved.
+    assert "prior" not in model.state_dict() and "fusion.prior_weight" in model.state_dict()
+    # It plays no part in training.
+    model.objective = "fused"
+    loss = model.training_loss(*train_batch(), torch.Generator().manual_seed(0))
+    model.fusion.set_prior_weight(0.0)
+    again = model.training_loss(*train_batch(), torch.Generator().manual_seed(0))
+    assert loss.item() == again.item()
+
+
+def test_calibration_with_the_prior_matches_a_plain_evaluation(
+    cyclic_folder: Path,
+) -> None:
+    from ur4rec.eval.evaluator import Evaluator
+    from ur4rec.train.run import build
+    from ur4rec.train.stages import PRIOR_GRID, calibrate_fusion
+
+    dataset, _ = prepare_dataset("ml-100k", source=cyclic_folder)
+    overrides = ["data.dataset=ml-100k", *TINY_UR4REC, "fusion.prior=ease", "fusion.method=fixed"]
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-seed.yaml",
+                      overrides)  # fmt: skip
+    model, split, _ = build(cfg, dataset)
+    valid = Evaluator(dataset, split, "valid", "full")
+    weight, prior, metrics = calibrate_fusion(model, valid, "ndcg@10")
+    assert 0.0 <= weight <= 1.0 and prior in PRIOR_GRID
+    assert model.fusion.prior_weight.item() == pytest.approx(prior)
+    plain = valid.evaluate(model)
+    assert metrics["ndcg@10"] == pytest.approx(plain["ndcg@10"])
+    # No combination on the grid beats the chosen one.
+    model.fusion.set_weight(1.0)
+    model.fusion.set_prior_weight(0.0)
+    assert valid.evaluate(model)["ndcg@10"] <= metrics["ndcg@10"] + 1e-12

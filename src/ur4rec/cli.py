@@ -13,7 +13,7 @@ from ur4rec.data.dataset import DATASETS
 from ur4rec.data.prepare import open_dataset, prepare_dataset, prepared_folder
 from ur4rec.data.splits import SCHEMES, make_split
 from ur4rec.errors import Ur4recError
-from ur4rec.eval.baselines import BASELINES, baseline_table, build_baseline
+from ur4rec.eval.baselines import BASELINES, EASE_RECENT, baseline_table, build_baseline
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.eval.metrics import DEFAULT_KS
 from ur4rec.report_table import format_table
@@ -75,10 +75,14 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     evaluator = Evaluator(dataset, split, args.split, args.protocol, ks=args.ks)
     result = {
         "model": args.model,
-        **evaluator.evaluate(build_baseline(args.model, dataset, split.train, args.l2)),
+        **evaluator.evaluate(
+            build_baseline(args.model, dataset, split.train, args.l2, args.recent)
+        ),
     }
-    if args.model == "ease":
+    if args.model.startswith("ease"):
         result["lambda"] = args.l2
+        default = EASE_RECENT if args.model == "ease-recent" else 0
+        result["recent"] = default if args.recent is None else args.recent
     _print_metrics(result, args.json)
     return 0
 
@@ -282,7 +286,11 @@ def _format_recommendations(result: dict) -> str:
     )
     extras = []
     if result.get("sasrec_weight") is not None:
-        extras.append(f"fusion weight: SASRec {result['sasrec_weight']:.2f}")
+        prior = result.get("prior_weight")
+        extras.append(
+            f"fusion weight: SASRec {result['sasrec_weight']:.2f}"
+            + (f", EASE prior {prior:.2f}" if prior is not None else "")
+        )
     if result.get("router"):
         extras.append("router (expert weights): " + ", ".join(f"{w:.2f}" for w in result["router"]))
     rows = []
@@ -375,7 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=cmd_data_prepare)
 
     base = commands.add_parser("baseline", help="evaluate a non-sequential baseline")
-    base.add_argument("model", choices=BASELINES, help="pop (training popularity) or ease")
+    base.add_argument(
+        "model",
+        choices=BASELINES,
+        help="pop (training popularity), ease (whole history) or ease-recent (last items)",
+    )
     base.add_argument("--dataset", required=True, choices=list(DATASETS), metavar="DATASET")
     base.add_argument(
         "--protocol", default="full", help="full (default), seed, sampled:N or popsampled:N"
@@ -383,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--split", default="test", choices=("valid", "test"))
     base.add_argument("--scheme", default="leave-one-out", choices=SCHEMES)
     base.add_argument("--lambda", dest="l2", type=float, default=500.0, help="EASE L2 weight")
+    base.add_argument(
+        "--recent",
+        type=int,
+        help=f"EASE reads the last N items only (0: all; ease-recent default {EASE_RECENT})",
+    )
     base.add_argument("--ks", type=_parse_ks, default=DEFAULT_KS, help="cut-offs, e.g. 5,10,20")
     _common(base)
     base.set_defaults(func=cmd_baseline)

@@ -97,6 +97,9 @@ class RetrieverConfig:
     dropout: float = 0.1
     loss: Literal["full", "in_batch", "mined"] = "full"
     negatives: int = 64  # mined: hardest items per position, plus as many uniform ones
+    # The retriever's own loss predicts an item drawn uniformly from the next `horizon` ones
+    # (1: the next item, as SASRec): a longer horizon asks for long-term taste instead.
+    horizon: int = 1
     rerank_top: int = 0  # >0: a co-attention scorer reranks the top N
 
 
@@ -116,6 +119,14 @@ class FusionConfig:
     # that overfits more.
     calibrate: bool = True
     sasrec_text_features: bool = False  # feed item text embeddings into SASRec too
+    # A third branch that does not train: EASE fitted in closed form on the training part,
+    # reading each user's last `prior_recent` items. It joins at scoring time only (at a
+    # training position it has already seen the answer), with weight `prior_weight`, which
+    # fixed/scalar fusion calibrates on validation together with SASRec's weight.
+    prior: Literal["none", "ease"] = "none"
+    prior_recent: int = 3
+    prior_l2: float = 500.0
+    prior_weight: float = 0.0
 
 
 @dataclass

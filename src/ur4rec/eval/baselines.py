@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.prepare import open_dataset
-from ur4rec.data.splits import PAD, Prefixes, interaction_counts, make_split, prefix_mask
+from ur4rec.data.splits import Prefixes, interaction_counts, make_split
 from ur4rec.errors import Ur4recError
 from ur4rec.eval.evaluator import Evaluator, HistoryBatch, Scorer
+from ur4rec.models.ease import EASE
 
-BASELINES = ("pop", "ease")
+BASELINES = ("pop", "ease", "ease-recent")
+# EASE over each user's last 3 items, lambda 500: chosen on ml-100k-seed's validation split
+# (benchmarks/ease_recent.py), where it matches SASRec under full ranking.
+EASE_RECENT = 3
 
 
 class Popularity:
@@ -26,36 +29,16 @@ class Popularity:
         return self.counts.expand(len(batch.users), -1).clone()
 
 
-class EASE:
-    """EASE (Steck, 2019): a closed-form item-item model, B = I - P / diag(P) with
-    P = (X^T X + lambda I)^-1 and a zero diagonal; a user's scores are x_history @ B."""
-
-    def __init__(self, dataset: Dataset, train: Prefixes, l2: float = 500.0) -> None:
-        n_items = dataset.n_items
-        mask = prefix_mask(dataset, train)
-        users = np.repeat(np.arange(dataset.n_users), dataset.lengths)[mask]
-        x = torch.zeros(dataset.n_users, n_items, dtype=torch.float64)
-        x[torch.from_numpy(users), torch.from_numpy(dataset.item[mask])] = 1.0
-        gram = x.T @ x
-        gram.diagonal().add_(l2)
-        precision = torch.linalg.inv(gram)
-        weights = -precision / precision.diagonal()[None, :]
-        weights.diagonal().zero_()
-        self.weights = weights.to(torch.float32)
-        self.n_items = n_items
-
-    def score(self, batch: HistoryBatch) -> torch.Tensor:
-        history = torch.zeros(len(batch.users), self.n_items)
-        row, col = torch.nonzero(batch.items != PAD, as_tuple=True)
-        history[row, batch.items[row, col]] = 1.0
-        return history @ self.weights
-
-
-def build_baseline(name: str, dataset: Dataset, train: Prefixes, l2: float = 500.0) -> Scorer:
+def build_baseline(
+    name: str, dataset: Dataset, train: Prefixes, l2: float = 500.0, recent: int | None = None
+) -> Scorer:
+    """``recent``: how many of the last items EASE reads (0: all; default: 0 for ``ease``,
+    EASE_RECENT for ``ease-recent``)."""
     if name == "pop":
         return Popularity(dataset, train)
-    if name == "ease":
-        return EASE(dataset, train, l2=l2)
+    if name in ("ease", "ease-recent"):
+        default = EASE_RECENT if name == "ease-recent" else 0
+        return EASE(dataset, train, l2=l2, recent=default if recent is None else recent)
     raise Ur4recError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
 
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from ur4rec.config import RunConfig
 from ur4rec.data.dataset import Dataset
+from ur4rec.data.splits import Prefixes
 from ur4rec.models.sasrec import SASRec
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ def build_model(
     dataset: Dataset,
     texts: TextFeatures | None = None,
     n_windows: int = 0,
+    train: Prefixes | None = None,
 ) -> nn.Module:
     if cfg.model.name == "sasrec":
         return SASRec(dataset.n_items, cfg.data.max_len, cfg.model)
@@ -32,10 +34,17 @@ def build_model(
             from ur4rec.text.encoder import TrainableTextEncoder
 
             encoder = TrainableTextEncoder(cfg.text.encoder, cfg.text.trainable_layers)
+        prior = None
+        if cfg.fusion.prior == "ease":
+            from ur4rec.models.ease import ease_weights
+
+            if train is None:
+                raise ValueError("fusion.prior needs the training part to fit EASE on")
+            prior = ease_weights(dataset, train, cfg.fusion.prior_l2)
         return UR4Rec(
             dataset.n_users, dataset.n_items, cfg.data.max_len, cfg.model, cfg.retriever,
             cfg.fusion, cfg.memory, texts.item, texts.user, n_windows,
-            text_encoder=encoder, user_texts=texts.user_texts,
+            text_encoder=encoder, user_texts=texts.user_texts, prior=prior,
         )  # fmt: skip
     raise ValueError(f"unknown model {cfg.model.name!r}")
 

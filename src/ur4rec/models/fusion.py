@@ -10,6 +10,9 @@ other. The fused score is w * z_sasrec + (1 - w) * z_retriever, with w from the 
 - ``curriculum``: moves linearly from ``curriculum_start`` to the configured weight over a stage;
 - ``uncertainty``: learned log-variances weight the branch losses (Kendall et al., 2018), and
   w = softmax(-log-variances) weighs the scores.
+
+With ``prior: ease`` a third, untrained branch (EASE over the user's last items) is added as
+``prior_weight * z_prior``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Fusion(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(math.log(5.0)))  # fused logits' sharpness
         self.register_buffer("progress", torch.tensor(0.0))  # curriculum: 0 -> 1 over a stage
         self.register_buffer("fixed_weight", torch.tensor(float(cfg.sasrec_weight)))
+        if cfg.prior != "none":  # only then: checkpoints without a prior still load
+            self.register_buffer("prior_weight", torch.tensor(float(cfg.prior_weight)))
 
     def set_progress(self, progress: float) -> None:
         self.progress.fill_(min(max(progress, 0.0), 1.0))
@@ -72,16 +77,25 @@ class Fusion(nn.Module):
         ret_scores: torch.Tensor,
         seq_state: torch.Tensor,
         ret_state: torch.Tensor,
+        prior: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(fused scores, SASRec weight); fused scores are standardised units."""
+        """(fused scores, SASRec weight); fused scores are standardised units. ``prior``
+        (the untrained EASE branch's scores) is added with its own weight."""
         w = self.sasrec_weight(seq_state, ret_state)
-        return w * standardise(seq_scores) + (1 - w) * standardise(ret_scores), w
+        fused = w * standardise(seq_scores) + (1 - w) * standardise(ret_scores)
+        if prior is not None:
+            fused = fused + self.prior_weight * standardise(prior)
+        return fused, w
 
     def set_weight(self, weight: float) -> None:
         """Set SASRec's weight for the fixed and scalar methods (e.g. after calibration)."""
         with torch.no_grad():
             self.fixed_weight.fill_(weight)
             self.weight_logit.fill_(_logit(weight))
+
+    def set_prior_weight(self, weight: float) -> None:
+        with torch.no_grad():
+            self.prior_weight.fill_(weight)
 
     def branch_loss(self, seq_loss: torch.Tensor, ret_loss: torch.Tensor) -> torch.Tensor:
         if self.method == "uncertainty":

@@ -15,6 +15,7 @@ from ur4rec.config import FusionConfig, MemoryConfig, ModelConfig, RetrieverConf
 from ur4rec.data.splits import PAD
 from ur4rec.eval.evaluator import HistoryBatch
 from ur4rec.models import losses
+from ur4rec.models.ease import recent_item_scores
 from ur4rec.models.fusion import Fusion
 from ur4rec.models.memory import WindowMemory
 from ur4rec.models.retriever import CoAttentionReranker, Retriever
@@ -22,6 +23,15 @@ from ur4rec.models.sasrec import SASRec
 
 OBJECTIVES = ("sasrec", "retriever", "fused")
 MODULES = ("sasrec", "retriever", "memory", "fusion", "text_encoder")
+
+
+def future_targets(targets: torch.Tensor, horizon: int, generator: torch.Generator) -> torch.Tensor:
+    """For each position of left-padded ``targets`` [B, L], an item drawn uniformly from its
+    next ``horizon`` targets (the window's end cuts the draw short; PAD stays PAD)."""
+    length = targets.shape[1]
+    offsets = torch.randint(horizon, targets.shape, generator=generator)
+    index = (torch.arange(length) + offsets).clamp(max=length - 1)
+    return torch.where(targets == PAD, PAD, targets.gather(1, index))
 
 
 class UR4Rec(nn.Module):
@@ -39,6 +49,7 @@ class UR4Rec(nn.Module):
         n_windows: int,
         text_encoder: nn.Module | None = None,
         user_texts: list[str] | None = None,
+        prior: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.n_items = n_items
@@ -55,6 +66,9 @@ class UR4Rec(nn.Module):
         self.objective = "fused"
         self.write_memory = False
         self.register_buffer("train_user_text", None, persistent=False)
+        # EASE's item-item matrix (fusion.prior): fitted from the data at build, not saved.
+        self.register_buffer("prior", prior, persistent=False)
+        self.prior_recent = fusion_cfg.prior_recent
         self.register_buffer("train_user_text_rows", None, persistent=False)
 
     def set_training_user_texts(self, embeddings: torch.Tensor, rows: torch.Tensor) -> None:
@@ -132,6 +146,8 @@ class UR4Rec(nn.Module):
                 scores = self._rerank(scores, vector, items)
             out["retriever"], out["retriever_state"] = scores, vector
             out["router"] = weights[:, -1]
+        if self.objective == "fused" and self.prior is not None:
+            out["prior"] = recent_item_scores(self.prior, items, self.prior_recent)
         return out
 
     def _rerank(
@@ -153,7 +169,11 @@ class UR4Rec(nn.Module):
         if self.objective == "retriever":
             return out["retriever"]
         fused, weight = self.fusion(
-            out["sasrec"], out["retriever"], out["sasrec_state"], out["retriever_state"]
+            out["sasrec"],
+            out["retriever"],
+            out["sasrec_state"],
+            out["retriever_state"],
+            out.get("prior"),
         )
         out["sasrec_weight"] = weight
         return fused
@@ -190,7 +210,10 @@ class UR4Rec(nn.Module):
             loss = loss + self.retriever_cfg.load_balance * balance
         if self.objective == "sasrec":
             return loss + F.cross_entropy(seq_logits, target)
-        ret_loss = self._retriever_loss(ret_logits, target, generator)
+        ret_target = target
+        if self.retriever_cfg.horizon > 1:
+            ret_target = future_targets(targets, self.retriever_cfg.horizon, generator)[keep]
+        ret_loss = self._retriever_loss(ret_logits, ret_target, generator)
         if self.objective == "retriever":
             return loss + ret_loss
         fused, _ = self.fusion(seq_logits, ret_logits, seq_state, ret_state)

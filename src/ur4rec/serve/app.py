@@ -60,6 +60,7 @@ class RecommendationsOut(BaseModel):
     items: list[RecommendationOut]
     history_length: int
     sasrec_weight: float | None = None
+    prior_weight: float | None = Field(None, description="the EASE prior's fusion weight")
     router: list[float] | None = Field(None, description="retriever expert weights")
     preference_text: str | None = None
     notes: list[str] = []

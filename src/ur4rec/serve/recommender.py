@@ -68,6 +68,7 @@ class Recommendations:
     items: list[Recommendation]
     history_length: int
     sasrec_weight: float | None = None  # fusion weight, fused models only
+    prior_weight: float | None = None  # the EASE prior's weight, when the model has one
     router: list[float] | None = None  # the retriever's expert weights for this user
     preference_text: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -119,6 +120,9 @@ class Recommender:
             # Explanations' "nearest history item" is measured in the model's own item space.
             self.item_space = F.normalize(space, dim=-1)
             self._known_states = self._precompute_known_users()
+        self._prior_weight: float | None = None
+        if self.kind == "ur4rec" and self.model.prior is not None:
+            self._prior_weight = round(float(self.model.fusion.prior_weight), 4)
         self.titles = [display_title(info) for info in self.dataset.item_info]
 
     # -- ids ------------------------------------------------------------------------------
@@ -249,6 +253,7 @@ class Recommender:
                     items=recs,
                     history_length=len(case.history),
                     sasrec_weight=None if weight is None else round(float(weight[row, 0]), 4),
+                    prior_weight=self._prior_weight,
                     router=None if router is None else [round(float(w), 4) for w in router[row]],
                     preference_text=case.text,
                 )
@@ -284,7 +289,7 @@ class Recommender:
         if "retriever_state" in out and "retriever" not in out:
             out["retriever"] = self.model.retriever.logits(out["retriever_state"])
         scores = self.model.combine(out)
-        branches = {b: out[b] for b in ("sasrec", "retriever") if b in out}
+        branches = {b: out[b] for b in ("sasrec", "retriever", "prior") if b in out}
         return scores, branches, out.get("router"), out.get("sasrec_weight")
 
     def _precompute_known_users(self, batch_size: int = 256) -> dict[str, torch.Tensor] | None:

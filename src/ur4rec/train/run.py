@@ -52,7 +52,7 @@ def build(
 
         texts = text_features(cfg, dataset, data_dir)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, dataset, texts, len(windows))
+    model = build_model(cfg, dataset, texts, len(windows), split.train)
     memory = getattr(model, "memory", None)
     if memory is not None:
         memory.bind(windows.later, windows.last_window)

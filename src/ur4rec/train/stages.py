@@ -16,11 +16,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ur4rec.config import RunConfig, StageConfig
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.splits import Split
 from ur4rec.errors import Ur4recError
-from ur4rec.eval.evaluator import Evaluator
+from ur4rec.eval.evaluator import Evaluator, HistoryBatch
 from ur4rec.io import atomic_write_json, atomic_write_text
 from ur4rec.models.ur4rec import MODULES, OBJECTIVES, UR4Rec
 from ur4rec.report_table import format_table
@@ -119,7 +121,9 @@ def run_stages(
             "valid": state.best_valid(),
         }
         if calibrated is not None:
-            row["sasrec_weight"], row["valid"] = calibrated
+            row["sasrec_weight"], prior_weight, row["valid"] = calibrated
+            if prior_weight is not None:
+                row["prior_weight"] = prior_weight
         atomic_write_json(done, row)
         rows.append(row)
     # The run's own best.pt is the last stage's best: `ur4rec evaluate RUN` uses it.
@@ -128,23 +132,48 @@ def run_stages(
     return rows
 
 
+PRIOR_GRID = tuple(step / 10 for step in range(11))  # the EASE prior's weight: 0, 0.1, .., 1
+
+
+class _ReplayedBranches:
+    """Replays the branch scores of each validation batch, in the evaluator's order, so that
+    only the fusion weights change between calibration points."""
+
+    def __init__(self, model: UR4Rec, cached: list[dict[str, torch.Tensor]]) -> None:
+        self.model, self.cached, self.batch = model, cached, 0
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        out = dict(self.cached[self.batch])
+        self.batch += 1
+        return self.model.combine(out)
+
+
 def calibrate_fusion(
     model: UR4Rec, valid: Evaluator, metric: str
-) -> tuple[float, dict[str, float]]:
-    """Choose SASRec's fusion weight on the validation split; returns (weight, metrics)."""
+) -> tuple[float, float | None, dict[str, float]]:
+    """Choose SASRec's fusion weight (grid 0, 0.05, .., 1) and, with an EASE prior, the prior's
+    weight (PRIOR_GRID) on the validation split; returns (weight, prior weight, metrics)."""
     model.eval()
     model.objective = "fused"
-    best: tuple[float, float, dict[str, float]] | None = None
+    with torch.inference_mode():
+        cached = [model.branch_scores(batch) for _, batch in valid.batches()]
+    priors: tuple[float | None, ...] = PRIOR_GRID if model.prior is not None else (None,)
+    best: tuple[float, float | None, float, dict[str, float]] | None = None
     for step in range(21):
         weight = step / 20
         model.fusion.set_weight(weight)
-        result = valid.evaluate(model)
-        metrics = {k: v for k, v in result.items() if "@" in k}
-        if best is None or metrics[metric] > best[1]:
-            best = (weight, metrics[metric], metrics)
+        for prior in priors:
+            if prior is not None:
+                model.fusion.set_prior_weight(prior)
+            result = valid.evaluate(_ReplayedBranches(model, cached))
+            metrics = {k: v for k, v in result.items() if "@" in k}
+            if best is None or metrics[metric] > best[2]:
+                best = (weight, prior, metrics[metric], metrics)
     assert best is not None
     model.fusion.set_weight(best[0])
-    return best[0], best[2]
+    if best[1] is not None:
+        model.fusion.set_prior_weight(best[1])
+    return best[0], best[1], best[3]
 
 
 def stage_table(
