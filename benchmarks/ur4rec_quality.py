@@ -35,27 +35,41 @@ FROZEN_SASREC_STAGES = (
     " {name: end_to_end, epochs: 30, train: [retriever, memory, fusion, text_encoder], patience: 5,"
     " lr: {retriever: 1.0e-4, memory: 1.0e-4, fusion: 5.0e-4, text_encoder: 1.0e-5}}]"
 )
+# SASRec and the EASE prior alone: one fused "stage" that trains nothing (learning rate 0), so
+# that only the calibration runs; the untrained retriever should get no weight.
+PRIOR_ONLY_STAGES = (
+    "stages=[{name: pretrain_sasrec, epochs: 200, train: [sasrec], objective: sasrec,"
+    " patience: 10},"
+    " {name: calibrate_prior, epochs: 1, train: [fusion], lr: {fusion: 0.0}, objective: fused}]"
+)
 # name -> (config overrides, how many leading stages the variant leaves unchanged). Those
 # stages are copied from the base variant's run of the same seed when it exists (BASES; the
 # default run otherwise): with the same seed and the same stage configs they would train to the
 # same weights, so only the rest is rerun.
+NO_PRIOR = "fusion.prior=none"
 VARIANTS: dict[str, tuple[list[str], int]] = {
     "default": ([], 0),
-    "fusion gate": (["fusion.method=gate"], 2),
-    "fusion fixed 0.4/0.6 (report)": (["fusion.method=fixed", "fusion.calibrate=false"], 2),
-    "fusion fixed calibrated": (["fusion.method=fixed"], 2),
-    "fusion curriculum": (["fusion.method=curriculum"], 2),
-    "fusion uncertainty": (["fusion.method=uncertainty"], 2),
-    "SASRec frozen in the joint stages": ([FROZEN_SASREC_STAGES], 2),
-    "memory on": (["memory.enabled=true"], 1),
-    "single expert no proxies": (["retriever.experts=1", "retriever.proxies=0"], 1),
-    "retriever without item ids": (["retriever.item_ids=false"], 1),
-    "user texts as of training (every 10 items)": (["text.user_text_every=10"], 1),
-    "LLM item texts": ([f"text.item_texts={SHARED_ITEMS}"], 0),
-    "EASE prior": (["fusion.prior=ease"], 2),
-    "SASRec without item texts": (["fusion.sasrec_text_features=false"], 0),
+    "no EASE prior": ([NO_PRIOR], 2),
+    "SASRec and EASE prior without the retriever": ([PRIOR_ONLY_STAGES], 1),
+    # The ablation of the report's design, run before the EASE prior became the default: each
+    # is the no-prior model with one change.
+    "fusion gate": ([NO_PRIOR, "fusion.method=gate"], 2),
+    "fusion fixed 0.4/0.6 (report)": (
+        [NO_PRIOR, "fusion.method=fixed", "fusion.calibrate=false"],
+        2,
+    ),
+    "fusion fixed calibrated": ([NO_PRIOR, "fusion.method=fixed"], 2),
+    "fusion curriculum": ([NO_PRIOR, "fusion.method=curriculum"], 2),
+    "fusion uncertainty": ([NO_PRIOR, "fusion.method=uncertainty"], 2),
+    "SASRec frozen in the joint stages": ([NO_PRIOR, FROZEN_SASREC_STAGES], 2),
+    "memory on": ([NO_PRIOR, "memory.enabled=true"], 1),
+    "single expert no proxies": ([NO_PRIOR, "retriever.experts=1", "retriever.proxies=0"], 1),
+    "retriever without item ids": ([NO_PRIOR, "retriever.item_ids=false"], 1),
+    "user texts as of training (every 10 items)": ([NO_PRIOR, "text.user_text_every=10"], 1),
+    "LLM item texts": ([NO_PRIOR, f"text.item_texts={SHARED_ITEMS}"], 0),
+    "SASRec without item texts": ([NO_PRIOR, "fusion.sasrec_text_features=false"], 0),
     "LLM item texts and SASRec frozen in the joint stages": (
-        [f"text.item_texts={SHARED_ITEMS}", FROZEN_SASREC_STAGES],
+        [NO_PRIOR, f"text.item_texts={SHARED_ITEMS}", FROZEN_SASREC_STAGES],
         2,
     ),
 }
