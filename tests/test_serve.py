@@ -235,11 +235,14 @@ def test_report_renders_from_a_tiny_run(runs, kind: str, capsys) -> None:
     )
     assert f"| {summary['test']['hit@10']:.4f} | {summary['test']['ndcg@10']:.4f} |" in row
     assert "| pop | full |" in report and "| ease | full |" in report
+    assert "| ease-recent | full |" in report
     assert "protocol `seed` not measured" in report  # 20 items: no room for 99 negatives
     assert "| default | 2 |" in report and "0.3000" in report  # mean of the two seeds
     if kind == "ur4rec":
         assert "## Stages" in report and "pretrain_retriever" in report
         assert "no leakage found" in report
+        assert "A third branch that never trains, EASE" in report
+        assert "Weight of the EASE prior:" in report
         assert (run_dir / "stages.png").is_file()
     else:
         assert "## Training" in report and "reads no texts" in report

@@ -201,6 +201,7 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
                 shown.append(entry)
             blocks.append(f"Protocol `{protocol}`:\n\n" + md_table(shown, list(shown[0])))
         weights = [s.get("sasrec_weight") for s in summary.get("stages", [])]
+        priors = [s["prior_weight"] for s in summary.get("stages", []) if "prior_weight" in s]
         note = ""
         if any(w is not None for w in weights):
             note = (
@@ -208,6 +209,8 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
                 + ", ".join(f"{w:.2f}" for w in weights if w is not None)
                 + "."
             )
+        if priors:
+            note += " Weight of the EASE prior: " + ", ".join(f"{w:.2f}" for w in priors) + "."
         parts.append(
             "## Stages\n\nEach stage starts from the best checkpoint of the one before; the "
             "figures are that stage's best checkpoint, with the change against the previous "
@@ -325,6 +328,12 @@ def _describe(cfg: Any, dataset: str) -> str:
             f"{r.proxies} learned proxy tokens shape the user vector. Both branches' scores are "
             f"standardised per user and mixed by the `{cfg.fusion.method}` fusion method."
         )
+        if cfg.fusion.prior == "ease":
+            lines[-1] += (
+                " A third branch that never trains, EASE fitted on the training part and "
+                f"reading the user's last {cfg.fusion.prior_recent} items, is added at scoring "
+                "time with a weight chosen on validation."
+            )
         lines.append(
             "\nIt was trained in stages, each starting from the best checkpoint of the last:\n"
         )
