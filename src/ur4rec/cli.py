@@ -16,6 +16,7 @@ from ur4rec.errors import Ur4recError
 from ur4rec.eval.baselines import BASELINES, EASE_RECENT, baseline_table, build_baseline
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.eval.metrics import DEFAULT_KS
+from ur4rec.models.ease import EASE
 from ur4rec.report_table import format_table
 
 METRIC_COLUMNS = ("hit@10", "ndcg@10", "mrr@10")
@@ -73,16 +74,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.dataset, root=args.data_dir)
     split = make_split(dataset, args.scheme)
     evaluator = Evaluator(dataset, split, args.split, args.protocol, ks=args.ks)
-    result = {
-        "model": args.model,
-        **evaluator.evaluate(
-            build_baseline(args.model, dataset, split.train, args.l2, args.recent)
-        ),
-    }
-    if args.model.startswith("ease"):
+    model = build_baseline(args.model, dataset, split.train, args.l2, args.recent)
+    result = {"model": args.model, **evaluator.evaluate(model)}
+    if isinstance(model, EASE):
         result["lambda"] = args.l2
-        default = EASE_RECENT if args.model == "ease-recent" else 0
-        result["recent"] = default if args.recent is None else args.recent
+        result["recent"] = model.recent
     _print_metrics(result, args.json)
     return 0
 

@@ -97,9 +97,6 @@ class RetrieverConfig:
     dropout: float = 0.1
     loss: Literal["full", "in_batch", "mined"] = "full"
     negatives: int = 64  # mined: hardest items per position, plus as many uniform ones
-    # The retriever's own loss predicts an item drawn uniformly from the next `horizon` ones
-    # (1: the next item, as SASRec): a longer horizon asks for long-term taste instead.
-    horizon: int = 1
     rerank_top: int = 0  # >0: a co-attention scorer reranks the top N
 
 

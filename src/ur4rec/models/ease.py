@@ -13,6 +13,7 @@ import torch
 
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.splits import PAD, Prefixes, prefix_mask
+from ur4rec.eval.evaluator import HistoryBatch
 
 
 def ease_weights(dataset: Dataset, train: Prefixes, l2: float = 500.0) -> torch.Tensor:
@@ -47,8 +48,7 @@ class EASE:
         self, dataset: Dataset, train: Prefixes, l2: float = 500.0, recent: int = 0
     ) -> None:
         self.weights = ease_weights(dataset, train, l2)
-        self.n_items = dataset.n_items
         self.recent = recent
 
-    def score(self, batch) -> torch.Tensor:  # HistoryBatch; typed loosely to avoid a cycle
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
         return recent_item_scores(self.weights, batch.items, self.recent)

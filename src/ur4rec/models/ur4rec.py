@@ -25,15 +25,6 @@ OBJECTIVES = ("sasrec", "retriever", "fused")
 MODULES = ("sasrec", "retriever", "memory", "fusion", "text_encoder")
 
 
-def future_targets(targets: torch.Tensor, horizon: int, generator: torch.Generator) -> torch.Tensor:
-    """For each position of left-padded ``targets`` [B, L], an item drawn uniformly from its
-    next ``horizon`` targets (the window's end cuts the draw short; PAD stays PAD)."""
-    length = targets.shape[1]
-    offsets = torch.randint(horizon, targets.shape, generator=generator)
-    index = (torch.arange(length) + offsets).clamp(max=length - 1)
-    return torch.where(targets == PAD, PAD, targets.gather(1, index))
-
-
 class UR4Rec(nn.Module):
     def __init__(
         self,
@@ -65,10 +56,11 @@ class UR4Rec(nn.Module):
         self.user_texts = user_texts
         self.objective = "fused"
         self.write_memory = False
-        self.register_buffer("train_user_text", None, persistent=False)
         # EASE's item-item matrix (fusion.prior): fitted from the data at build, not saved.
         self.register_buffer("prior", prior, persistent=False)
         self.prior_recent = fusion_cfg.prior_recent
+        # Per-position preference texts for training (set_training_user_texts).
+        self.register_buffer("train_user_text", None, persistent=False)
         self.register_buffer("train_user_text_rows", None, persistent=False)
 
     def set_training_user_texts(self, embeddings: torch.Tensor, rows: torch.Tensor) -> None:
@@ -210,10 +202,7 @@ class UR4Rec(nn.Module):
             loss = loss + self.retriever_cfg.load_balance * balance
         if self.objective == "sasrec":
             return loss + F.cross_entropy(seq_logits, target)
-        ret_target = target
-        if self.retriever_cfg.horizon > 1:
-            ret_target = future_targets(targets, self.retriever_cfg.horizon, generator)[keep]
-        ret_loss = self._retriever_loss(ret_logits, ret_target, generator)
+        ret_loss = self._retriever_loss(ret_logits, target, generator)
         if self.objective == "retriever":
             return loss + ret_loss
         fused, _ = self.fusion(seq_logits, ret_logits, seq_state, ret_state)
