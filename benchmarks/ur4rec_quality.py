@@ -50,6 +50,8 @@ NO_PRIOR = "fusion.prior=none"
 VARIANTS: dict[str, tuple[list[str], int]] = {
     "default": ([], 0),
     "no EASE prior": ([NO_PRIOR], 2),
+    # For configs without the prior (ml-100k): the same model with it.
+    "with EASE prior": (["fusion.prior=ease"], 2),
     "SASRec and EASE prior without the retriever": ([PRIOR_ONLY_STAGES], 1),
     # The ablation of the report's design, run before the EASE prior became the default: each
     # is the no-prior model with one change.
