@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from compare_runs import cached_ranks, parse_seeds, print_comparison
+from ur4rec_quality import slug
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "ur4rec-ml-100k-seed.yaml"
@@ -43,10 +44,6 @@ def variants(item_texts: Path) -> dict[str, list[str]]:
         "SASRec + template item texts": [],
         "SASRec + LLM item texts": [f"text.item_texts={item_texts}"],
     }
-
-
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
 def train_and_rank(
