@@ -488,3 +488,24 @@ def test_calibration_with_the_prior_matches_a_plain_evaluation(
     model.fusion.set_weight(1.0)
     model.fusion.set_prior_weight(0.0)
     assert valid.evaluate(model)["ndcg@10"] <= metrics["ndcg@10"] + 1e-12
+
+
+def test_an_untrained_retriever_gets_no_fusion_weight(
+    cyclic_folder: Path, tmp_path: Path, capsys
+) -> None:
+    from ur4rec.train.stages import PRIOR_GRID
+
+    # SASRec and the EASE prior alone: a fused stage that trains only the fusion (lr 0) is
+    # calibrated, but the retriever no stage trained is noise and must not get a share.
+    prepare_dataset("ml-100k", source=cyclic_folder)
+    config = Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-seed.yaml"
+    overrides = [
+        *TINY_UR4REC[:-4], "data.dataset=ml-100k", "fusion.prior=ease",
+        "stages=[{name: pretrain_sasrec, epochs: 2, train: [sasrec], objective: sasrec},"
+        " {name: calibrate, epochs: 1, train: [fusion], lr: {fusion: 0.0}}]",
+    ]  # fmt: skip
+    argv = ["train", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet", "--json"]
+    assert main(argv + [x for o in overrides for x in ("--set", o)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["stages"][-1]["sasrec_weight"] == 1.0
+    assert summary["stages"][-1]["prior_weight"] in PRIOR_GRID

@@ -107,7 +107,9 @@ def run_stages(
             and cfg.fusion.calibrate
             and cfg.fusion.method in ("fixed", "scalar")
         ):
-            calibrated = calibrate_fusion(model, valid, stage.metric)
+            # A retriever no stage so far has trained is noise: it gets no weight.
+            trained = any("retriever" in s.train for s in cfg.stages[: index + 1])
+            calibrated = calibrate_fusion(model, valid, stage.metric, retriever=trained)
             save_checkpoint(
                 folder / BEST, {**load_checkpoint(folder / BEST), "model": model.state_dict()}
             )
@@ -149,18 +151,18 @@ class _ReplayedBranches:
 
 
 def calibrate_fusion(
-    model: UR4Rec, valid: Evaluator, metric: str
+    model: UR4Rec, valid: Evaluator, metric: str, retriever: bool = True
 ) -> tuple[float, float | None, dict[str, float]]:
-    """Choose SASRec's fusion weight (grid 0, 0.05, .., 1) and, with an EASE prior, the prior's
-    weight (PRIOR_GRID) on the validation split; returns (weight, prior weight, metrics)."""
+    """Choose SASRec's fusion weight (grid 0, 0.05, .., 1; 1 alone without ``retriever``) and,
+    with an EASE prior, the prior's weight (PRIOR_GRID) on the validation split; returns
+    (weight, prior weight, metrics)."""
     model.eval()
     model.objective = "fused"
     with torch.inference_mode():
         cached = [model.branch_scores(batch) for _, batch in valid.batches()]
     priors: tuple[float | None, ...] = PRIOR_GRID if model.prior is not None else (None,)
     best: tuple[float, float | None, float, dict[str, float]] | None = None
-    for step in range(21):
-        weight = step / 20
+    for weight in [step / 20 for step in range(21)] if retriever else [1.0]:
         model.fusion.set_weight(weight)
         for prior in priors:
             if prior is not None:
