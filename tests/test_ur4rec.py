@@ -509,3 +509,31 @@ def test_an_untrained_retriever_gets_no_fusion_weight(
     summary = json.loads(capsys.readouterr().out)
     assert summary["stages"][-1]["sasrec_weight"] == 1.0
     assert summary["stages"][-1]["prior_weight"] in PRIOR_GRID
+
+
+def test_a_stage_that_cannot_beat_its_start_hands_the_start_on(
+    cyclic_folder: Path, tmp_path: Path, capsys
+) -> None:
+    from ur4rec.train.checkpoint import load_checkpoint
+
+    prepare_dataset("ml-100k", source=cyclic_folder)
+    config = Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-seed.yaml"
+    # The second stage's learning rate is absurd: every epoch is worse than where it began.
+    overrides = [
+        *TINY_UR4REC[:-4], "data.dataset=ml-100k",
+        "stages=[{name: pretrain_sasrec, epochs: 3, train: [sasrec], objective: sasrec},"
+        " {name: wreck, epochs: 2, train: [sasrec], objective: sasrec, lr: {sasrec: 50.0},"
+        " clip: {sasrec: 1.0e+6}}]",
+    ]  # fmt: skip
+    out = tmp_path / "run"
+    argv = ["train", "--config", str(config), "--out", str(out), "--quiet", "--json"]
+    assert main(argv + [x for o in overrides for x in ("--set", o)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    first, second = summary["stages"]
+    assert second["best_epoch"] == 0 and second["epochs_run"] == 2
+    assert second["valid"] == first["valid"]
+    kept = load_checkpoint(out / "stages" / "2-wreck" / "best.pt")["model"]
+    start = load_checkpoint(out / "stages" / "1-pretrain_sasrec" / "best.pt")["model"]
+    assert all(torch.equal(kept[k], start[k]) for k in start)
+    table = json.loads((out / "stages.json").read_text())
+    assert [r["epochs"] for r in table if r["protocol"] == "full"] == ["3/3", "2/2 (start kept)"]

@@ -119,9 +119,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     test = summary["test"]
     if "stages" in summary:  # a staged run: its last stage's best checkpoint is the run's
         done = summary["stages"]
+        at = (
+            f"at its epoch {summary['best_epoch']}"
+            if summary["best_epoch"]
+            else "its start: no epoch beat it on validation"
+        )
         fit = (
             f"{len(done)} stages, {summary['epochs_run']} epochs in all, best of the last "
-            f"stage ({done[-1]['stage']}) at its epoch {summary['best_epoch']}"
+            f"stage ({done[-1]['stage']}) {at}"
         )
     else:
         fit = f"best epoch {summary['best_epoch']} of {summary['epochs_run']}"

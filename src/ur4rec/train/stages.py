@@ -3,8 +3,9 @@
 Each stage names the modules that learn (the others are frozen), their learning rates and
 clipping norms, its epochs, patience and validation metric, and its objective (what is trained
 and scored: ``sasrec``, ``retriever`` or ``fused``). The best checkpoint of a stage starts the
-next. Stages live in ``RUN/stages/<i>-<name>/``; a finished stage leaves ``done.json``, so a
-resumed run skips it and continues the stage in progress from its ``last.pt``.
+next; a stage none of whose epochs beats its start on validation hands its start on. Stages
+live in ``RUN/stages/<i>-<name>/``; a finished stage leaves ``done.json``, so a resumed run
+skips it and continues the stage in progress from its ``last.pt``.
 """
 
 from __future__ import annotations
@@ -102,14 +103,38 @@ def run_stages(
             raise Ur4recError(f"stage {stage.name!r} ended without a validation pass")
         load_state_into(model, folder / BEST)
         calibrated = None
-        if (
+        calibrates = (
             stage.objective == "fused"
             and cfg.fusion.calibrate
             and cfg.fusion.method in ("fixed", "scalar")
-        ):
-            # A retriever no stage so far has trained is noise: it gets no weight.
-            trained = any("retriever" in s.train for s in cfg.stages[: index + 1])
+        )
+        # A retriever no stage so far has trained is noise: it gets no weight.
+        trained = any("retriever" in s.train for s in cfg.stages[: index + 1])
+        if calibrates:
             calibrated = calibrate_fusion(model, valid, stage.metric, retriever=trained)
+        best_valid = calibrated[2] if calibrated is not None else state.best_valid()
+        kept_start = False
+        if index > 0:
+            # Early stopping that counts the start as epoch 0: when no epoch beats the
+            # stage's start (the previous stage's best, scored the same way), hand that on.
+            load_state_into(model, stage_dir(run_dir, index - 1, cfg.stages[index - 1]) / BEST)
+            model.objective = stage.objective
+            if calibrates:
+                start = calibrate_fusion(model, valid, stage.metric, retriever=trained)
+            else:
+                model.eval()
+                start = (None, None, _metrics(valid.evaluate(model)))
+            kept_start = start[2][stage.metric] > best_valid[stage.metric]
+            if kept_start:
+                calibrated = start if calibrates else None
+                best_valid = start[2]
+            else:
+                load_state_into(model, folder / BEST)
+                if calibrated is not None:
+                    model.fusion.set_weight(calibrated[0])
+                    if calibrated[1] is not None:
+                        model.fusion.set_prior_weight(calibrated[1])
+        if calibrates or kept_start:
             save_checkpoint(
                 folder / BEST, {**load_checkpoint(folder / BEST), "model": model.state_dict()}
             )
@@ -118,12 +143,12 @@ def run_stages(
             "objective": stage.objective,
             "epochs_run": state.epoch,
             "epochs_max": stage.epochs,
-            "best_epoch": state.best_epoch,
+            "best_epoch": 0 if kept_start else state.best_epoch,  # 0: the start was kept
             "train_seconds": state.train_seconds,
-            "valid": state.best_valid(),
+            "valid": best_valid,
         }
         if calibrated is not None:
-            row["sasrec_weight"], prior_weight, row["valid"] = calibrated
+            row["sasrec_weight"], prior_weight, _ = calibrated
             if prior_weight is not None:
                 row["prior_weight"] = prior_weight
         atomic_write_json(done, row)
@@ -132,6 +157,10 @@ def run_stages(
     last = stage_dir(run_dir, len(cfg.stages) - 1, cfg.stages[-1]) / BEST
     shutil.copyfile(last, run_dir / BEST)
     return rows
+
+
+def _metrics(result: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in result.items() if "@" in k}
 
 
 PRIOR_GRID = tuple(step / 10 for step in range(11))  # the EASE prior's weight: 0, 0.1, .., 1
@@ -167,8 +196,7 @@ def calibrate_fusion(
         for prior in priors:
             if prior is not None:
                 model.fusion.set_prior_weight(prior)
-            result = valid.evaluate(_ReplayedBranches(model, cached))
-            metrics = {k: v for k, v in result.items() if "@" in k}
+            metrics = _metrics(valid.evaluate(_ReplayedBranches(model, cached)))
             if best is None or metrics[metric] > best[2]:
                 best = (weight, prior, metrics[metric], metrics)
     assert best is not None
@@ -203,7 +231,8 @@ def stage_table(
             entry: dict[str, Any] = {
                 "protocol": protocol,
                 "stage": stage.name,
-                "epochs": f"{row['epochs_run']}/{row['epochs_max']}",
+                "epochs": f"{row['epochs_run']}/{row['epochs_max']}"
+                + (" (start kept)" if row.get("best_epoch") == 0 else ""),
             }
             for part, evaluator in evaluators.items():
                 metrics = evaluator.evaluate(model)
