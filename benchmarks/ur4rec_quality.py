@@ -42,6 +42,15 @@ PRIOR_ONLY_STAGES = (
     " patience: 10},"
     " {name: calibrate_prior, epochs: 1, train: [fusion], lr: {fusion: 0.0}, objective: fused}]"
 )
+# SASRec, the pretrained retriever and the EASE prior, with no joint training: the fusion
+# weights are only calibrated on validation. Isolates what the retriever adds to SASRec + prior.
+CALIBRATED_RETRIEVER_STAGES = (
+    "stages=[{name: pretrain_sasrec, epochs: 200, train: [sasrec], objective: sasrec,"
+    " patience: 10},"
+    " {name: pretrain_retriever, epochs: 200, train: [retriever, memory], objective: retriever,"
+    " patience: 10},"
+    " {name: calibrate, epochs: 1, train: [fusion], lr: {fusion: 0.0}, objective: fused}]"
+)
 # name -> (config overrides, how many leading stages the variant leaves unchanged). Those
 # stages are copied from the base variant's run of the same seed when it exists (BASES; the
 # default run otherwise): with the same seed and the same stage configs they would train to the
@@ -53,6 +62,25 @@ VARIANTS: dict[str, tuple[list[str], int]] = {
     # For configs without the prior (ml-100k): the same model with it.
     "with EASE prior": (["fusion.prior=ease"], 2),
     "SASRec and EASE prior without the retriever": ([PRIOR_ONLY_STAGES], 1),
+    # Does a pretrained retriever add anything to SASRec + prior? (calibration only)
+    "pretrained retriever calibrated with the prior": ([CALIBRATED_RETRIEVER_STAGES], 2),
+    "LLM item texts pretrained retriever calibrated with the prior": (
+        [f"text.item_texts={SHARED_ITEMS}", CALIBRATED_RETRIEVER_STAGES],
+        2,
+    ),
+    "SASRec frozen in the joint stages with the prior": ([FROZEN_SASREC_STAGES], 2),
+    "LLM item texts SASRec and EASE prior without the retriever": (
+        [f"text.item_texts={SHARED_ITEMS}", PRIOR_ONLY_STAGES],
+        1,
+    ),
+    "content-only pretrained retriever calibrated with the prior": (
+        ["retriever.item_ids=false", CALIBRATED_RETRIEVER_STAGES],
+        2,
+    ),
+    "single-expert pretrained retriever calibrated with the prior": (
+        ["retriever.experts=1", "retriever.proxies=0", CALIBRATED_RETRIEVER_STAGES],
+        2,
+    ),
     # The ablation of the report's design, run before the EASE prior became the default: each
     # is the no-prior model with one change.
     "fusion gate": ([NO_PRIOR, "fusion.method=gate"], 2),
@@ -75,7 +103,13 @@ VARIANTS: dict[str, tuple[list[str], int]] = {
         2,
     ),
 }
-BASES = {"LLM item texts and SASRec frozen in the joint stages": "LLM item texts"}
+BASES = {
+    "LLM item texts and SASRec frozen in the joint stages": "LLM item texts",
+    "LLM item texts pretrained retriever calibrated with the prior": "LLM item texts",
+    "LLM item texts SASRec and EASE prior without the retriever": "LLM item texts",
+    "content-only pretrained retriever calibrated with the prior": "retriever without item ids",
+    "single-expert pretrained retriever calibrated with the prior": "single expert no proxies",
+}
 
 
 def slug(name: str) -> str:

@@ -214,7 +214,8 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
         parts.append(
             "## Stages\n\nEach stage starts from the best checkpoint of the one before; the "
             "figures are that stage's best checkpoint, with the change against the previous "
-            "stage.\n\n" + "\n\n".join(blocks) + note
+            "stage. A stage marked *(start kept)* had no epoch better than its start on "
+            "validation and handed its start on.\n\n" + "\n\n".join(blocks) + note
         )
         if plot_stage_table(table, run_dir / "stages.png"):
             plots.append(("stages.png", "Validation and test NDCG@10 / Hit@10 per stage"))
