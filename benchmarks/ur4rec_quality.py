@@ -36,7 +36,7 @@ FROZEN_SASREC_STAGES = (
     " lr: {retriever: 1.0e-4, memory: 1.0e-4, fusion: 5.0e-4, text_encoder: 1.0e-5}}]"
 )
 # SASRec and the EASE prior alone: one fused "stage" that trains nothing (learning rate 0), so
-# that only the calibration runs; the untrained retriever should get no weight.
+# that only the calibration runs; it gives the retriever no stage trained no weight.
 PRIOR_ONLY_STAGES = (
     "stages=[{name: pretrain_sasrec, epochs: 200, train: [sasrec], objective: sasrec,"
     " patience: 10},"

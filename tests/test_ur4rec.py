@@ -490,45 +490,51 @@ def test_calibration_with_the_prior_matches_a_plain_evaluation(
     assert valid.evaluate(model)["ndcg@10"] <= metrics["ndcg@10"] + 1e-12
 
 
-def test_an_untrained_retriever_gets_no_fusion_weight(
-    cyclic_folder: Path, tmp_path: Path, capsys
-) -> None:
+def train_tiny(out: Path, stages: str, *overrides: str) -> dict:
+    """A tiny UR4Rec run on the cyclic ml-100k through the CLI, with its own stages; returns
+    the printed summary."""
+    import contextlib
+    import io
+
+    config = Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-seed.yaml"
+    sets = [*(o for o in TINY_UR4REC if not o.startswith("stages=")), "data.dataset=ml-100k",
+            stages, *overrides]  # fmt: skip
+    argv = ["train", "--config", str(config), "--out", str(out), "--quiet", "--json"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(argv + [x for o in sets for x in ("--set", o)]) == 0
+    return json.loads(printed.getvalue())
+
+
+def test_an_untrained_retriever_gets_no_fusion_weight(cyclic_folder: Path, tmp_path: Path) -> None:
     from ur4rec.train.stages import PRIOR_GRID
 
     # SASRec and the EASE prior alone: a fused stage that trains only the fusion (lr 0) is
     # calibrated, but the retriever no stage trained is noise and must not get a share.
     prepare_dataset("ml-100k", source=cyclic_folder)
-    config = Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-seed.yaml"
-    overrides = [
-        *TINY_UR4REC[:-4], "data.dataset=ml-100k", "fusion.prior=ease",
+    stages = (
         "stages=[{name: pretrain_sasrec, epochs: 2, train: [sasrec], objective: sasrec},"
-        " {name: calibrate, epochs: 1, train: [fusion], lr: {fusion: 0.0}}]",
-    ]  # fmt: skip
-    argv = ["train", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet", "--json"]
-    assert main(argv + [x for o in overrides for x in ("--set", o)]) == 0
-    summary = json.loads(capsys.readouterr().out)
+        " {name: calibrate, epochs: 1, train: [fusion], lr: {fusion: 0.0}}]"
+    )
+    summary = train_tiny(tmp_path / "run", stages, "fusion.prior=ease")
     assert summary["stages"][-1]["sasrec_weight"] == 1.0
     assert summary["stages"][-1]["prior_weight"] in PRIOR_GRID
 
 
 def test_a_stage_that_cannot_beat_its_start_hands_the_start_on(
-    cyclic_folder: Path, tmp_path: Path, capsys
+    cyclic_folder: Path, tmp_path: Path
 ) -> None:
     from ur4rec.train.checkpoint import load_checkpoint
 
     prepare_dataset("ml-100k", source=cyclic_folder)
-    config = Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-seed.yaml"
     # The second stage's learning rate is absurd: every epoch is worse than where it began.
-    overrides = [
-        *TINY_UR4REC[:-4], "data.dataset=ml-100k",
+    stages = (
         "stages=[{name: pretrain_sasrec, epochs: 3, train: [sasrec], objective: sasrec},"
         " {name: wreck, epochs: 2, train: [sasrec], objective: sasrec, lr: {sasrec: 50.0},"
-        " clip: {sasrec: 1.0e+6}}]",
-    ]  # fmt: skip
+        " clip: {sasrec: 1.0e+6}}]"
+    )
     out = tmp_path / "run"
-    argv = ["train", "--config", str(config), "--out", str(out), "--quiet", "--json"]
-    assert main(argv + [x for o in overrides for x in ("--set", o)]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    summary = train_tiny(out, stages)
     first, second = summary["stages"]
     assert second["best_epoch"] == 0 and second["epochs_run"] == 2
     assert second["valid"] == first["valid"]
