@@ -427,7 +427,10 @@ def test_snapshot_texts_need_template_user_texts(cyclic_folder: Path, tmp_path: 
         (["text.trainable_layers=1"], "does not combine"),
         (["text.user_text_every=-1"], "must be >= 0"),
     ]:
-        every = [] if "-1" in overrides[0] else ["text.user_text_every=3"]
+        # (not `"-1" in ...`: the tmp path may hold "-1", e.g. /tmp/pytest-of-root/pytest-100)
+        every = (
+            [] if overrides[0].startswith("text.user_text_every") else ["text.user_text_every=3"]
+        )
         cfg = load_config(None, ["model.name=ur4rec", "data.dataset=ml-100k", *every, *overrides])
         with pytest.raises(Ur4recError, match=message):
             text_features(cfg, dataset)
