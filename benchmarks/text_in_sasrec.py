@@ -26,15 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from compare_runs import cached_ranks, parse_seeds, print_comparison
-from ur4rec_quality import slug
+from ur4rec_quality import PRETRAIN_SASREC, slug
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "ur4rec-ml-100k-seed.yaml"
 SHARED_ITEMS = ROOT.parent / "shared" / "seed-llm-texts" / "item_descriptions.json"
-STAGE_1 = (
-    "stages=[{name: pretrain_sasrec, epochs: 200, train: [sasrec], objective: sasrec,"
-    " patience: 10}]"
-)
+STAGE_1 = f"stages=[{PRETRAIN_SASREC}]"
 BASE = "SASRec alone"
 
 

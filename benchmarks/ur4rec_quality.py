@@ -25,32 +25,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_ITEMS = ROOT.parent / "shared" / "seed-llm-texts" / "item_descriptions.json"
-FROZEN_SASREC_STAGES = (
-    "stages=[{name: pretrain_sasrec, epochs: 200, train: [sasrec], objective: sasrec,"
-    " patience: 10},"
+# The config's first two stages, as `--set stages=[...]` fragments for the variants below.
+PRETRAIN = (
+    "{name: pretrain_sasrec, epochs: 200, train: [sasrec], objective: sasrec, patience: 10},"
     " {name: pretrain_retriever, epochs: 200, train: [retriever, memory], objective: retriever,"
-    " patience: 10},"
+    " patience: 10}"
+)
+PRETRAIN_SASREC = PRETRAIN.split(", {name: pretrain_retriever")[0]
+# A fused "stage" that trains nothing (learning rate 0), so that only the calibration runs.
+CALIBRATE = "{name: %s, epochs: 1, train: [fusion], lr: {fusion: 0.0}, objective: fused}"
+FROZEN_SASREC_STAGES = (
+    f"stages=[{PRETRAIN},"
     " {name: joint_finetune, epochs: 30, train: [retriever, memory, fusion], patience: 5,"
     " lr: {retriever: 3.0e-4, memory: 3.0e-4, fusion: 1.0e-3}},"
     " {name: end_to_end, epochs: 30, train: [retriever, memory, fusion, text_encoder], patience: 5,"
     " lr: {retriever: 1.0e-4, memory: 1.0e-4, fusion: 5.0e-4, text_encoder: 1.0e-5}}]"
 )
-# SASRec and the EASE prior alone: one fused "stage" that trains nothing (learning rate 0), so
-# that only the calibration runs; it gives the retriever no stage trained no weight.
-PRIOR_ONLY_STAGES = (
-    "stages=[{name: pretrain_sasrec, epochs: 200, train: [sasrec], objective: sasrec,"
-    " patience: 10},"
-    " {name: calibrate_prior, epochs: 1, train: [fusion], lr: {fusion: 0.0}, objective: fused}]"
-)
+# SASRec and the EASE prior alone: the calibration gives a retriever no stage trained no weight.
+PRIOR_ONLY_STAGES = f"stages=[{PRETRAIN_SASREC}, {CALIBRATE % 'calibrate_prior'}]"
 # SASRec, the pretrained retriever and the EASE prior, with no joint training: the fusion
 # weights are only calibrated on validation. Isolates what the retriever adds to SASRec + prior.
-CALIBRATED_RETRIEVER_STAGES = (
-    "stages=[{name: pretrain_sasrec, epochs: 200, train: [sasrec], objective: sasrec,"
-    " patience: 10},"
-    " {name: pretrain_retriever, epochs: 200, train: [retriever, memory], objective: retriever,"
-    " patience: 10},"
-    " {name: calibrate, epochs: 1, train: [fusion], lr: {fusion: 0.0}, objective: fused}]"
-)
+CALIBRATED_RETRIEVER_STAGES = f"stages=[{PRETRAIN}, {CALIBRATE % 'calibrate'}]"
 # name -> (config overrides, how many leading stages the variant leaves unchanged). Those
 # stages are copied from the base variant's run of the same seed when it exists (BASES; the
 # default run otherwise): with the same seed and the same stage configs they would train to the

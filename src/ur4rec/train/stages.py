@@ -131,9 +131,7 @@ def run_stages(
             else:
                 load_state_into(model, folder / BEST)
                 if calibrated is not None:
-                    model.fusion.set_weight(calibrated[0])
-                    if calibrated[1] is not None:
-                        model.fusion.set_prior_weight(calibrated[1])
+                    _set_fusion_weights(model, calibrated[0], calibrated[1])
         if calibrates or kept_start:
             save_checkpoint(
                 folder / BEST, {**load_checkpoint(folder / BEST), "model": model.state_dict()}
@@ -157,6 +155,12 @@ def run_stages(
     last = stage_dir(run_dir, len(cfg.stages) - 1, cfg.stages[-1]) / BEST
     shutil.copyfile(last, run_dir / BEST)
     return rows
+
+
+def _set_fusion_weights(model: UR4Rec, weight: float, prior: float | None) -> None:
+    model.fusion.set_weight(weight)
+    if prior is not None:
+        model.fusion.set_prior_weight(prior)
 
 
 def _metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -192,17 +196,13 @@ def calibrate_fusion(
     priors: tuple[float | None, ...] = PRIOR_GRID if model.prior is not None else (None,)
     best: tuple[float, float | None, float, dict[str, float]] | None = None
     for weight in [step / 20 for step in range(21)] if retriever else [1.0]:
-        model.fusion.set_weight(weight)
         for prior in priors:
-            if prior is not None:
-                model.fusion.set_prior_weight(prior)
+            _set_fusion_weights(model, weight, prior)
             metrics = _metrics(valid.evaluate(_ReplayedBranches(model, cached)))
             if best is None or metrics[metric] > best[2]:
                 best = (weight, prior, metrics[metric], metrics)
     assert best is not None
-    model.fusion.set_weight(best[0])
-    if best[1] is not None:
-        model.fusion.set_prior_weight(best[1])
+    _set_fusion_weights(model, best[0], best[1])
     return best[0], best[1], best[3]
 
 
