@@ -431,8 +431,10 @@ def test_snapshot_texts_need_template_user_texts(cyclic_folder: Path, tmp_path: 
         every = (
             [] if overrides[0].startswith("text.user_text_every") else ["text.user_text_every=3"]
         )
-        cfg = load_config(None, ["model.name=ur4rec", "data.dataset=ml-100k", *every, *overrides])
-        with pytest.raises(Ur4recError, match=message):
+        with pytest.raises(Ur4recError, match=message):  # at load time, or when texts are built
+            cfg = load_config(
+                None, ["model.name=ur4rec", "data.dataset=ml-100k", *every, *overrides]
+            )
             text_features(cfg, dataset)
 
 

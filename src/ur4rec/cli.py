@@ -66,6 +66,11 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         f"{counts['interactions']} interactions (source {manifest['source']})\n"
         f"  at {manifest['path']}\n  content hash {manifest['content_hash'][:16]}"
     )
+    dropped = {k: v for k, v in (manifest.get("dropped") or {}).items() if v}
+    if dropped:
+        text += "\n  dropped: " + ", ".join(
+            f"{v} {k.replace('_', ' ')}" for k, v in dropped.items()
+        )
     _print({**manifest, "reused": not fresh}, args.json, text)
     return 0
 
@@ -105,15 +110,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ur4rec.train import run
 
     if args.resume:
-        if args.config or args.set:
-            raise Ur4recError("--resume continues a run with its saved config; drop --config/--set")
+        if args.config or args.set or args.force:
+            raise Ur4recError(
+                "--resume continues a run with its saved config; drop --config/--set/--force"
+            )
         run_dir = run.resume(Path(args.resume), data_dir=args.data_dir, quiet=args.quiet)
     else:
         if not args.config:
             raise Ur4recError("train needs --config FILE (or --resume RUN_DIR)")
         cfg = load_config(args.config, args.set)
         out = Path(args.out) if args.out else None
-        run_dir = run.train(cfg, out, data_dir=args.data_dir, quiet=args.quiet)
+        run_dir = run.train(cfg, out, data_dir=args.data_dir, quiet=args.quiet, force=args.force)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     summary["run"] = str(run_dir)
     test = summary["test"]
@@ -345,6 +352,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.workers < 1 or args.threads < 1:
         raise Ur4recError("--workers and --threads must be at least 1")
+    if not 1 <= args.port <= 65535:
+        raise Ur4recError(f"--port must be between 1 and 65535, got {args.port}")
     serve(
         Path(args.run_dir), args.data_dir, args.checkpoint, args.host, args.port,
         args.threads, args.workers, args.access_log,
@@ -416,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--out", help="run folder (default: runs/DATASET-MODEL-TIME)")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    tr.add_argument(
+        "--force",
+        action="store_true",
+        help="train into --out even if it holds another run (its run files are replaced)",
+    )
     tr.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     _common(tr)
     tr.set_defaults(func=cmd_train)
@@ -542,6 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ur4rec: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a read-only or full disk, a folder where a file should be, ...
+        print(f"ur4rec: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ got 'fast'``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -247,6 +248,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+        _check_size(value, f"override {key!r}")
         if isinstance(value, str) and _looks_numeric(value):
             value = float(value)
         node = data
@@ -268,16 +270,41 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_VALUES = 100_000  # after YAML aliases are expanded
+
+
+def _check_size(data: Any, where: str) -> None:
+    """Refuse a document that expands into too many values: YAML aliases can nest into
+    billions of them (an "alias bomb") while the file stays a few lines long."""
+    count, todo = 0, [data]
+    while todo:
+        node = todo.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{where}: expands to more than {MAX_CONFIG_VALUES} values (nested YAML "
+                "aliases?); a run config is far smaller"
+            )
+        if isinstance(node, dict):
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES} bytes; not a run config")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
+    _check_size(data, str(path))
     return _numbers(data)
 
 
@@ -294,8 +321,121 @@ def _numbers(node: Any) -> Any:
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None, cls: type = RunConfig
 ) -> Any:
+    """A typed config from a YAML file and overrides; a RunConfig is range-checked too, so no
+    training ever starts on a value that cannot work."""
     data = read_yaml(path) if path is not None else {}
-    return from_dict(cls, apply_overrides(data, list(overrides or [])))
+    config = from_dict(cls, apply_overrides(data, list(overrides or [])))
+    if isinstance(config, RunConfig):
+        validate(config)
+    return config
+
+
+# Module names a stage may train; models/ur4rec.py checks its own list against this one.
+STAGE_MODULES = ("sasrec", "retriever", "memory", "fusion", "text_encoder")
+_METRICS = ("hit", "ndcg", "mrr")
+_KS = (5, 10, 20)  # the cut-offs every validation pass computes (eval.metrics.DEFAULT_KS)
+
+
+def _check(problems: list[str], ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        problems.append(f"{key}: must be {rule}, got {value!r}")
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _metric_ok(name: str) -> bool:
+    kind, _, k = name.partition("@")
+    return kind in _METRICS and k.isdigit() and int(k) in _KS
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range checks on every value a run reads; raises ConfigError naming each bad key."""
+    p: list[str] = []
+    d, m, lo, t, tx, r, f = (
+        cfg.data,
+        cfg.model,
+        cfg.loss,
+        cfg.train,
+        cfg.text,
+        cfg.retriever,
+        cfg.fusion,
+    )
+    _check(p, 0 <= cfg.seed < 2**63, "seed", "between 0 and 2**63 - 1", cfg.seed)
+    _check(p, bool(d.dataset.strip()), "data.dataset", "a dataset name", d.dataset)
+    _check(p, d.max_len >= 1, "data.max_len", ">= 1", d.max_len)
+    for key in ("hidden", "layers", "heads", "inner"):
+        _check(p, getattr(m, key) >= 1, f"model.{key}", ">= 1", getattr(m, key))
+    if m.heads >= 1 and m.hidden % m.heads:
+        p.append(f"model.hidden: must be divisible by model.heads ({m.heads}), got {m.hidden}")
+    for key in ("dropout", "attn_dropout"):
+        value = getattr(m, key)
+        _check(p, _finite(value) and 0 <= value < 1, f"model.{key}", "in [0, 1)", value)
+    _check(p, lo.negatives >= 1, "loss.negatives", ">= 1", lo.negatives)
+    _check(p, t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
+    _check(p, t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)
+    _check(p, _finite(t.lr) and t.lr > 0, "train.lr", "a finite number > 0", t.lr)
+    for key in ("weight_decay", "warmup_epochs", "clip_norm"):
+        value = getattr(t, key)
+        _check(p, _finite(value) and value >= 0, f"train.{key}", "a finite number >= 0", value)
+    _check(p, t.patience >= 0, "train.patience", ">= 0 (0 disables)", t.patience)
+    _check(p, t.eval_every >= 1, "train.eval_every", ">= 1", t.eval_every)
+    metric_rule = f"one of hit/ndcg/mrr @ {'/'.join(map(str, _KS))}, e.g. ndcg@10"
+    _check(p, _metric_ok(t.metric), "train.metric", metric_rule, t.metric)
+    _check(p, _protocol_ok(t.eval_protocol), "train.eval_protocol",
+           "full, seed, sampled:N or popsampled:N", t.eval_protocol)  # fmt: skip
+    _check(p, tx.trainable_layers >= 0, "text.trainable_layers", ">= 0", tx.trainable_layers)
+    _check(p, tx.user_text_every >= 0, "text.user_text_every", ">= 0", tx.user_text_every)
+    for key in ("dim", "experts", "negatives"):
+        _check(p, getattr(r, key) >= 1, f"retriever.{key}", ">= 1", getattr(r, key))
+    _check(p, r.proxies >= 0, "retriever.proxies", ">= 0", r.proxies)
+    _check(p, r.rerank_top >= 0, "retriever.rerank_top", ">= 0 (0 disables)", r.rerank_top)
+    _check(p, 1 <= r.top_k <= max(r.experts, 1), "retriever.top_k",
+           f"between 1 and retriever.experts ({r.experts})", r.top_k)  # fmt: skip
+    _check(p, _finite(r.temperature) and r.temperature > 0, "retriever.temperature",
+           "a finite number > 0", r.temperature)  # fmt: skip
+    _check(p, _finite(r.load_balance) and r.load_balance >= 0, "retriever.load_balance",
+           "a finite number >= 0", r.load_balance)  # fmt: skip
+    _check(p, _finite(r.dropout) and 0 <= r.dropout < 1, "retriever.dropout", "in [0, 1)",
+           r.dropout)  # fmt: skip
+    for key in ("sasrec_weight", "curriculum_start"):
+        value = getattr(f, key)
+        _check(p, _finite(value) and 0 <= value <= 1, f"fusion.{key}", "in [0, 1]", value)
+    for key in ("aux_weight", "prior_weight"):
+        value = getattr(f, key)
+        _check(p, _finite(value) and value >= 0, f"fusion.{key}", "a finite number >= 0", value)
+    _check(p, f.prior_recent >= 0, "fusion.prior_recent", ">= 0 (0: whole history)",
+           f.prior_recent)  # fmt: skip
+    _check(p, _finite(f.prior_l2) and f.prior_l2 > 0, "fusion.prior_l2", "a finite number > 0",
+           f.prior_l2)  # fmt: skip
+    if m.name == "ur4rec" and not cfg.stages:
+        p.append("stages: a ur4rec run needs at least one stage")
+    for i, stage in enumerate(cfg.stages):
+        key = f"stages[{i}] ({stage.name})"
+        _check(p, stage.epochs >= 1, f"{key}.epochs", ">= 1", stage.epochs)
+        _check(p, stage.patience >= 0, f"{key}.patience", ">= 0", stage.patience)
+        _check(p, _metric_ok(stage.metric), f"{key}.metric", metric_rule, stage.metric)
+        unknown = [name for name in stage.train if name not in STAGE_MODULES]
+        _check(p, bool(stage.train) and not unknown, f"{key}.train",
+               f"a non-empty list of {', '.join(STAGE_MODULES)}", stage.train)  # fmt: skip
+        for table in ("lr", "clip"):
+            for name, value in getattr(stage, table).items():
+                _check(p, name in STAGE_MODULES, f"{key}.{table}.{name}",
+                       f"keyed by one of {', '.join(STAGE_MODULES)}", name)  # fmt: skip
+                # A stage lr of 0 is allowed: a stage that only calibrates the fusion uses it.
+                ok = _finite(value) and value >= 0
+                _check(p, ok, f"{key}.{table}.{name}", "a finite number >= 0", value)
+    if p:
+        more = f" (and {len(p) - 1} more: {'; '.join(p[1:])})" if len(p) > 1 else ""
+        raise ConfigError(p[0] + more)
+
+
+def _protocol_ok(text: str) -> bool:
+    kind, sep, count = text.partition(":")
+    if kind in ("full", "seed"):
+        return not sep
+    return kind in ("sampled", "popsampled") and count.isdigit() and int(count) >= 1
 
 
 def dump_config(config: Any) -> str:

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -134,6 +135,16 @@ def _index_of(vocab: np.ndarray, values: np.ndarray) -> np.ndarray:
     return order[np.searchsorted(vocab, values, sorter=order)]
 
 
+def _duplicates(users: np.ndarray, items: np.ndarray, stamps: np.ndarray) -> np.ndarray:
+    """True for each row that repeats an earlier row's (user, item, timestamp)."""
+    _, first = np.unique(
+        np.rec.fromarrays([users, items, stamps], names="u,i,t"), return_index=True
+    )
+    repeated = np.ones(len(users), dtype=bool)
+    repeated[first] = False
+    return repeated
+
+
 def _filter(users: np.ndarray, items: np.ndarray, spec: DatasetSpec) -> np.ndarray:
     """Boolean mask of interactions kept by the per-user / per-item minimum counts."""
     keep = np.ones(len(users), dtype=bool)
@@ -155,7 +166,13 @@ def preprocess(raw: RawData, spec: DatasetSpec) -> Dataset:
     items = np.asarray(raw.items, dtype=str)
     ratings, stamps = raw.ratings, raw.timestamps
     position = np.arange(len(users), dtype=np.int64)
-    keep = np.ones(len(users), dtype=bool)
+    # A NaN or infinite rating is no rating: such rows are dropped and counted.
+    keep = np.isfinite(ratings)
+    non_finite = int((~keep).sum())
+    # The same (user, item, time) twice is one event logged twice: the first row is kept.
+    duplicate = _duplicates(users, items, stamps)
+    duplicates = int((duplicate & keep).sum())
+    keep &= ~duplicate
     if spec.min_rating is not None:
         keep &= ratings >= spec.min_rating
     users, items, ratings, stamps, position = (
@@ -207,6 +224,7 @@ def preprocess(raw: RawData, spec: DatasetSpec) -> Dataset:
             "min_user_length": int(counts.min()),
             "median_user_length": float(np.median(counts)),
         },
+        "dropped": {"non_finite_ratings": non_finite, "duplicate_events": duplicates},
         "source": raw.source,
         "source_files": raw.files,
         "content_hash": _content_hash(dataset),
@@ -272,21 +290,28 @@ def load_dataset(folder: Path) -> Dataset:
         with np.load(folder / "interactions.npz", allow_pickle=False) as arrays:
             offsets, item = arrays["offsets"], arrays["item"]
             rating, timestamp = arrays["rating"], arrays["timestamp"]
-    except (OSError, ValueError, KeyError) as exc:
+        dataset = Dataset(
+            name=str(manifest["name"]),
+            user_ids=list(vocab["users"]),
+            item_ids=list(vocab["items"]),
+            item_info=[ItemInfo.from_json(row) for row in rows],
+            offsets=offsets,
+            item=item,
+            rating=rating,
+            timestamp=timestamp,
+            manifest=manifest,
+        )
+    except DataError as exc:
         raise DataError(
             f"{folder}: prepared dataset is unreadable ({exc}); prepare it again"
+        ) from None
+    # A truncated .npz raises BadZipFile or EOFError; a hand-edited JSON file KeyError or
+    # TypeError: every one means the same to the user.
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise DataError(
+            f"{folder}: prepared dataset is unreadable ({what}); prepare it again"
         ) from exc
-    dataset = Dataset(
-        name=manifest["name"],
-        user_ids=vocab["users"],
-        item_ids=vocab["items"],
-        item_info=[ItemInfo.from_json(row) for row in rows],
-        offsets=offsets,
-        item=item,
-        rating=rating,
-        timestamp=timestamp,
-        manifest=manifest,
-    )
     if _content_hash(dataset) != manifest.get("content_hash"):
         raise DataError(f"{folder}: content hash does not match the manifest; prepare it again")
     return dataset

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 from ur4rec.data.dataset import (
@@ -21,18 +23,37 @@ def prepared_folder(name: str, root: str | os.PathLike[str] | None = None) -> Pa
     return data_dir(root) / "prepared" / name
 
 
-def _current(folder: Path, name: str) -> Dataset | None:
-    """The prepared copy, if it is readable and made with today's format and options."""
+def _current(folder: Path, name: str) -> tuple[Dataset | None, str | None]:
+    """(the prepared copy, None) if it is readable and made with today's format and options;
+    else (None, why not), or (None, None) when nothing was prepared there."""
+    if not (folder / "manifest.json").exists():
+        return None, None
     try:
         dataset = load_dataset(folder)
-    except DataError:
-        return None
+    except DataError as exc:
+        return None, str(exc)
     manifest = dataset.manifest
-    current = (
-        manifest.get("format_version") == FORMAT_VERSION
-        and manifest.get("options") == get_spec(name).options()
-    )
-    return dataset if current else None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        return None, f"it was written in format {manifest.get('format_version')}"
+    if manifest.get("options") != get_spec(name).options():
+        return None, "it was made with other options"
+    return dataset, None
+
+
+def _recorded_source(folder: Path) -> tuple[str | None, dict[str, str]]:
+    """The raw source and its file digests a prepared folder records, as ``load_raw`` takes
+    it (a folder, or 'recbole'); (None, {}) if the manifest does not say."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        kind, _, where = str(manifest["source"]).partition(":")
+        files = dict(manifest.get("source_files") or {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, {}
+    if kind == "dir" and where:
+        return where, files
+    if kind == "recbole":
+        return "recbole", files
+    return None, {}
 
 
 def prepare_dataset(
@@ -42,14 +63,50 @@ def prepare_dataset(
     root: str | os.PathLike[str] | None = None,
     force: bool = False,
 ) -> tuple[Dataset, bool]:
-    """Prepare ``name`` unless an up-to-date copy exists; returns (dataset, newly_prepared)."""
+    """Prepare ``name`` unless an up-to-date copy exists; returns (dataset, newly_prepared).
+
+    A prepared copy that is damaged or out of date is rebuilt only from the source it was
+    prepared from, and only if that source still holds the same files; otherwise this stops
+    and says so, rather than quietly swapping in another source's data."""
     spec = get_spec(name)
     folder = prepared_folder(name, root)
-    if not force and source is None and (dataset := _current(folder, name)) is not None:
-        return dataset, False
-    raw = load_raw(spec.release, source=source, root=data_dir(root))
+    expected: dict[str, str] = {}
+    if not force and source is None:
+        dataset, problem = _current(folder, name)
+        if dataset is not None:
+            return dataset, False
+        if problem is not None:
+            source, expected = _recorded_source(folder)
+            if source is None:
+                raise DataError(
+                    f"the prepared {name} at {folder} cannot be used ({problem}) and does not "
+                    f"say where it came from; run `ur4rec data prepare {name} --source ...` "
+                    "(or --force to take the default sources)"
+                )
+            print(f"ur4rec: note: rebuilding {name} from {source} ({problem})", file=sys.stderr)
+    try:
+        raw = load_raw(spec.release, source=source, root=data_dir(root))
+    except DataError as exc:
+        if not expected:
+            raise
+        raise DataError(
+            f"the prepared {name} at {folder} must be rebuilt, but its source {source} is "
+            f"gone or unreadable ({exc}); prepare it again with --source or --force"
+        ) from None
+    if expected and raw.files != expected:
+        raise DataError(
+            f"the prepared {name} at {folder} must be rebuilt, but the files in its source "
+            f"{source} have changed since it was prepared; prepare it again with --source "
+            "or --force to accept them"
+        )
     dataset = preprocess(raw, spec)
-    save_dataset(dataset, folder)
+    try:
+        save_dataset(dataset, folder)
+    except OSError as exc:
+        raise DataError(
+            f"cannot write the prepared {name} under {folder.parent}: {exc}; point --data-dir "
+            "or $UR4REC_DATA at a writable folder"
+        ) from None
     return dataset, True
 
 

@@ -6,6 +6,7 @@ Every reader returns a :class:`RawData` and names the file and line of anything 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,9 +39,15 @@ class ItemInfo:
 
     @classmethod
     def from_json(cls, obj: dict[str, object]) -> ItemInfo:
+        if not isinstance(obj, dict) or not isinstance(obj.get("title"), str):
+            raise DataError(f"item metadata needs a 'title' string, got {obj!r:.200}")
         year = obj.get("year")
         genres = obj.get("genres") or []
-        return cls(str(obj["title"]), int(year) if year is not None else None, tuple(genres))  # type: ignore[arg-type]
+        if not isinstance(genres, list) or not all(isinstance(g, str) for g in genres):
+            raise DataError(f"item {obj['title']!r}: 'genres' must be a list of strings")
+        if year is not None and (not isinstance(year, int) or isinstance(year, bool)):
+            raise DataError(f"item {obj['title']!r}: 'year' must be an integer or null")
+        return cls(obj["title"], year, tuple(genres))
 
 
 @dataclass
@@ -97,6 +104,31 @@ def _parse_number(path: Path, lineno: int, column: str, value: str, kind: type) 
         ) from None
 
 
+INT64_MAX = 2**63 - 1
+
+
+def _parse_timestamp(path: Path, lineno: int, value: str) -> int:
+    """An integer timestamp ("881250949" or "881250949.0") that fits in 64 bits."""
+    text = value.strip()
+    try:
+        stamp = int(text)
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number != int(number):
+            raise DataError(
+                f"{path}:{lineno}: column 'timestamp' should be int, got {value!r}"
+            ) from None
+        stamp = int(number)
+    if not -INT64_MAX <= stamp <= INT64_MAX:
+        raise DataError(
+            f"{path}:{lineno}: timestamp {value.strip()!r} is out of range (64-bit integers)"
+        )
+    return stamp
+
+
 def _read_ratings(path: Path, sep: str, encoding: str = "latin-1") -> tuple[list, list, list, list]:
     users: list[str] = []
     items: list[str] = []
@@ -115,7 +147,7 @@ def _read_ratings(path: Path, sep: str, encoding: str = "latin-1") -> tuple[list
         users.append(user)
         items.append(item)
         ratings.append(_parse_number(path, lineno, "rating", rating, float))
-        stamps.append(_parse_number(path, lineno, "timestamp", stamp, int))
+        stamps.append(_parse_timestamp(path, lineno, stamp))
     if not users:
         raise DataError(f"{path}: no interactions found")
     return users, items, ratings, stamps
@@ -212,9 +244,7 @@ def read_recbole_atomic(folder: Path, name: str = "ml-100k") -> RawData:
         items.append(fields[col["item_id"]].strip())
         ratings.append(_parse_number(inter, lineno, "rating", fields[col["rating"]], float))
         # RecBole stores timestamps as floats ("881250949" or "881250949.0").
-        stamps.append(
-            int(_parse_number(inter, lineno, "timestamp", fields[col["timestamp"]], float))
-        )
+        stamps.append(_parse_timestamp(inter, lineno, fields[col["timestamp"]]))
     if not users:
         raise DataError(f"{inter}: no interactions found")
     lines, names = _atomic_header(item_file, ("item_id", "movie_title"))

@@ -11,7 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ur4rec.config import FusionConfig, MemoryConfig, ModelConfig, RetrieverConfig
+from ur4rec.config import (
+    STAGE_MODULES,
+    FusionConfig,
+    MemoryConfig,
+    ModelConfig,
+    RetrieverConfig,
+)
 from ur4rec.data.splits import PAD
 from ur4rec.eval.evaluator import HistoryBatch
 from ur4rec.models import losses
@@ -22,7 +28,7 @@ from ur4rec.models.retriever import CoAttentionReranker, Retriever
 from ur4rec.models.sasrec import SASRec
 
 OBJECTIVES = ("sasrec", "retriever", "fused")
-MODULES = ("sasrec", "retriever", "memory", "fusion", "text_encoder")
+MODULES = STAGE_MODULES  # what a stage may name in `train`
 
 
 class UR4Rec(nn.Module):

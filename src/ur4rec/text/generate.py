@@ -1,8 +1,9 @@
 """Item and user text generation with the ``template`` or ``openai`` backend.
 
-LLM answers go into a content-addressed cache (hash of prompt, model and parameters) as they
-arrive, so a killed run resumes where it stopped and a rerun costs nothing. A refused or empty
-answer, or an endpoint that keeps failing, gives the template text, flagged as a fallback.
+LLM answers go into a content-addressed cache (hash of prompt, endpoint, model and parameters)
+as they arrive, so a killed run resumes where it stopped and a rerun costs nothing. A refused,
+empty or malformed answer, or an endpoint that keeps failing, gives the template text, flagged
+as a fallback.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def generate(
         return GenerationResult(texts, dict.fromkeys(texts, "template"))
     if cache is None:
         raise ValueError("the openai backend needs a response cache")
-    params = client.params()
+    params = client.cache_params()
     texts: dict[str, str] = {}
     status: dict[str, str] = {}
     usage: Counter[str] = Counter()

@@ -6,7 +6,9 @@ Run folder: ``config.yaml`` (resolved), ``run.json`` (data hash, sizes, status),
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 
 from ur4rec import __version__
-from ur4rec.config import LossConfig, RunConfig, dump_config, load_config
+from ur4rec.config import LossConfig, RunConfig, dump_config, load_config, validate
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.prepare import open_dataset
 from ur4rec.data.splits import Split, interaction_counts, make_split
@@ -25,7 +27,15 @@ from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_json, atomic_write_text
 from ur4rec.models import build_model
 from ur4rec.models.sasrec import NegativeSampler, SASRec
-from ur4rec.train.trainer import BEST, LAST, FitState, LossFn, Trainer, load_state_into
+from ur4rec.train.trainer import (
+    BEST,
+    LAST,
+    LOG_FILE,
+    FitState,
+    LossFn,
+    Trainer,
+    load_state_into,
+)
 from ur4rec.train.windows import TrainWindows
 
 
@@ -96,6 +106,13 @@ def _sasrec_trainer(
     )
 
 
+# What a run writes into its folder; `--force` removes these and nothing else.
+RUN_FILES = (
+    "config.yaml", "run.json", LOG_FILE, BEST, LAST, f"{BEST}.sha256", f"{LAST}.sha256",
+    "summary.json", "stages.json", "stages.md", "REPORT.md", "curves.png", "stages.png",
+)  # fmt: skip
+
+
 def train(
     cfg: RunConfig,
     run_dir: Path | None = None,
@@ -103,16 +120,68 @@ def train(
     data_dir: str | None = None,
     quiet: bool = False,
     on_epoch_end: Callable[[FitState], None] | None = None,
+    force: bool = False,
 ) -> Path:
-    """Train from scratch into a new run folder; returns the folder."""
+    """Train from scratch into a new run folder; returns the folder.
+
+    The folder must be new, empty, or a run of this very config that never got as far as a
+    checkpoint; ``force`` clears a previous run's files from it first (other files stay)."""
+    validate(cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    if (run_dir / LAST).exists() or (run_dir / "stages").exists():
-        raise Ur4recError(f"{run_dir} already holds a run; resume it with --resume or pick --out")
+    _claim_folder(run_dir, cfg, force)
     dataset = open_dataset(cfg.data.dataset, root=data_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    _write_run_info(run_dir, dataset, "running")
-    return _run(cfg, dataset, run_dir, data_dir, quiet, on_epoch_end, resume=False)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+        (run_dir / LOG_FILE).unlink(missing_ok=True)
+        _write_run_info(run_dir, dataset, "running")
+    except OSError as exc:
+        raise Ur4recError(f"cannot write the run folder {run_dir}: {exc}") from None
+    return _guarded(run_dir, dataset, lambda: _run(
+        cfg, dataset, run_dir, data_dir, quiet, on_epoch_end, resume=False
+    ))  # fmt: skip
+
+
+def _claim_folder(run_dir: Path, cfg: RunConfig, force: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise Ur4recError(f"--out {run_dir} is a file, not a folder")
+    if not run_dir.is_dir():
+        return
+    if force:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "stages", ignore_errors=True)
+        return
+    present = sorted(p.name for p in run_dir.iterdir())
+    if not present:
+        return
+    if (run_dir / LAST).exists() or (run_dir / "stages").exists():
+        raise Ur4recError(
+            f"{run_dir} already holds a run; resume it with --resume, pick another --out, or "
+            "pass --force to start it over"
+        )
+    same = (run_dir / "config.yaml").is_file() and (run_dir / "config.yaml").read_text(
+        encoding="utf-8"
+    ) == dump_config(cfg)
+    if not (same and set(present) <= set(RUN_FILES)):
+        shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
+        raise Ur4recError(
+            f"--out {run_dir} is not empty and is not a run of this config (it holds {shown}); "
+            "pick another folder, or pass --force to overwrite its run files"
+        )
+
+
+def _guarded(run_dir: Path, dataset: Dataset, work: Callable[[], Path]) -> Path:
+    """Run ``work``; if it fails, run.json says so (status failed or interrupted)."""
+    try:
+        return work()
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        with contextlib.suppress(OSError):  # the original error says more than this one
+            _write_run_info(run_dir, dataset, status, error=str(exc)[:500] or type(exc).__name__)
+        if isinstance(exc, OSError):
+            raise Ur4recError(f"run {run_dir} failed: {exc}") from exc
+        raise
 
 
 def resume(
@@ -122,10 +191,14 @@ def resume(
     quiet: bool = False,
     on_epoch_end: Callable[[FitState], None] | None = None,
 ) -> Path:
-    """Continue a run from where it stopped; a finished run is left as it is."""
+    """Continue a run from where it stopped; a finished run is left as it is. A run killed
+    before its first checkpoint starts again from the beginning."""
     run_dir = Path(run_dir)
     cfg, dataset = _open_run(run_dir, data_dir)
-    return _run(cfg, dataset, run_dir, data_dir, quiet, on_epoch_end, resume=True)
+    _write_run_info(run_dir, dataset, "running")
+    return _guarded(run_dir, dataset, lambda: _run(
+        cfg, dataset, run_dir, data_dir, quiet, on_epoch_end, resume=True
+    ))  # fmt: skip
 
 
 def _run(
@@ -156,8 +229,10 @@ def _run(
         }
     else:
         trainer = _sasrec_trainer(cfg, dataset, model, split, windows, run_dir, quiet, on_epoch_end)
-        if resume:
+        if resume and (run_dir / LAST).is_file():
             trainer.resume()
+        elif resume:  # killed before the first epoch ended: nothing to continue from
+            (run_dir / LOG_FILE).unlink(missing_ok=True)
         state = trainer.fit()
         if state.best_epoch < 0:
             raise Ur4recError("training ended without a validation pass; check train.eval_every")
@@ -177,26 +252,31 @@ def _run(
     return run_dir
 
 
-def _write_run_info(run_dir: Path, dataset: Dataset, status: str) -> None:
-    atomic_write_json(
-        run_dir / "run.json",
-        {
-            "dataset": dataset.name,
-            "data_hash": dataset.content_hash,
-            "n_users": dataset.n_users,
-            "n_items": dataset.n_items,
-            "ur4rec_version": __version__,
-            "status": status,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
-    )
+def _write_run_info(run_dir: Path, dataset: Dataset, status: str, error: str | None = None) -> None:
+    info = {
+        "dataset": dataset.name,
+        "data_hash": dataset.content_hash,
+        "n_users": dataset.n_users,
+        "n_items": dataset.n_items,
+        "ur4rec_version": __version__,
+        "status": status,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if error is not None:
+        info["error"] = error
+    atomic_write_json(run_dir / "run.json", info)
 
 
 def _open_run(run_dir: Path, data_dir: str | None) -> tuple[RunConfig, Dataset]:
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "run.json").is_file():
         raise Ur4recError(f"{run_dir} is not a run folder (no config.yaml / run.json)")
     cfg = load_config(run_dir / "config.yaml")
-    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    try:
+        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        if not {"data_hash", "dataset"} <= set(info):
+            raise KeyError("data_hash or dataset")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise Ur4recError(f"{run_dir / 'run.json'} is unreadable or incomplete ({exc})") from None
     dataset = open_dataset(cfg.data.dataset, root=data_dir)
     if dataset.content_hash != info["data_hash"]:
         raise Ur4recError(

@@ -11,7 +11,6 @@ skips it and continues the stage in progress from its ``last.pt``.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from ur4rec.eval.evaluator import Evaluator, HistoryBatch
 from ur4rec.io import atomic_write_json, atomic_write_text
 from ur4rec.models.ur4rec import MODULES, OBJECTIVES, UR4Rec
 from ur4rec.report_table import format_table
-from ur4rec.train.checkpoint import load_checkpoint, save_checkpoint
+from ur4rec.train.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from ur4rec.train.trainer import BEST, FitState, ParamGroup, Trainer, load_state_into
 from ur4rec.train.windows import TrainWindows
 
@@ -153,7 +152,7 @@ def run_stages(
         rows.append(row)
     # The run's own best.pt is the last stage's best: `ur4rec evaluate RUN` uses it.
     last = stage_dir(run_dir, len(cfg.stages) - 1, cfg.stages[-1]) / BEST
-    shutil.copyfile(last, run_dir / BEST)
+    copy_checkpoint(last, run_dir / BEST)
     return rows
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ur4rec.config import TrainConfig
+from ur4rec.errors import Ur4recError
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_text
 from ur4rec.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -118,7 +119,7 @@ class Trainer:
         self.state = FitState()
         self.tensorboard = _tensorboard(self.run_dir) if train.tensorboard else None
         if train.metric not in _metric_names(evaluator):
-            raise ValueError(
+            raise Ur4recError(
                 f"train.metric {train.metric!r} is not one of {_metric_names(evaluator)}"
             )
 
@@ -172,8 +173,7 @@ class Trainer:
                 row.update(self._validate())
             state.epoch = epoch + 1
             state.history.append(row)
-            with open(self.run_dir / LOG_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            append_log(self.run_dir / LOG_FILE, row)
             if self.tensorboard is not None:
                 for key, value in row.items():
                     if isinstance(value, int | float) and key != "epoch":
@@ -265,7 +265,22 @@ def format_epoch(row: dict[str, Any], metric: str) -> str:
     return "  ".join(parts)
 
 
+def append_log(path: Path, row: dict[str, Any]) -> None:
+    """Append one row; a log.jsonl that is a symlink is refused, never followed out of the
+    run folder."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError:
+        if path.is_symlink():
+            raise Ur4recError(f"{path} is a symlink; a run's log must be a plain file") from None
+        raise
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def read_log(path: Path) -> list[dict[str, Any]]:
+    if path.is_symlink():
+        raise Ur4recError(f"{path} is a symlink; a run's log must be a plain file")
     if not path.is_file():
         return []
     rows = []
