@@ -247,3 +247,86 @@ def test_npz_damage_helper_really_damages(tiny_folder: Path) -> None:
     folder = prepared_folder("ml-100k")
     _damage(folder, "truncated npz")
     assert not zipfile.is_zipfile(folder / "interactions.npz")
+
+
+# -- 2 and 7: the LLM client ---------------------------------------------------------------
+def test_redirect_to_another_host_never_gets_the_key(tiny, tmp_path: Path, monkeypatch) -> None:
+    from tests.fake_llm import FakeLLM, ok
+    from ur4rec.text.generate import ResponseCache, build_jobs, generate
+    from ur4rec.text.llm import ChatClient, LLMError
+
+    elsewhere = FakeLLM(lambda prompt, attempt: ok("stolen"))
+    target = elsewhere.url.replace("127.0.0.1", "localhost") + "/chat/completions"
+    redirector = FakeLLM(lambda prompt, attempt: (302, b"", 0.0, {"Location": target}))
+    monkeypatch.setenv("UR4REC_TEST_KEY", "sk-secret-123")
+    try:
+        client = ChatClient(redirector.url, "m", api_key_env="UR4REC_TEST_KEY", max_retries=0)
+        with pytest.raises(LLMError, match="does not follow redirects") as info:
+            client.complete("hello")
+        assert "sk-secret-123" not in str(info.value)
+        jobs = build_jobs(tiny, "items")[:2]
+        with pytest.raises(LLMError, match="redirect"):
+            generate(jobs, client, ResponseCache(tmp_path / "cache"), quiet=True)
+        assert redirector.auth_headers and elsewhere.requests == 0
+    finally:
+        elsewhere.close()
+        redirector.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"message": "hello"}',
+        b'{"choices": [{"message": {"content": 123}}]}',
+        b'{"choices": [{"message": {"content": "fine"}}], "usage": [1]}',
+        b'{"choices": ["text"]}',
+        b"[1, 2]",
+    ],
+)
+def test_wrongly_shaped_answers_fall_back(tiny, tmp_path: Path, body: bytes) -> None:
+    from tests.fake_llm import FakeLLM, ok
+    from ur4rec.text.generate import ResponseCache, build_jobs, generate
+    from ur4rec.text.llm import ChatClient
+
+    jobs = build_jobs(tiny, "items")[:3]
+    odd = jobs[0].prompt
+    fake = FakeLLM(lambda p, a: (200, body, 0.0, {}) if p == odd else ok("fine"))
+    try:
+        client = ChatClient(fake.url, "m", max_retries=1, backoff=0.01)
+        result = generate(jobs, client, ResponseCache(tmp_path / "c"), quiet=True)
+    finally:
+        fake.close()
+    assert result.status[jobs[0].raw_id].startswith("fallback: failed")
+    assert "unreadable answer" in result.status[jobs[0].raw_id]
+    assert result.texts[jobs[0].raw_id] == jobs[0].fallback
+    assert fake.attempts[odd] == 2  # retried once
+    assert {result.status[j.raw_id] for j in jobs[1:]} == {"llm"}
+
+
+def test_cache_is_keyed_by_endpoint_and_errors_redact_the_key(
+    tiny, tmp_path: Path, monkeypatch
+) -> None:
+    from tests.fake_llm import FakeLLM, ok
+    from ur4rec.text.generate import ResponseCache, build_jobs, generate
+    from ur4rec.text.llm import ChatClient, LLMError
+
+    monkeypatch.setenv("UR4REC_TEST_KEY", "sk-secret-456")
+    jobs = build_jobs(tiny, "items")[:2]
+    cache = ResponseCache(tmp_path / "c")
+    one = FakeLLM(lambda p, a: ok("from one"))
+    two = FakeLLM(lambda p, a: ok("from two"))
+    echo = FakeLLM(
+        lambda p, a: (401, b'{"error": "bad key sk-secret-456"}', 0.0, {})
+    )
+    try:
+        first = generate(jobs, ChatClient(one.url, "same-name"), cache, quiet=True)
+        second = generate(jobs, ChatClient(two.url, "same-name"), cache, quiet=True)
+        client = ChatClient(echo.url, "m", api_key_env="UR4REC_TEST_KEY", max_retries=0)
+        with pytest.raises(LLMError, match="HTTP 401") as info:
+            client.complete("hi")
+    finally:
+        for server in (one, two, echo):
+            server.close()
+    assert set(first.texts.values()) == {"from one"}
+    assert set(second.texts.values()) == {"from two"} and two.requests == 2
+    assert "sk-secret-456" not in str(info.value) and "[redacted]" in str(info.value)
