@@ -315,9 +315,7 @@ def test_cache_is_keyed_by_endpoint_and_errors_redact_the_key(
     cache = ResponseCache(tmp_path / "c")
     one = FakeLLM(lambda p, a: ok("from one"))
     two = FakeLLM(lambda p, a: ok("from two"))
-    echo = FakeLLM(
-        lambda p, a: (401, b'{"error": "bad key sk-secret-456"}', 0.0, {})
-    )
+    echo = FakeLLM(lambda p, a: (401, b'{"error": "bad key sk-secret-456"}', 0.0, {}))
     try:
         first = generate(jobs, ChatClient(one.url, "same-name"), cache, quiet=True)
         second = generate(jobs, ChatClient(two.url, "same-name"), cache, quiet=True)

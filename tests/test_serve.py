@@ -304,3 +304,91 @@ def test_precomputed_user_states_give_the_models_own_ranking(runs, kind: str) ->
     scores[torch.tensor(sorted(set(dataset.sequence(user).tolist())))] = float("-inf")
     expected = [dataset.item_ids[i] for i in scores.topk(6).indices.tolist()]
     assert [r.item for r in fast[2].items] == expected
+
+
+# -- issue 12: hostile input, bounded memory, a responsive loop, offline docs ---------------
+def test_http_hostile_and_careless_bodies(server: str) -> None:
+    with httpx.Client(base_url=server) as client:
+        surrogate = b'{"history": ["1"], "preference_text": "bad \\ud800 text"}'
+        response = client.post(
+            "/recommendations", content=surrogate, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422 and "preference_text" in response.text
+        for body in (
+            {"history": [True]},  # not item "1"
+            {"history": ["1"], "k": "5"},
+            {"history": ["1"], "k": 2.0},
+            {"history": ["1"], "explain": "yes"},
+            {"history": ["1"], "colour": "blue"},
+            {"history": [["1"]]},
+        ):
+            assert client.post("/recommendations", json=body).status_code == 422, body
+        surrogate_id = b'{"history": ["\\udfff"]}'
+        response = client.post(
+            "/recommendations", content=surrogate_id, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422
+        head = client.head("/health")
+        assert head.status_code == 200 and head.content == b""
+        for response in (client.get("/users/%ED%A0%80/recommendations"),):
+            assert response.status_code == 404 and "Traceback" not in response.text
+
+
+def test_docs_work_offline(server: str) -> None:
+    """/docs references only assets the app serves itself (no CDN)."""
+    import re
+
+    with httpx.Client(base_url=server) as client:
+        page = client.get("/docs")
+        assert page.status_code == 200 and "swagger" in page.text.lower()
+        refs = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+        refs += re.findall(r"""url: ?["']([^"']+)["']""", page.text)
+        assert len(refs) >= 3, refs
+        for ref in refs:
+            assert not ref.startswith(("http:", "https:", "//")), f"{ref} is not served locally"
+            assert client.get(ref).status_code == 200, ref
+
+
+def test_sentence_vectors_are_bounded(runs) -> None:
+    recommender = Recommender(runs["ur4rec"], str(runs["data"]), cache_size=8)
+    for i in range(30):
+        text = f"Likes film number {i}. Also enjoys sequel {i}."
+        recommender.recommend_history(["1", "2"], 3, text, explain=True)
+        assert len(recommender._sentence_cache) <= 8
+    assert recommender._encoder._index == {}  # the encoder keeps no copy of its own
+    # Template texts of new histories are cached too, within the same bound.
+    before = recommender.recommend_history(["4", "5", "6"], 5)
+    again = recommender.recommend_history(["4", "5", "6"], 5)
+    assert [r.item for r in before.items] == [r.item for r in again.items]
+
+
+def test_health_answers_while_the_model_is_busy(
+    server: str, recommender: Recommender, monkeypatch
+) -> None:
+    original = recommender.recommend_histories
+
+    def slow(queries):
+        time.sleep(1.5)  # a long scoring call, e.g. a big batch of new texts
+        return original(queries)
+
+    monkeypatch.setattr(recommender, "recommend_histories", slow)
+    with httpx.Client(base_url=server, timeout=30) as client:
+        done: list[int] = []
+        thread = threading.Thread(
+            target=lambda: done.append(
+                client.post("/recommendations", json={"history": ["1"]}).status_code
+            )
+        )
+        thread.start()
+        time.sleep(0.3)  # the POST is being scored now
+        start = time.perf_counter()
+        assert client.get("/health").status_code == 200
+        waited = time.perf_counter() - start
+        thread.join()
+    assert done == [200]
+    assert waited < 0.5  # it used to wait for the scoring to finish
+
+
+def test_encoder_loaded_at_start_when_asked(runs) -> None:
+    recommender = Recommender(runs["ur4rec"], str(runs["data"]), preload_encoder=True)
+    assert recommender._encoder is not None and recommender._encoder._model is not None

@@ -352,11 +352,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.workers < 1 or args.threads < 1:
         raise Ur4recError("--workers and --threads must be at least 1")
+    if args.cache_size < 0:
+        raise Ur4recError(f"--cache-size must be >= 0, got {args.cache_size}")
     if not 1 <= args.port <= 65535:
         raise Ur4recError(f"--port must be between 1 and 65535, got {args.port}")
     serve(
         Path(args.run_dir), args.data_dir, args.checkpoint, args.host, args.port,
-        args.threads, args.workers, args.access_log,
+        args.threads, args.workers, args.access_log, args.cache_size,
     )  # fmt: skip
     return 0
 
@@ -527,6 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="processes, each with its own model (default 1)"
     )
     srv.add_argument("--access-log", action="store_true", help="log every request")
+    srv.add_argument(
+        "--cache-size",
+        type=int,
+        default=4096,
+        help="sentence vectors kept per process, least recently used dropped (default 4096)",
+    )
     srv.add_argument("--checkpoint", default="best", choices=("best", "last"))
     srv.add_argument("--data-dir", help="data folder (default: $UR4REC_DATA or the user cache)")
     srv.set_defaults(func=cmd_serve)

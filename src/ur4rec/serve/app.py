@@ -1,13 +1,15 @@
 """The HTTP service: a FastAPI app around one loaded :class:`Recommender`.
 
-GET /health, GET /users/{raw_id}/recommendations?k=10, POST /recommendations (a new user's
-history and optional preference text); the OpenAPI schema is at /openapi.json, docs at /docs.
-Unknown ids answer 404, a bad k or body 422, a body over the size limit 413.
+GET (or HEAD) /health, GET /users/{raw_id}/recommendations?k=10, POST /recommendations (a new
+user's history and optional preference text); the OpenAPI schema is at /openapi.json, docs at
+/docs (Swagger UI served from the package itself, so it works offline). Unknown ids answer
+404, a bad k or body 422, a body over the size limit 413; an unexpected failure 500 with no
+traceback or path.
 
-Handlers are ``async`` and score on the event loop: a request for a known user is a fraction
-of a millisecond of tensor work, less than a hop to a worker thread would cost. Requests for
-known users that arrive together are scored together (:class:`MicroBatcher`), so concurrent
-clients share the fixed per-call cost instead of queueing behind it.
+Model work never runs on the event loop: one worker thread does all of it, so /health and
+request parsing stay responsive under load. Requests that arrive while the worker is busy are
+queued and scored together in its next call (:class:`MicroBatcher`): under load the batches
+grow and the fixed per-call cost is shared instead of queued behind.
 """
 
 from __future__ import annotations
@@ -15,19 +17,29 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ur4rec import __version__
 from ur4rec.errors import Ur4recError
-from ur4rec.serve.recommender import MAX_K, Recommendations, Recommender, UnknownIdError
+from ur4rec.serve.recommender import (
+    MAX_K,
+    HistoryQuery,
+    Recommendations,
+    Recommender,
+    UnknownIdError,
+)
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_HISTORY = 2000
@@ -66,13 +78,37 @@ class RecommendationsOut(BaseModel):
     notes: list[str] = []
 
 
+def _utf8(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate?)") from None
+    return text
+
+
 class HistoryRequest(BaseModel):
-    history: list[str | int] = Field(
+    # Strict: `true` is not an item id and "10" is not a k; unknown fields are named.
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    history: list[StrictStr | StrictInt] = Field(
         min_length=1, max_length=MAX_HISTORY, description="raw item ids, oldest first"
     )
-    preference_text: str | None = Field(None, max_length=4000)
-    k: int = Field(10, ge=1, le=MAX_K)
-    explain: bool = False
+    preference_text: StrictStr | None = Field(None, max_length=4000)
+    k: StrictInt = Field(10, ge=1, le=MAX_K)
+    explain: StrictBool = False
+
+    @field_validator("history")
+    @classmethod
+    def _ids_are_text(cls, value: list[str | int]) -> list[str | int]:
+        for item in value:
+            if isinstance(item, str):
+                _utf8(item)
+        return value
+
+    @field_validator("preference_text")
+    @classmethod
+    def _text_is_text(cls, value: str | None) -> str | None:
+        return None if value is None else _utf8(value)
 
 
 class Health(BaseModel):
@@ -85,39 +121,50 @@ class Health(BaseModel):
 
 
 class MicroBatcher:
-    """Collects the requests that are ready in one turn of the event loop and answers them
-    with a single call of ``score_many``; it never waits for more to arrive."""
+    """Queues requests and answers them with calls of ``score_many`` on ``executor``, one call
+    at a time: everything that arrived while the previous call ran goes into the next one
+    (at most ``max_batch``). It never waits for more requests to arrive."""
 
-    def __init__(self, score_many: Callable[[list[Any]], list[Any]], max_batch: int = 64) -> None:
-        self.score_many, self.max_batch = score_many, max_batch
+    def __init__(
+        self,
+        score_many: Callable[[list[Any]], list[Any]],
+        executor: ThreadPoolExecutor,
+        max_batch: int = 64,
+    ) -> None:
+        self.score_many, self.executor, self.max_batch = score_many, executor, max_batch
         self.pending: list[tuple[Any, asyncio.Future[Any]]] = []
-        self.scheduled = False
+        self.draining = False
+        self._task: asyncio.Task[None] | None = None
 
     async def submit(self, request: Any) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self.pending.append((request, future))
-        if not self.scheduled:
-            self.scheduled = True
-            loop.call_soon(self._flush)  # after the handlers already woken in this turn
+        if not self.draining:
+            self.draining = True
+            self._task = loop.create_task(self._drain())
         return await future
 
-    def _flush(self) -> None:
-        self.scheduled = False
-        batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
-        if self.pending:
-            self.scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            results = self.score_many([request for request, _ in batch])
-        except Exception as exc:  # hand the failure to every waiting request
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+            await asyncio.sleep(0)  # let the handlers already woken in this turn join
+            while self.pending:
+                batch = self.pending[: self.max_batch]
+                self.pending = self.pending[self.max_batch :]
+                requests = [request for request, _ in batch]
+                try:
+                    results = await loop.run_in_executor(self.executor, self.score_many, requests)
+                except Exception as exc:  # hand the failure to every waiting request
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self.draining = False
 
 
 class BodySizeLimit:
@@ -167,11 +214,22 @@ async def _too_large(send: Send, limit: int) -> None:
 
 
 def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    app = FastAPI(
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ur4rec-model")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        worker.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPIOffline(
+        lifespan=lifespan,
         title="ur4rec",
         version=__version__,
         description=f"{recommender.kind} recommendations, trained on {recommender.dataset_name}.",
+        redoc_url=None,
     )
+    # One thread does all model work (the worker above): torch is called from one thread at
+    # a time, and the event loop stays free for /health and for parsing the next requests.
 
     @app.exception_handler(UnknownIdError)
     async def unknown_id(request: Request, exc: UnknownIdError) -> JSONResponse:
@@ -180,6 +238,25 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -
     @app.exception_handler(Ur4recError)
     async def bad_request(request: Request, exc: Ur4recError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The default handler echoes the input, which may not even be encodable (a lone
+        # surrogate): name the field and the problem only.
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        body = json.dumps({"detail": errors}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=500, content={"detail": "internal error"})
+
+    @app.head("/health", include_in_schema=False)
+    async def health_head() -> Response:
+        return Response(media_type="application/json")
 
     @app.get("/health", response_model=Health)
     async def health() -> dict[str, Any]:
@@ -192,18 +269,43 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -
             "version": __version__,
         }
 
-    def score_many(requests: list[tuple[str, int, bool]]) -> list[Recommendations]:
+    def score_many(requests: list[Any]) -> list[Recommendations | Exception]:
+        """Known users' requests in one batched call per explain setting, new histories in
+        one more; a request that fails alone gets its own error, not the batch's."""
         results: list[Any] = [None] * len(requests)
-        for explain in (False, True):  # one batched call per setting
-            rows = [i for i, r in enumerate(requests) if r[2] == explain]
+        for explain in (False, True):
+            rows = [
+                i
+                for i, r in enumerate(requests)
+                if not isinstance(r, HistoryQuery) and r[2] == explain
+            ]
             if rows:
                 users, ks = [requests[i][0] for i in rows], [requests[i][1] for i in rows]
                 batch = recommender.recommend_users(users, ks, explain)
                 for i, result in zip(rows, batch, strict=True):
                     results[i] = result
+        rows = [i for i, r in enumerate(requests) if isinstance(r, HistoryQuery)]
+        if rows:
+            try:
+                batch = recommender.recommend_histories([requests[i] for i in rows])
+            except Exception:  # find the request at fault: score them one by one
+                batch = []
+                for i in rows:
+                    try:
+                        batch.extend(recommender.recommend_histories([requests[i]]))
+                    except Exception as exc:
+                        batch.append(exc)
+            for i, result in zip(rows, batch, strict=True):
+                results[i] = result
         return results
 
-    batcher = MicroBatcher(score_many)
+    batcher = MicroBatcher(score_many, worker)
+
+    async def answer(request: Any) -> Response:
+        result = await batcher.submit(request)
+        if isinstance(result, Exception):
+            raise result
+        return _out(result)
 
     @app.get("/users/{raw_id}/recommendations", response_model=RecommendationsOut)
     async def for_user(
@@ -212,14 +314,13 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -
         explain: bool = Query(False, description="add an explanation to each item"),
     ) -> Response:
         recommender.user_index(raw_id)  # an unknown id fails alone, with a 404
-        return _out(await batcher.submit((raw_id, k, explain)))
+        return await answer((raw_id, k, explain))
 
     @app.post("/recommendations", response_model=RecommendationsOut)
     async def for_history(body: HistoryRequest) -> Response:
         history = [str(item) for item in body.history]
-        return _out(
-            recommender.recommend_history(history, body.k, body.preference_text, body.explain)
-        )
+        recommender.item_indices(history)  # unknown ids fail alone, with a 404
+        return await answer(HistoryQuery(history, body.k, body.preference_text, body.explain))
 
     app.add_middleware(BodySizeLimit, limit=max_body_bytes)
     return app
@@ -244,22 +345,32 @@ def serve(
     threads: int = 1,
     workers: int = 1,
     access_log: bool = False,
+    cache_size: int = 4096,
 ) -> None:
     """Run the service until interrupted (uvicorn). The run is loaded before the port opens,
     so a bad run folder fails here, with its own message; ``workers`` > 1 starts that many
-    processes, each with its own copy of the model."""
+    processes, each with its own copy of the model. ``cache_size`` bounds the sentence
+    vectors kept per process (new preference texts and template texts of new histories)."""
     import uvicorn
 
     # Per-request tensors are tiny: one thread avoids waking a pool for each product.
     torch.set_num_threads(threads)
-    recommender = Recommender(run_dir, data_dir, checkpoint)
+    recommender = Recommender(
+        run_dir, data_dir, checkpoint, cache_size=cache_size, preload_encoder=True
+    )
     options = {"host": host, "port": port, "access_log": access_log, "log_level": "info"}
     if workers <= 1:
         uvicorn.run(create_app(recommender), **options)
         return
     del recommender  # loaded only to fail early: each worker loads its own
     os.environ[SERVE_ENV] = json.dumps(
-        {"run": str(run_dir), "data": data_dir, "checkpoint": checkpoint, "threads": threads}
+        {
+            "run": str(run_dir),
+            "data": data_dir,
+            "checkpoint": checkpoint,
+            "threads": threads,
+            "cache_size": cache_size,
+        }
     )
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
 
@@ -268,4 +379,11 @@ def app_from_environment() -> FastAPI:
     """The app of one worker process, for the run named in ``$UR4REC_SERVE``."""
     spec = json.loads(os.environ[SERVE_ENV])
     torch.set_num_threads(spec["threads"])
-    return create_app(Recommender(Path(spec["run"]), spec["data"], spec["checkpoint"]))
+    recommender = Recommender(
+        Path(spec["run"]),
+        spec["data"],
+        spec["checkpoint"],
+        cache_size=spec["cache_size"],
+        preload_encoder=True,
+    )
+    return create_app(recommender)

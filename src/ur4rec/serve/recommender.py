@@ -16,6 +16,8 @@ item nearest to it in the model's own item space, and the retriever's expert (ro
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,6 +92,47 @@ class _Case:
     raw_user: str | None
 
 
+@dataclass
+class HistoryQuery:
+    """A request for a user the model has never seen: raw item ids (oldest first), how many
+    items, an optional preference text, and whether to explain."""
+
+    items: list[str]
+    k: int = 10
+    text: str | None = None
+    explain: bool = False
+
+
+class LRUCache:
+    """A dict that keeps at most ``size`` entries, dropping the least recently used."""
+
+    def __init__(self, size: int) -> None:
+        if size < 0:
+            raise ValueError(f"cache size must be >= 0, got {size}")
+        self.size = size
+        self._data: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> torch.Tensor | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: torch.Tensor) -> None:
+        if self.size == 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
 def split_sentences(text: str) -> list[str]:
     parts = re.split(r"(?<=[.!?])\s+", text.strip())
     return [p for p in parts if p]
@@ -98,7 +141,18 @@ def split_sentences(text: str) -> list[str]:
 class Recommender:
     """A trained run, ready to answer requests."""
 
-    def __init__(self, run_dir: Path, data_dir: str | None = None, checkpoint: str = "best"):
+    def __init__(
+        self,
+        run_dir: Path,
+        data_dir: str | None = None,
+        checkpoint: str = "best",
+        *,
+        cache_size: int = 4096,
+        preload_encoder: bool = False,
+    ):
+        """``cache_size``: sentence vectors kept (least recently used dropped), so a service
+        that sees endless new texts stays within a fixed memory; ``preload_encoder``: load
+        the sentence encoder now rather than on the first request that needs it."""
         from ur4rec.train.run import load_run  # the training stack is only needed to load
 
         self.run_dir = Path(run_dir)
@@ -106,8 +160,10 @@ class Recommender:
         self.model.eval()
         self.kind = self.cfg.model.name
         self.max_len = self.cfg.data.max_len
-        self._sentence_cache: dict[str, torch.Tensor] = {}
+        self._sentence_cache = LRUCache(cache_size)
         self._encoder: Any = None
+        # Ad-hoc histories get the template the run's user texts came from (files: titled).
+        self._template_titles = self.cfg.text.user_texts != "template-aspects"
         # no_grad, not inference_mode: these tensors outlive the block and may meet autograd.
         with torch.no_grad():
             if self.kind == "ur4rec":
@@ -124,6 +180,8 @@ class Recommender:
         if self.kind == "ur4rec" and self.model.prior is not None:
             self._prior_weight = round(float(self.model.fusion.prior_weight), 4)
         self.titles = [display_title(info) for info in self.dataset.item_info]
+        if preload_encoder and self.kind == "ur4rec":
+            self._encode(["warm-up"])  # loads the model and runs it once
 
     # -- ids ------------------------------------------------------------------------------
     @property
@@ -178,23 +236,36 @@ class Recommender:
         explain: bool = False,
     ) -> Recommendations:
         """Top-k for a user the model has never seen, from an ad-hoc history (oldest first)."""
-        if not raw_item_ids:
-            raise Ur4recError("the history is empty: give at least one item id")
-        history = self.item_indices(raw_item_ids)
-        notes = []
-        text_vector = None
-        text = None
-        if self.kind == "ur4rec":
-            text = preference_text
-            if text is None:
-                text = user_text(self._ad_hoc_history(history))
-                notes.append("no preference text given: written from the history by the template")
-            text_vector = self._encode([text])[0]
-        elif preference_text is not None:
-            notes.append("this run has no text side: the preference text is not used")
-        (result,) = self._recommend([_Case(-1, history, k, explain, text, text_vector, None)])
-        result.notes.extend(notes)
-        return result
+        return self.recommend_histories([HistoryQuery(raw_item_ids, k, preference_text, explain)])[
+            0
+        ]
+
+    def recommend_histories(self, queries: Sequence[HistoryQuery]) -> list[Recommendations]:
+        """:meth:`recommend_history` for many at once: their new texts are encoded in one
+        call and scored in one forward pass."""
+        cases, notes = [], []
+        for query in queries:
+            if not query.items:
+                raise Ur4recError("the history is empty: give at least one item id")
+            history = self.item_indices(query.items)
+            text, note = query.text, []
+            if self.kind == "ur4rec" and text is None:
+                text = user_text(self._ad_hoc_history(history), titles=self._template_titles)
+                note.append("no preference text given: written from the history by the template")
+            elif self.kind != "ur4rec":
+                text = None
+                if query.text is not None:
+                    note.append("this run has no text side: the preference text is not used")
+            cases.append(_Case(-1, history, query.k, query.explain, text, None, None))
+            notes.append(note)
+        if self.kind == "ur4rec" and cases:
+            vectors = self._encode([case.text or "" for case in cases])
+            for case, vector in zip(cases, vectors, strict=True):
+                case.text_vector = vector
+        results = self._recommend(cases) if cases else []
+        for result, note in zip(results, notes, strict=True):
+            result.notes.extend(note)
+        return results
 
     def _ad_hoc_history(self, items: list[int]) -> UserHistory:
         # No ratings or times are known: every item counts as liked, in the given order.
@@ -321,16 +392,21 @@ class Recommender:
 
     # -- explanations ---------------------------------------------------------------------
     def _encode(self, texts: list[str]) -> torch.Tensor:
-        """Sentence-encoder vectors of new texts (kept in memory, never written to disk)."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._sentence_cache]
+        """Sentence-encoder vectors of texts, kept in a bounded LRU cache (in memory only)."""
+        found = {
+            t: v for t in dict.fromkeys(texts) if (v := self._sentence_cache.get(t)) is not None
+        }
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             if self._encoder is None:
                 from ur4rec.text.encoder import TextEncoder
 
                 self._encoder = TextEncoder(self.cfg.text.encoder, cache_dir=None)
-            vectors = torch.from_numpy(self._encoder.encode(missing))
-            self._sentence_cache.update(zip(missing, vectors, strict=True))
-        return torch.stack([self._sentence_cache[t] for t in texts])
+            vectors = torch.from_numpy(self._encoder.encode(missing, remember=False))
+            for text, vector in zip(missing, vectors, strict=True):
+                found[text] = vector
+                self._sentence_cache.put(text, vector)
+        return torch.stack([found[t] for t in texts])
 
     def _explain(self, items: list[int], history: list[int], text: str | None) -> list[Explanation]:
         targets = torch.tensor(items, dtype=torch.long)

@@ -116,8 +116,15 @@ class TextEncoder:
         atomic_write_bytes(self.cache_dir / "vectors.npy", buffer)
         atomic_write_json(self.cache_dir / "index.json", self._index)
 
-    def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        """[len(texts), dim] L2-normalised embeddings."""
+    def encode(
+        self, texts: list[str], show_progress: bool = False, remember: bool = True
+    ) -> np.ndarray:
+        """[len(texts), dim] L2-normalised embeddings. ``remember=False`` encodes without
+        adding to (or reading) the cache: a service's texts are many and seen once."""
+        if not remember:
+            if not texts:
+                return np.zeros((0, 0), np.float32)
+            return self._encode_new(texts, show_progress)
         hashes = [text_hash(t) for t in texts]
         missing: dict[str, str] = {}
         for h, t in zip(hashes, texts, strict=True):
@@ -125,13 +132,7 @@ class TextEncoder:
                 missing[h] = t
         self.last_encoded = len(missing)
         if missing:
-            new = self.model.encode(
-                list(missing.values()),
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=show_progress,
-            ).astype(np.float32)
+            new = self._encode_new(list(missing.values()), show_progress)
             start = len(self._index)
             if self._vectors.size == 0:
                 self._vectors = new
@@ -144,6 +145,15 @@ class TextEncoder:
         if not texts:
             return np.zeros((0, self._vectors.shape[1] if self._vectors.size else 0), np.float32)
         return self._vectors[[self._index[h] for h in hashes]]
+
+    def _encode_new(self, texts: list[str], show_progress: bool) -> np.ndarray:
+        return self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        ).astype(np.float32)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
