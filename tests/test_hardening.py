@@ -277,6 +277,7 @@ def test_redirect_to_another_host_never_gets_the_key(tiny, tmp_path: Path, monke
     "body",
     [
         b'{"message": "hello"}',
+        b'{"choices": [{"message": "hello"}]}',
         b'{"choices": [{"message": {"content": 123}}]}',
         b'{"choices": [{"message": {"content": "fine"}}], "usage": [1]}',
         b'{"choices": ["text"]}',

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -269,9 +270,10 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -
             "version": __version__,
         }
 
-    def score_many(requests: list[Any]) -> list[Recommendations | Exception]:
+    def score_many(requests: list[Any]) -> list[bytes | Exception]:
         """Known users' requests in one batched call per explain setting, new histories in
-        one more; a request that fails alone gets its own error, not the batch's."""
+        one more, each answer rendered to JSON here (off the event loop); a request that
+        fails alone gets its own error, not the batch's."""
         results: list[Any] = [None] * len(requests)
         for explain in (False, True):
             rows = [
@@ -297,7 +299,7 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -
                         batch.append(exc)
             for i, result in zip(rows, batch, strict=True):
                 results[i] = result
-        return results
+        return [r if isinstance(r, Exception) else _render(r) for r in results]
 
     batcher = MicroBatcher(score_many, worker)
 
@@ -305,7 +307,7 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -
         result = await batcher.submit(request)
         if isinstance(result, Exception):
             raise result
-        return _out(result)
+        return Response(result, media_type="application/json")
 
     @app.get("/users/{raw_id}/recommendations", response_model=RecommendationsOut)
     async def for_user(
@@ -326,11 +328,18 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -
     return app
 
 
-def _out(result: Recommendations) -> Response:
+def _render(result: Recommendations) -> bytes:
     # Rendered here rather than re-validated against the response model: the dataclasses
     # already have its shape (a test checks it), and validation would cost more than scoring.
-    body = json.dumps(result.to_json(), ensure_ascii=False, separators=(",", ":"))
-    return Response(body.encode("utf-8"), media_type="application/json")
+    return json.dumps(result.to_json(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _tune_process(threads: int) -> None:
+    # Per-request tensors are tiny: one thread avoids waking a pool for each product.
+    torch.set_num_threads(threads)
+    # The model thread holds the GIL in Python stretches; shorter turns let the event loop
+    # (/health, parsing) in sooner. The default is 5 ms.
+    sys.setswitchinterval(0.001)
 
 
 SERVE_ENV = "UR4REC_SERVE"  # run folder, data folder and checkpoint for worker processes
@@ -353,8 +362,7 @@ def serve(
     vectors kept per process (new preference texts and template texts of new histories)."""
     import uvicorn
 
-    # Per-request tensors are tiny: one thread avoids waking a pool for each product.
-    torch.set_num_threads(threads)
+    _tune_process(threads)
     recommender = Recommender(
         run_dir, data_dir, checkpoint, cache_size=cache_size, preload_encoder=True
     )
@@ -378,7 +386,7 @@ def serve(
 def app_from_environment() -> FastAPI:
     """The app of one worker process, for the run named in ``$UR4REC_SERVE``."""
     spec = json.loads(os.environ[SERVE_ENV])
-    torch.set_num_threads(spec["threads"])
+    _tune_process(spec["threads"])
     recommender = Recommender(
         Path(spec["run"]),
         spec["data"],
