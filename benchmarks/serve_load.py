@@ -29,7 +29,6 @@ import json
 import multiprocessing
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -40,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from serve_latency import known_users, percentile, small_run  # noqa: E402
+from serve_latency import free_port, known_users, percentile, small_run  # noqa: E402
 from ur4rec.io import atomic_write_json  # noqa: E402
 
 # (method, path, body or None) for the i-th request of client c
@@ -51,12 +50,6 @@ TARGETS = {
     "/health p99 at 64 clients (ms)": 50.0,
     "soak RSS growth after warm-up (MiB)": 50.0,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mib(pid: int) -> float:

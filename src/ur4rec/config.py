@@ -332,8 +332,6 @@ def load_config(
 
 # Module names a stage may train; models/ur4rec.py checks its own list against this one.
 STAGE_MODULES = ("sasrec", "retriever", "memory", "fusion", "text_encoder")
-_METRICS = ("hit", "ndcg", "mrr")
-_KS = (5, 10, 20)  # the cut-offs every validation pass computes (eval.metrics.DEFAULT_KS)
 
 
 def _check(problems: list[str], ok: bool, key: str, rule: str, value: Any) -> None:
@@ -346,8 +344,20 @@ def _finite(value: float) -> bool:
 
 
 def _metric_ok(name: str) -> bool:
+    from ur4rec.eval.metrics import DEFAULT_KS, METRICS  # imported here: eval imports config
+
     kind, _, k = name.partition("@")
-    return kind in _METRICS and k.isdigit() and int(k) in _KS
+    return kind in METRICS and k.isdigit() and int(k) in DEFAULT_KS
+
+
+def _protocol_ok(text: str) -> bool:
+    from ur4rec.eval.protocols import parse_protocol
+
+    try:
+        parse_protocol(text)
+    except Ur4recError:
+        return False
+    return True
 
 
 def validate(cfg: RunConfig) -> None:
@@ -381,7 +391,7 @@ def validate(cfg: RunConfig) -> None:
         _check(p, _finite(value) and value >= 0, f"train.{key}", "a finite number >= 0", value)
     _check(p, t.patience >= 0, "train.patience", ">= 0 (0 disables)", t.patience)
     _check(p, t.eval_every >= 1, "train.eval_every", ">= 1", t.eval_every)
-    metric_rule = f"one of hit/ndcg/mrr @ {'/'.join(map(str, _KS))}, e.g. ndcg@10"
+    metric_rule = "one of hit/ndcg/mrr @ 5/10/20, e.g. ndcg@10"
     _check(p, _metric_ok(t.metric), "train.metric", metric_rule, t.metric)
     _check(p, _protocol_ok(t.eval_protocol), "train.eval_protocol",
            "full, seed, sampled:N or popsampled:N", t.eval_protocol)  # fmt: skip
@@ -429,13 +439,6 @@ def validate(cfg: RunConfig) -> None:
     if p:
         more = f" (and {len(p) - 1} more: {'; '.join(p[1:])})" if len(p) > 1 else ""
         raise ConfigError(p[0] + more)
-
-
-def _protocol_ok(text: str) -> bool:
-    kind, sep, count = text.partition(":")
-    if kind in ("full", "seed"):
-        return not sep
-    return kind in ("sampled", "popsampled") and count.isdigit() and int(count) >= 1
 
 
 def dump_config(config: Any) -> str:

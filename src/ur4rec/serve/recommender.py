@@ -236,9 +236,10 @@ class Recommender:
         explain: bool = False,
     ) -> Recommendations:
         """Top-k for a user the model has never seen, from an ad-hoc history (oldest first)."""
-        return self.recommend_histories([HistoryQuery(raw_item_ids, k, preference_text, explain)])[
-            0
-        ]
+        (result,) = self.recommend_histories(
+            [HistoryQuery(raw_item_ids, k, preference_text, explain)]
+        )
+        return result
 
     def recommend_histories(self, queries: Sequence[HistoryQuery]) -> list[Recommendations]:
         """:meth:`recommend_history` for many at once: their new texts are encoded in one

@@ -86,8 +86,3 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or "model" not in payload:
         raise CheckpointError(f"checkpoint {path} has no model state")
     return payload
-
-
-def remove_checkpoint(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    digest_path(path).unlink(missing_ok=True)
