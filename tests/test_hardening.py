@@ -239,6 +239,8 @@ def test_duplicate_and_non_finite_ratings_are_counted(tmp_path: Path, capsys) ->
 def test_serve_port_out_of_range(capsys) -> None:
     assert main(["serve", "some-run", "--port", "99999"]) == 1
     assert "--port must be between 1 and 65535" in capsys.readouterr().err
+    assert main(["serve", "some-run", "--encoder-threads", "0"]) == 1
+    assert "--encoder-threads must be at least 1" in capsys.readouterr().err
 
 
 def test_npz_damage_helper_really_damages(tiny_folder: Path) -> None:

@@ -70,3 +70,36 @@ def test_import_shared_item_descriptions_fills_gaps() -> None:
     assert len(report["filled_by_template"]) == 27
     assert report["imported"] == 1655
     assert texts["1"].startswith("A pioneering animated comedy")
+
+
+def test_bfloat16_encoder_matches_float32_and_restores_threads() -> None:
+    texts = [
+        "Watched 20 movies, mostly drama (24%), comedy (21%). Favourite decades: the 1990s.",
+        "A quiet family drama.",
+        "A space adventure.",
+    ]
+    exact = TextEncoder(precision="float32").encode(texts)  # the corpus path
+    # A service's path (its own batches, lengths padded to a multiple of 32) agrees with it.
+    served = TextEncoder(precision="float32").encode(texts, remember=False)
+    np.testing.assert_allclose(served, exact, atol=1e-5)
+    before = torch.get_num_threads()
+    fast = TextEncoder(precision="bfloat16", threads=2, batch_size=2)  # two batches, padded
+    vectors = fast.encode(texts, remember=False)
+    assert torch.get_num_threads() == before  # encoding threads do not leak into scoring
+    assert vectors.dtype == np.float32 and vectors.shape == exact.shape
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert (vectors * exact).sum(1).min() > 0.999
+    # A text alone or beside a longer one gets the same vector: padding is masked out.
+    alone = fast.encode(texts[1:2], remember=False)
+    assert float(alone[0] @ vectors[1]) > 0.9999
+
+
+def test_encoder_precision_is_checked() -> None:
+    from ur4rec.errors import Ur4recError
+    from ur4rec.text.encoder import resolve_precision
+
+    with pytest.raises(Ur4recError, match="unknown encoder precision 'float16'"):
+        TextEncoder(precision="float16")
+    with pytest.raises(Ur4recError, match="float32"):
+        TextEncoder(precision="bfloat16", cache_dir="unused")  # cached vectors stay exact
+    assert resolve_precision("auto") in ("float32", "bfloat16")

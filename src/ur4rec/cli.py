@@ -347,6 +347,13 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_encoder_threads(workers: int) -> int:
+    # Encoding a new text is the one large product a request can need: give it this
+    # process's share of the CPUs.
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cpus or 1) // workers)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ur4rec.serve.app import serve
 
@@ -356,9 +363,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise Ur4recError(f"--cache-size must be >= 0, got {args.cache_size}")
     if not 1 <= args.port <= 65535:
         raise Ur4recError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.encoder_threads is not None and args.encoder_threads < 1:
+        raise Ur4recError(f"--encoder-threads must be at least 1, got {args.encoder_threads}")
     serve(
         Path(args.run_dir), args.data_dir, args.checkpoint, args.host, args.port,
         args.threads, args.workers, args.access_log, args.cache_size,
+        args.encoder_precision, args.encoder_threads or _default_encoder_threads(args.workers),
     )  # fmt: skip
     return 0
 
@@ -534,6 +544,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=4096,
         help="sentence vectors kept per process, least recently used dropped (default 4096)",
+    )
+    srv.add_argument(
+        "--encoder-precision",
+        default="auto",
+        choices=("auto", "float32", "bfloat16"),
+        help="how new texts are encoded; auto: bfloat16 where the CPU has it natively",
+    )
+    srv.add_argument(
+        "--encoder-threads",
+        type=int,
+        help="torch threads while encoding a new text (default: the CPUs / workers)",
     )
     srv.add_argument("--checkpoint", default="best", choices=("best", "last"))
     srv.add_argument("--data-dir", help="data folder (default: $UR4REC_DATA or the user cache)")

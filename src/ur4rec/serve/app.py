@@ -364,16 +364,22 @@ def serve(
     workers: int = 1,
     access_log: bool = False,
     cache_size: int = 4096,
+    encoder_precision: str = "auto",
+    encoder_threads: int | None = None,
 ) -> None:
     """Run the service until interrupted (uvicorn). The run is loaded before the port opens,
     so a bad run folder fails here, with its own message; ``workers`` > 1 starts that many
     processes, each with its own copy of the model. ``cache_size`` bounds the sentence
-    vectors kept per process (new preference texts and template texts of new histories)."""
+    vectors kept per process (new preference texts and template texts of new histories).
+    ``encoder_precision`` and ``encoder_threads`` set how new texts are encoded: by default
+    in bfloat16 where the CPU has it natively, on all of the process's CPUs (scoring stays
+    on ``threads``)."""
     import uvicorn
 
     _tune_process(threads)
+    encoder = {"encoder_precision": encoder_precision, "encoder_threads": encoder_threads}
     recommender = Recommender(
-        run_dir, data_dir, checkpoint, cache_size=cache_size, preload_encoder=True
+        run_dir, data_dir, checkpoint, cache_size=cache_size, preload_encoder=True, **encoder
     )
     options = {"host": host, "port": port, "access_log": access_log, "log_level": "info"}
     if workers <= 1:
@@ -389,6 +395,7 @@ def serve(
             "checkpoint": checkpoint,
             "threads": threads,
             "cache_size": cache_size,
+            **encoder,
         }
     )
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
@@ -404,6 +411,8 @@ def app_from_environment() -> FastAPI:
         spec["checkpoint"],
         cache_size=spec["cache_size"],
         preload_encoder=True,
+        encoder_precision=spec["encoder_precision"],
+        encoder_threads=spec["encoder_threads"],
     )
     app = create_app(recommender)
     _freeze_heap()

@@ -149,10 +149,15 @@ class Recommender:
         *,
         cache_size: int = 4096,
         preload_encoder: bool = False,
+        encoder_precision: str = "float32",
+        encoder_threads: int | None = None,
     ):
         """``cache_size``: sentence vectors kept (least recently used dropped), so a service
         that sees endless new texts stays within a fixed memory; ``preload_encoder``: load
-        the sentence encoder now rather than on the first request that needs it."""
+        the sentence encoder now rather than on the first request that needs it;
+        ``encoder_precision`` (float32, bfloat16 or auto) and ``encoder_threads``: how the
+        sentence encoder runs for new texts (see :class:`TextEncoder`)."""
+        from ur4rec.text.encoder import resolve_precision
         from ur4rec.train.run import load_run  # the training stack is only needed to load
 
         self.run_dir = Path(run_dir)
@@ -162,6 +167,8 @@ class Recommender:
         self.max_len = self.cfg.data.max_len
         self._sentence_cache = LRUCache(cache_size)
         self._encoder: Any = None
+        self.encoder_precision = resolve_precision(encoder_precision)
+        self._encoder_threads = encoder_threads
         # Ad-hoc histories get the template the run's user texts came from (files: titled).
         self._template_titles = self.cfg.text.user_texts != "template-aspects"
         # no_grad, not inference_mode: these tensors outlive the block and may meet autograd.
@@ -402,7 +409,12 @@ class Recommender:
             if self._encoder is None:
                 from ur4rec.text.encoder import TextEncoder
 
-                self._encoder = TextEncoder(self.cfg.text.encoder, cache_dir=None)
+                self._encoder = TextEncoder(
+                    self.cfg.text.encoder,
+                    cache_dir=None,
+                    precision=self.encoder_precision,
+                    threads=self._encoder_threads,
+                )
             vectors = torch.from_numpy(self._encoder.encode(missing, remember=False))
             for text, vector in zip(missing, vectors, strict=True):
                 found[text] = vector

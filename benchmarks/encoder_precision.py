@@ -1,0 +1,102 @@
+"""Is a bfloat16 sentence encoder safe to serve? float32 against bfloat16 on new histories.
+
+    .venv/bin/python benchmarks/encoder_precision.py --run runs/main-ur4rec-ml-100k-seed
+
+For N random 20-item histories (raw item ids of the run's dataset, no preference text), the
+service builds the template user text and encodes it. This encodes those texts in float32 and
+in bfloat16 (autocast) and reports: the cosine between the two vectors, how many of the
+top-10 recommendations agree, and the time to encode one text (1 and 2 torch threads).
+Writes runs/encoder-precision/results.json. bfloat16 is only faster on CPUs with native
+bfloat16 (AVX-512 BF16 or AMX); the script says which this machine is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a trained UR4Rec run folder")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--histories", type=int, default=300)
+    parser.add_argument("--out", default=str(ROOT / "runs" / "encoder-precision" / "results.json"))
+    args = parser.parse_args()
+
+    from ur4rec.io import atomic_write_json
+    from ur4rec.serve.recommender import HistoryQuery, Recommender
+    from ur4rec.text.encoder import TextEncoder, native_bfloat16
+    from ur4rec.text.templates import user_text
+
+    torch.set_num_threads(1)
+    rng = random.Random(0)
+    services = {
+        p: Recommender(Path(args.run), args.data_dir, encoder_precision=p, cache_size=0)
+        for p in ("float32", "bfloat16")
+    }
+    base = services["float32"]
+    items = base.dataset.item_ids
+    histories = [rng.sample(items, 20) for _ in range(args.histories)]
+    answers = {
+        p: service.recommend_histories([HistoryQuery(h, 10, None, False) for h in histories])
+        for p, service in services.items()
+    }
+    agree = [
+        len({r.item for r in a.items} & {r.item for r in b.items}) / 10
+        for a, b in zip(answers["float32"], answers["bfloat16"], strict=True)
+    ]
+    texts = [
+        user_text(base._ad_hoc_history(base.item_indices(h)), titles=base._template_titles)
+        for h in histories
+    ]
+    timing: dict[str, dict[str, float]] = {}
+    vectors = {}
+    for precision in ("float32", "bfloat16"):
+        for threads in (1, 2):
+            encoder = TextEncoder(base.cfg.text.encoder, precision=precision, threads=threads)
+            encoder.encode(texts[:2], remember=False)  # load and warm up
+            seconds = []
+            for text in texts[:60]:
+                start = time.perf_counter()
+                encoder.encode([text], remember=False)
+                seconds.append(time.perf_counter() - start)
+            timing.setdefault(precision, {})[f"{threads} thread(s)"] = round(
+                1000 * statistics.median(seconds), 2
+            )
+        vectors[precision] = torch.from_numpy(encoder.encode(texts, remember=False))
+    cosine = (vectors["float32"] * vectors["bfloat16"]).sum(-1)
+    tokens = statistics.mean(len(encoder.model.tokenizer(t)["input_ids"]) for t in texts)
+    result = {
+        "command": "python " + " ".join(sys.argv),
+        "run": args.run,
+        "histories": len(histories),
+        "native_bfloat16": native_bfloat16(),
+        "cpu": platform.processor() or platform.machine(),
+        "mean_tokens": round(tokens, 1),
+        "cosine_min": round(float(cosine.min()), 6),
+        "cosine_mean": round(float(cosine.mean()), 6),
+        "top10_agreement_mean": round(statistics.mean(agree), 4),
+        "top10_agreement_min": min(agree),
+        "identical_top10_share": round(sum(a == 1.0 for a in agree) / len(agree), 4),
+        "encode_ms_p50": timing,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    print(json.dumps(result, indent=2))
+    atomic_write_json(Path(args.out), result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
