@@ -14,7 +14,7 @@ import argparse
 
 from ur4rec.data.prepare import open_dataset
 from ur4rec.data.splits import make_split
-from ur4rec.eval.baselines import EASE
+from ur4rec.eval.baselines import build_baseline
 from ur4rec.eval.evaluator import Evaluator
 
 LAMBDAS = (250.0, 500.0, 1000.0, 2000.0)
@@ -33,7 +33,7 @@ def main() -> None:
     print("lambda  " + "  ".join(f"R={r:<4}" for r in RECENT))
     best: tuple[float, float, int] | None = None
     for l2 in LAMBDAS:
-        model = EASE(dataset, split.train, l2=l2)
+        model = build_baseline("ease", dataset, split.train, l2=l2)
         cells = []
         for recent in RECENT:
             model.recent = recent
@@ -45,8 +45,8 @@ def main() -> None:
     assert best is not None
     _, l2, recent = best
     print(f"\nbest on validation: lambda {l2:.0f}, R {recent}")
-    chosen = EASE(dataset, split.train, l2=l2, recent=recent)
-    whole = EASE(dataset, split.train, l2=500.0)
+    chosen = build_baseline("ease", dataset, split.train, l2=l2, recent=recent)
+    whole = build_baseline("ease", dataset, split.train, l2=500.0)
     for part in ("valid", "test"):
         for protocol in ("full", "seed"):
             evaluator = Evaluator(dataset, split, part, protocol)

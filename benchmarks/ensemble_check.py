@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 
 from ur4rec.config import load_config
+from ur4rec.data.batches import HistoryBatch
 from ur4rec.data.prepare import open_dataset
-from ur4rec.eval.evaluator import Evaluator, HistoryBatch
+from ur4rec.eval.evaluator import Evaluator
 from ur4rec.models.fusion import standardise
-from ur4rec.train.run import build
-from ur4rec.train.trainer import load_state_into
+from ur4rec.runs import build
+from ur4rec.runs.layout import load_state_into
 
 
 class Ensemble:

@@ -21,13 +21,9 @@ import torch
 
 from ur4rec.config import load_config
 from ur4rec.data.prepare import open_dataset
-from ur4rec.data.splits import make_split
 from ur4rec.eval.evaluator import Evaluator
-from ur4rec.models import build_model
-from ur4rec.models.sasrec import NegativeSampler
-from ur4rec.train.run import sasrec_loss
+from ur4rec.runs import build
 from ur4rec.train.trainer import Trainer
-from ur4rec.train.windows import TrainWindows
 
 
 def main() -> None:
@@ -45,16 +41,12 @@ def main() -> None:
         ],
     )  # fmt: skip
     dataset = open_dataset("ml-100k")
-    split = make_split(dataset)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, dataset)
+    model, split, windows = build(cfg, dataset)
     evaluator = Evaluator(dataset, split, "test", "full")
-    windows = TrainWindows(dataset, split.train, cfg.data.max_len)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(
-            model, windows, Evaluator(dataset, split, "valid", "full"), cfg.train,
-            sasrec_loss(model, cfg.loss, NegativeSampler(dataset.n_items)), Path(tmp), cfg.seed,
-            quiet=True,
+            model, windows, Evaluator(dataset, split, "valid", "full"), cfg.train, Path(tmp),
+            cfg.seed, quiet=True,
         )  # fmt: skip
         state = trainer.fit()
     epoch_seconds = [row["train_seconds"] for row in state.history]

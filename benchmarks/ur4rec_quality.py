@@ -139,8 +139,8 @@ def _start_from_default(
     """
     from ur4rec.config import dump_config, load_config
     from ur4rec.data.prepare import open_dataset
-    from ur4rec.train.checkpoint import load_checkpoint, save_checkpoint
-    from ur4rec.train.run import build
+    from ur4rec.runs import build
+    from ur4rec.runs.checkpoint import load_checkpoint, save_checkpoint
 
     folders = sorted((base / "stages").glob("*-*"), key=lambda p: int(p.name.split("-")[0]))
     if stages == 0 or len(folders) < stages or not (base / "run.json").is_file():

@@ -2,11 +2,13 @@ import numpy as np
 import pytest
 import torch
 
+from ur4rec.data.batches import HistoryBatch
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.splits import PAD, make_split, targets
 from ur4rec.errors import NonFiniteScoresError, Ur4recError
-from ur4rec.eval.evaluator import Evaluator, HistoryBatch
-from ur4rec.eval.protocols import Protocol, draw_negatives, parse_protocol
+from ur4rec.eval.evaluator import Evaluator
+from ur4rec.eval.protocols import draw_negatives
+from ur4rec.measures import Protocol, parse_protocol
 
 
 class FixedScores:

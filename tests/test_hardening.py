@@ -16,8 +16,8 @@ from ur4rec.data.dataset import DatasetSpec, load_dataset, preprocess
 from ur4rec.data.prepare import open_dataset, prepare_dataset, prepared_folder
 from ur4rec.data.raw import read_ml100k
 from ur4rec.errors import DataError, Ur4recError
+from ur4rec.runs.checkpoint import CheckpointError
 from ur4rec.train import run
-from ur4rec.train.checkpoint import CheckpointError
 from ur4rec.train.trainer import Trainer, read_log
 
 from .test_trainer import TINY
@@ -53,7 +53,7 @@ def prepared(cyclic_folder: Path) -> None:
         ("fusion.sasrec_weight=2", "fusion.sasrec_weight"),
         ("seed=-3", "seed"),
         ("stages=[{name: s, epochs: 0}]", "stages[0] (s).epochs"),
-        ("stages=[{name: s, train: [decoder]}]", "stages[0] (s).train"),
+        ("stages=[{name: s, train: []}]", "stages[0] (s).train"),
     ],
 )
 def test_bad_config_values_are_refused_at_load(override: str, key: str) -> None:
@@ -68,6 +68,29 @@ def test_bad_config_never_starts_a_run(prepared, tmp_path: Path, capsys) -> None
     assert code == 1 and time.perf_counter() - start < 10  # it used to loop forever
     assert "data.max_len: must be >= 1, got 0" in capsys.readouterr().err
     assert not out.exists()  # no half-made folder marked "running"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.name=transformer", "unknown model 'transformer'; known: ease, pop, sasrec, ur4rec"),
+        ("stages=[{name: s, train: [decoder]}]", "stages[0] (s).train: must name modules of"),
+        ("stages=[{name: s, train: [sasrec], objective: fused}]", "stages[0] (s).objective"),
+        ("model.name=ease", None),  # fine: a fitted model without stages
+    ],
+)
+def test_model_and_stages_are_checked_against_the_registry(
+    prepared, tmp_path: Path, override: str, message: str | None
+) -> None:
+    out = tmp_path / "run"
+    cfg = load_config(CONFIG, [override, "train.epochs=1"])
+    if message is None:
+        run.train(cfg, out, quiet=True)
+        assert (out / "summary.json").is_file()
+        return
+    with pytest.raises(Ur4recError, match=__import__("re").escape(message)):
+        run.train(cfg, out, quiet=True)
+    assert not out.exists()  # refused before a run folder is made
 
 
 def test_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:

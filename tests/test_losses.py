@@ -59,9 +59,9 @@ def test_each_loss_trains_sasrec(kind: str) -> None:
     sampler = NegativeSampler(6)
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     g = torch.Generator().manual_seed(0)
-    first = model.training_loss(inputs, targets, cfg, sampler, g)
+    first = model.next_item_loss(inputs, targets, cfg, sampler, g)
     for _ in range(30):
-        loss = model.training_loss(inputs, targets, cfg, sampler, g)
+        loss = model.next_item_loss(inputs, targets, cfg, sampler, g)
         opt.zero_grad()
         loss.backward()
         opt.step()

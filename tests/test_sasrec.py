@@ -1,8 +1,8 @@
 import torch
 
 from ur4rec.config import ModelConfig
+from ur4rec.data.batches import HistoryBatch
 from ur4rec.data.splits import PAD
-from ur4rec.eval.evaluator import HistoryBatch
 from ur4rec.models.sasrec import SASRec
 
 

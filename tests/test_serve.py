@@ -17,8 +17,8 @@ import uvicorn
 
 from ur4rec.cli import main
 from ur4rec.config import load_config
+from ur4rec.data.batches import HistoryBatch
 from ur4rec.data.prepare import prepare_dataset
-from ur4rec.eval.evaluator import HistoryBatch
 from ur4rec.serve.app import RecommendationsOut, create_app
 from ur4rec.serve.recommender import Recommender
 from ur4rec.train import run

@@ -79,7 +79,7 @@ def test_bfloat16_encoder_matches_float32_and_restores_threads() -> None:
         "A space adventure.",
     ]
     exact = TextEncoder(precision="float32").encode(texts)  # the corpus path
-    # A service's path (its own batches, lengths padded to a multiple of 32) agrees with it.
+    # A service's path (its own batches, lengths padded to a multiple of 16) agrees with it.
     served = TextEncoder(precision="float32").encode(texts, remember=False)
     np.testing.assert_allclose(served, exact, atol=1e-5)
     before = torch.get_num_threads()

@@ -7,8 +7,8 @@ import torch
 from ur4rec.cli import main
 from ur4rec.config import load_config
 from ur4rec.data.prepare import prepare_dataset
+from ur4rec.runs.checkpoint import CheckpointError, load_checkpoint
 from ur4rec.train import run
-from ur4rec.train.checkpoint import CheckpointError, load_checkpoint
 from ur4rec.train.trainer import ParamGroup, Trainer, lr_factor, read_log
 
 TINY = [

@@ -14,12 +14,12 @@ from ur4rec.config import (
     StageConfig,
     load_config,
 )
+from ur4rec.data.batches import HistoryBatch, TrainBatch
 from ur4rec.data.prepare import prepare_dataset
 from ur4rec.data.splits import PAD, make_split
-from ur4rec.eval.evaluator import HistoryBatch
+from ur4rec.data.windows import TrainWindows
 from ur4rec.models.ur4rec import UR4Rec
 from ur4rec.train.stages import configure
-from ur4rec.train.windows import TrainWindows
 
 N_USERS, N_ITEMS, TEXT_DIM, MAX_LEN = 5, 12, 16, 4
 
@@ -43,19 +43,19 @@ def batch() -> HistoryBatch:
     )
 
 
-def train_batch():
+def train_batch() -> TrainBatch:
     users = torch.tensor([0, 1])
     windows = torch.tensor([0, 1])
     inputs = torch.tensor([[PAD, 1, 2, 3], [4, 5, 6, 7]])
     targets = torch.tensor([[PAD, 2, 3, 4], [5, 6, 7, 8]])
-    return users, windows, inputs, targets
+    return TrainBatch(users, windows, inputs, targets)
 
 
 def step(model: UR4Rec, lr: float = 0.1) -> None:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr)
-    loss = model.training_loss(*train_batch(), torch.Generator().manual_seed(0))
+    loss = model.training_loss(train_batch(), torch.Generator().manual_seed(0))
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -195,7 +195,7 @@ def test_frozen_modules_do_not_change() -> None:
 def test_retriever_negative_options_train(loss: str) -> None:
     model = tiny_model(loss=loss, negatives=3)
     model.objective = "retriever"
-    value = model.training_loss(*train_batch(), torch.Generator().manual_seed(0))
+    value = model.training_loss(train_batch(), torch.Generator().manual_seed(0))
     assert torch.isfinite(value)
     value.backward()
 
@@ -400,7 +400,7 @@ def test_retriever_reads_a_text_per_training_position() -> None:
 
     def loss() -> float:
         model.eval()  # no dropout: the same inputs give the same loss
-        return model.training_loss(*train_batch(), torch.Generator().manual_seed(0)).item()
+        return model.training_loss(train_batch(), torch.Generator().manual_seed(0)).item()
 
     base = loss()
     embeddings[5] += 1.0
@@ -417,7 +417,7 @@ def test_retriever_reads_a_text_per_training_position() -> None:
 
 def test_snapshot_texts_need_template_user_texts(cyclic_folder: Path, tmp_path: Path) -> None:
     from ur4rec.errors import Ur4recError
-    from ur4rec.train.features import text_features
+    from ur4rec.text.features import text_features
 
     dataset, _ = prepare_dataset("ml-100k", source=cyclic_folder)
     path = tmp_path / "users.json"
@@ -465,9 +465,9 @@ def test_ease_prior_joins_the_fused_scores_with_its_own_weight() -> None:
     assert "prior" not in model.state_dict() and "fusion.prior_weight" in model.state_dict()
     # It plays no part in training.
     model.objective = "fused"
-    loss = model.training_loss(*train_batch(), torch.Generator().manual_seed(0))
+    loss = model.training_loss(train_batch(), torch.Generator().manual_seed(0))
     model.fusion.set_prior_weight(0.0)
-    again = model.training_loss(*train_batch(), torch.Generator().manual_seed(0))
+    again = model.training_loss(train_batch(), torch.Generator().manual_seed(0))
     assert loss.item() == again.item()
 
 
@@ -475,8 +475,8 @@ def test_calibration_with_the_prior_matches_a_plain_evaluation(
     cyclic_folder: Path,
 ) -> None:
     from ur4rec.eval.evaluator import Evaluator
-    from ur4rec.train.run import build
-    from ur4rec.train.stages import PRIOR_GRID, calibrate_fusion
+    from ur4rec.models.ur4rec import PRIOR_GRID
+    from ur4rec.runs import build
 
     dataset, _ = prepare_dataset("ml-100k", source=cyclic_folder)
     overrides = ["data.dataset=ml-100k", *TINY_UR4REC, "fusion.prior=ease", "fusion.method=fixed"]
@@ -484,7 +484,13 @@ def test_calibration_with_the_prior_matches_a_plain_evaluation(
                       overrides)  # fmt: skip
     model, split, _ = build(cfg, dataset)
     valid = Evaluator(dataset, split, "valid", "full")
-    weight, prior, metrics = calibrate_fusion(model, valid, "ndcg@10")
+    result = model.calibrate(valid, "ndcg@10", cfg.stages)
+    assert result is not None
+    weight, prior, metrics = (
+        result.chosen["sasrec_weight"],
+        result.chosen["prior_weight"],
+        result.metrics,
+    )
     assert 0.0 <= weight <= 1.0 and prior in PRIOR_GRID
     assert model.fusion.prior_weight.item() == pytest.approx(prior)
     plain = valid.evaluate(model)
@@ -512,7 +518,7 @@ def train_tiny(out: Path, stages: str, *overrides: str) -> dict:
 
 
 def test_an_untrained_retriever_gets_no_fusion_weight(cyclic_folder: Path, tmp_path: Path) -> None:
-    from ur4rec.train.stages import PRIOR_GRID
+    from ur4rec.models.ur4rec import PRIOR_GRID
 
     # SASRec and the EASE prior alone: a fused stage that trains only the fusion (lr 0) is
     # calibrated, but the retriever no stage trained is noise and must not get a share.
@@ -529,7 +535,7 @@ def test_an_untrained_retriever_gets_no_fusion_weight(cyclic_folder: Path, tmp_p
 def test_a_stage_that_cannot_beat_its_start_hands_the_start_on(
     cyclic_folder: Path, tmp_path: Path
 ) -> None:
-    from ur4rec.train.checkpoint import load_checkpoint
+    from ur4rec.runs.checkpoint import load_checkpoint
 
     prepare_dataset("ml-100k", source=cyclic_folder)
     # The second stage's learning rate is absurd: every epoch is worse than where it began.

@@ -16,7 +16,6 @@ from ur4rec.errors import Ur4recError
 from ur4rec.eval.baselines import BASELINES, EASE_RECENT, baseline_table, build_baseline
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.eval.metrics import DEFAULT_KS
-from ur4rec.models.ease import EASE
 from ur4rec.report_table import format_table
 
 METRIC_COLUMNS = ("hit@10", "ndcg@10", "mrr@10")
@@ -81,9 +80,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     evaluator = Evaluator(dataset, split, args.split, args.protocol, ks=args.ks)
     model = build_baseline(args.model, dataset, split.train, args.l2, args.recent)
     result = {"model": args.model, **evaluator.evaluate(model)}
-    if isinstance(model, EASE):
+    if args.model != "pop":
         result["lambda"] = args.l2
-        result["recent"] = model.recent
+        result["recent"] = getattr(model, "recent", 0)
     _print_metrics(result, args.json)
     return 0
 
@@ -374,7 +373,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ur4rec.eval.report import write_report
+    from ur4rec.report.build import write_report
 
     ablation = Path(args.ablation) if args.ablation else None
     path = write_report(Path(args.run_dir), args.data_dir, ablation)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from ur4rec.errors import Ur4recError
+from ur4rec.measures import metric_ok, protocol_ok
 
 
 class ConfigError(Ur4recError):
@@ -32,7 +33,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: Literal["sasrec", "ur4rec"] = "sasrec"
+    name: str = "sasrec"  # a registered model: sasrec, ur4rec, pop, ease (models/base.py)
     hidden: int = 64
     layers: int = 2
     heads: int = 2
@@ -128,6 +129,14 @@ class FusionConfig:
 
 
 @dataclass
+class EaseConfig:
+    """The ``ease`` model (the EASE prior inside UR4Rec has its own keys under fusion)."""
+
+    l2: float = 500.0
+    recent: int = 0  # >0: read only each user's last N items
+
+
+@dataclass
 class StageConfig:
     name: str = "stage"
     epochs: int = 50
@@ -136,25 +145,8 @@ class StageConfig:
     clip: dict[str, float] = field(default_factory=dict)  # per module; default train.clip_norm
     patience: int = 10
     metric: str = "ndcg@10"
-    objective: Literal["sasrec", "retriever", "fused"] = "fused"  # what is trained and scored
-
-
-def default_stages() -> list[StageConfig]:
-    """The report's four stages."""
-    return [
-        StageConfig("pretrain_sasrec", 200, ["sasrec"], objective="sasrec"),
-        StageConfig("pretrain_retriever", 200, ["retriever", "memory"], objective="retriever"),
-        StageConfig(
-            "joint_finetune", 30, ["sasrec", "retriever", "memory", "fusion"],
-            lr={"sasrec": 1e-4, "retriever": 3e-4, "memory": 3e-4, "fusion": 1e-3}, patience=5,
-        ),
-        StageConfig(
-            "end_to_end", 30, ["sasrec", "retriever", "memory", "fusion", "text_encoder"],
-            lr={"sasrec": 5e-5, "retriever": 1e-4, "memory": 1e-4, "fusion": 5e-4,
-                "text_encoder": 1e-5},
-            patience=5,
-        ),
-    ]  # fmt: skip
+    # What is trained and scored (the model's objectives; empty: the model's default).
+    objective: str = ""
 
 
 @dataclass
@@ -168,7 +160,9 @@ class RunConfig:
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
-    stages: list[StageConfig] = field(default_factory=default_stages)
+    ease: EaseConfig = field(default_factory=EaseConfig)
+    # Training in stages (each trains some modules under an objective); none: one plain run.
+    stages: list[StageConfig] = field(default_factory=list)
 
 
 def _type_name(tp: Any) -> str:
@@ -330,10 +324,6 @@ def load_config(
     return config
 
 
-# Module names a stage may train; models/ur4rec.py checks its own list against this one.
-STAGE_MODULES = ("sasrec", "retriever", "memory", "fusion", "text_encoder")
-
-
 def _check(problems: list[str], ok: bool, key: str, rule: str, value: Any) -> None:
     if not ok:
         problems.append(f"{key}: must be {rule}, got {value!r}")
@@ -341,23 +331,6 @@ def _check(problems: list[str], ok: bool, key: str, rule: str, value: Any) -> No
 
 def _finite(value: float) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
-
-
-def _metric_ok(name: str) -> bool:
-    from ur4rec.eval.metrics import DEFAULT_KS, METRICS  # imported here: eval imports config
-
-    kind, _, k = name.partition("@")
-    return kind in METRICS and k.isdigit() and int(k) in DEFAULT_KS
-
-
-def _protocol_ok(text: str) -> bool:
-    from ur4rec.eval.protocols import parse_protocol
-
-    try:
-        parse_protocol(text)
-    except Ur4recError:
-        return False
-    return True
 
 
 def validate(cfg: RunConfig) -> None:
@@ -392,8 +365,8 @@ def validate(cfg: RunConfig) -> None:
     _check(p, t.patience >= 0, "train.patience", ">= 0 (0 disables)", t.patience)
     _check(p, t.eval_every >= 1, "train.eval_every", ">= 1", t.eval_every)
     metric_rule = "one of hit/ndcg/mrr @ 5/10/20, e.g. ndcg@10"
-    _check(p, _metric_ok(t.metric), "train.metric", metric_rule, t.metric)
-    _check(p, _protocol_ok(t.eval_protocol), "train.eval_protocol",
+    _check(p, metric_ok(t.metric), "train.metric", metric_rule, t.metric)
+    _check(p, protocol_ok(t.eval_protocol), "train.eval_protocol",
            "full, seed, sampled:N or popsampled:N", t.eval_protocol)  # fmt: skip
     _check(p, tx.trainable_layers >= 0, "text.trainable_layers", ">= 0", tx.trainable_layers)
     _check(p, tx.user_text_every >= 0, "text.user_text_every", ">= 0", tx.user_text_every)
@@ -419,20 +392,19 @@ def validate(cfg: RunConfig) -> None:
            f.prior_recent)  # fmt: skip
     _check(p, _finite(f.prior_l2) and f.prior_l2 > 0, "fusion.prior_l2", "a finite number > 0",
            f.prior_l2)  # fmt: skip
-    if m.name == "ur4rec" and not cfg.stages:
-        p.append("stages: a ur4rec run needs at least one stage")
+    _check(p, bool(m.name.strip()), "model.name", "a model name", m.name)
+    _check(p, _finite(cfg.ease.l2) and cfg.ease.l2 > 0, "ease.l2", "a finite number > 0",
+           cfg.ease.l2)  # fmt: skip
+    _check(p, cfg.ease.recent >= 0, "ease.recent", ">= 0 (0: whole history)", cfg.ease.recent)
     for i, stage in enumerate(cfg.stages):
         key = f"stages[{i}] ({stage.name})"
         _check(p, stage.epochs >= 1, f"{key}.epochs", ">= 1", stage.epochs)
         _check(p, stage.patience >= 0, f"{key}.patience", ">= 0", stage.patience)
-        _check(p, _metric_ok(stage.metric), f"{key}.metric", metric_rule, stage.metric)
-        unknown = [name for name in stage.train if name not in STAGE_MODULES]
-        _check(p, bool(stage.train) and not unknown, f"{key}.train",
-               f"a non-empty list of {', '.join(STAGE_MODULES)}", stage.train)  # fmt: skip
+        _check(p, metric_ok(stage.metric), f"{key}.metric", metric_rule, stage.metric)
+        # Which module names exist depends on the model: models.check_config checks them.
+        _check(p, bool(stage.train), f"{key}.train", "a non-empty list of modules", stage.train)
         for table in ("lr", "clip"):
             for name, value in getattr(stage, table).items():
-                _check(p, name in STAGE_MODULES, f"{key}.{table}.{name}",
-                       f"keyed by one of {', '.join(STAGE_MODULES)}", name)  # fmt: skip
                 # A stage lr of 0 is allowed: a stage that only calibrates the fusion uses it.
                 ok = _finite(value) and value >= 0
                 _check(p, ok, f"{key}.{table}.{name}", "a finite number >= 0", value)

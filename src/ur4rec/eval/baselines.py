@@ -1,17 +1,16 @@
-"""Non-sequential baselines, scored through the same evaluator as every model."""
+"""Non-sequential baselines (the ``pop`` and ``ease`` models), by their table names."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
+from ur4rec.config import EaseConfig, RunConfig
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.prepare import open_dataset
-from ur4rec.data.splits import Prefixes, interaction_counts, make_split
+from ur4rec.data.splits import Prefixes, make_split
 from ur4rec.errors import Ur4recError
-from ur4rec.eval.evaluator import Evaluator, HistoryBatch, Scorer
-from ur4rec.models.ease import EASE
+from ur4rec.eval.evaluator import Evaluator, Scorer
+from ur4rec.models import ModelInputs, build_model
 
 BASELINES = ("pop", "ease", "ease-recent")
 # EASE over each user's last 3 items, lambda 500: chosen on ml-100k-seed's validation split
@@ -19,27 +18,21 @@ BASELINES = ("pop", "ease", "ease-recent")
 EASE_RECENT = 3
 
 
-class Popularity:
-    """Scores every item by how often it occurs in the training part."""
-
-    def __init__(self, dataset: Dataset, train: Prefixes) -> None:
-        self.counts = torch.from_numpy(interaction_counts(dataset, train)).to(torch.float32)
-
-    def score(self, batch: HistoryBatch) -> torch.Tensor:
-        return self.counts.expand(len(batch.users), -1).clone()
-
-
 def build_baseline(
     name: str, dataset: Dataset, train: Prefixes, l2: float = 500.0, recent: int | None = None
 ) -> Scorer:
     """``recent``: how many of the last items EASE reads (0: all; default: 0 for ``ease``,
     EASE_RECENT for ``ease-recent``)."""
+    if name not in BASELINES:
+        raise Ur4recError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+    cfg = RunConfig()
     if name == "pop":
-        return Popularity(dataset, train)
-    if name in ("ease", "ease-recent"):
+        cfg.model.name = "pop"
+    else:
         default = EASE_RECENT if name == "ease-recent" else 0
-        return EASE(dataset, train, l2=l2, recent=default if recent is None else recent)
-    raise Ur4recError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+        cfg.model.name = "ease"
+        cfg.ease = EaseConfig(l2=l2, recent=default if recent is None else recent)
+    return build_model(ModelInputs(cfg, dataset, train))
 
 
 def baseline_table(

@@ -7,30 +7,18 @@ finite: a NaN or an infinity is an error naming the users, never a hit or a miss
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Protocol as TypingProtocol
 
 import numpy as np
 import torch
 
+from ur4rec.data.batches import HistoryBatch
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.splits import PAD, Split, interaction_counts, padded_prefixes, targets
 from ur4rec.errors import NonFiniteScoresError
 from ur4rec.eval.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
-from ur4rec.eval.protocols import Protocol, draw_negatives, parse_protocol
-
-
-@dataclass(frozen=True)
-class HistoryBatch:
-    """Users and their input histories: ``items`` is [B, L], left-padded with PAD (-1), the
-    most recent item in the last column."""
-
-    users: torch.Tensor  # int64 [B]
-    items: torch.Tensor  # int64 [B, L]
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        return (self.items != PAD).sum(dim=1)
+from ur4rec.eval.protocols import draw_negatives
+from ur4rec.measures import Protocol, parse_protocol
 
 
 class Scorer(TypingProtocol):

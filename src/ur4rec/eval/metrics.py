@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-DEFAULT_KS = (5, 10, 20)
-METRICS = ("hit", "ndcg", "mrr")
+from ur4rec.measures import DEFAULT_KS
 
 
 def target_ranks(candidate_scores: torch.Tensor, target_scores: torch.Tensor) -> torch.Tensor:

@@ -13,42 +13,14 @@ size sees the same candidate sets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from ur4rec.errors import Ur4recError
+from ur4rec.measures import Protocol
 
 CANDIDATE_SEED = 20240607
 BLOCK = 1024  # users per random block; fixed so candidates do not depend on batch size
-SEED_NEGATIVES = 99
-
-
-@dataclass(frozen=True)
-class Protocol:
-    kind: str  # full | seed | sampled | popsampled
-    negatives: int = 0
-
-    @property
-    def name(self) -> str:
-        return self.kind if self.kind in ("full", "seed") else f"{self.kind}:{self.negatives}"
-
-    @property
-    def excludes_history(self) -> bool:
-        return self.kind != "seed"
-
-
-def parse_protocol(text: str) -> Protocol:
-    """'full', 'seed', 'sampled:N' or 'popsampled:N'."""
-    kind, _, count = text.strip().partition(":")
-    if kind in ("full", "seed") and not count:
-        return Protocol(kind, SEED_NEGATIVES if kind == "seed" else 0)
-    if kind in ("sampled", "popsampled"):
-        if not count.isdigit() or int(count) < 1:
-            raise Ur4recError(f"protocol {text!r}: N in {kind}:N must be a positive integer")
-        return Protocol(kind, int(count))
-    raise Ur4recError(f"unknown protocol {text!r}; use full, seed, sampled:N or popsampled:N")
 
 
 def draw_negatives(

@@ -13,7 +13,6 @@ import torch
 
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.splits import PAD, Prefixes, prefix_mask
-from ur4rec.eval.evaluator import HistoryBatch
 
 
 def ease_weights(dataset: Dataset, train: Prefixes, l2: float = 500.0) -> torch.Tensor:
@@ -39,16 +38,3 @@ def recent_item_scores(weights: torch.Tensor, items: torch.Tensor, recent: int =
     row, col = torch.nonzero(items != PAD, as_tuple=True)
     history[row, items[row, col]] = 1.0
     return history @ weights
-
-
-class EASE:
-    """EASE as a scorer for the evaluator (``recent`` > 0: the last ``recent`` items only)."""
-
-    def __init__(
-        self, dataset: Dataset, train: Prefixes, l2: float = 500.0, recent: int = 0
-    ) -> None:
-        self.weights = ease_weights(dataset, train, l2)
-        self.recent = recent
-
-    def score(self, batch: HistoryBatch) -> torch.Tensor:
-        return recent_item_scores(self.weights, batch.items, self.recent)

@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ur4rec.config import LossConfig, ModelConfig
-from ur4rec.data.splits import PAD
-from ur4rec.eval.evaluator import HistoryBatch
+from ur4rec.config import LossConfig, ModelConfig, RunConfig
+from ur4rec.data.batches import HistoryBatch, TrainBatch
+from ur4rec.data.splits import PAD, interaction_counts
 from ur4rec.models import losses
+from ur4rec.models.base import ModelInputs, RecModel, register
 from ur4rec.models.cache import ItemVectorCache
 
 
@@ -71,9 +72,24 @@ class Block(nn.Module):
         return self.norm2(x + self.ff(x))
 
 
-class SASRec(ItemVectorCache):
+def describe_sasrec(cfg: RunConfig) -> str:
+    m = cfg.model
+    return (
+        f"SASRec, a causal transformer over the user's last {cfg.data.max_len} items "
+        f"({m.layers} layers, {m.heads} heads, hidden size {m.hidden}), scoring every item by a "
+        "dot product with its embedding"
+    )
+
+
+@register
+class SASRec(ItemVectorCache, RecModel):
     """Item ID embeddings (+ optional item side features) -> causal transformer -> dot
     product with the same item vectors."""
+
+    name = "sasrec"
+    objectives = ("sasrec",)
+    modules = ("sasrec",)
+    branches = ("sasrec",)
 
     def __init__(
         self,
@@ -97,6 +113,21 @@ class SASRec(ItemVectorCache):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.final_norm = nn.LayerNorm(cfg.hidden) if cfg.norm == "pre" else nn.Identity()
         self.apply(self._init_weights)
+        # The training loss, when it trains on its own (build); a component of another
+        # model is trained by that model's loss.
+        self.loss_cfg = LossConfig()
+        self.sampler: NegativeSampler | None = None
+
+    @classmethod
+    def build(cls, inputs: ModelInputs) -> SASRec:
+        cfg = inputs.cfg
+        model = cls(inputs.dataset.n_items, cfg.data.max_len, cfg.model)
+        popularity = None
+        if cfg.loss.sampler == "popularity":
+            popularity = torch.from_numpy(interaction_counts(inputs.dataset, inputs.train))
+        model.loss_cfg = cfg.loss
+        model.sampler = NegativeSampler(inputs.dataset.n_items, popularity)
+        return model
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -143,10 +174,39 @@ class SASRec(ItemVectorCache):
         order = torch.argsort((items != PAD).to(torch.int8), dim=1, stable=True)
         return items.gather(1, order)[:, -self.max_len :]
 
+    # -- the model interface ------------------------------------------------------------
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         return self.user_vectors(batch.items) @ self.item_vectors().T
 
-    def training_loss(
+    def user_states(
+        self, batch: HistoryBatch, user_text: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        return {"sasrec_state": self.user_vectors(batch.items)}
+
+    def scores_from_states(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        scores = states["sasrec_state"] @ self.item_vectors().T
+        return {"score": scores, "sasrec": scores}
+
+    def item_space(self) -> torch.Tensor:
+        return self.item_vectors()
+
+    def describe_config(self, cfg: RunConfig) -> str:
+        return f"{describe_sasrec(cfg)}. It reads item ids only, no text."
+
+    def prepare_for_inference(self) -> None:
+        self.cache_item_vectors()
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"sasrec": list(self.parameters())}
+
+    def training_loss(self, batch: TrainBatch, generator: torch.Generator) -> torch.Tensor:
+        if self.sampler is None:
+            self.sampler = NegativeSampler(self.n_items)
+        return self.next_item_loss(
+            batch.inputs, batch.targets, self.loss_cfg, self.sampler, generator
+        )
+
+    def next_item_loss(
         self,
         inputs: torch.Tensor,
         targets: torch.Tensor,

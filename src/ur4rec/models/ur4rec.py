@@ -1,37 +1,51 @@
 """UR4Rec: SASRec and the text preference retriever, with memory, fused.
 
 ``objective`` selects what is trained and scored: ``sasrec`` alone, ``retriever`` alone, or
-``fused`` (both branches, normalised and combined by the fusion module). The four-stage
-schedule in ``train/stages.py`` moves through them.
+``fused`` (both branches, normalised and combined by the fusion module). A staged config
+(``stages:``) moves through them; after a fused stage, fixed or scalar fusion weights are
+chosen on validation (``calibrate``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ur4rec.config import (
-    STAGE_MODULES,
     FusionConfig,
     MemoryConfig,
     ModelConfig,
     RetrieverConfig,
+    RunConfig,
+    StageConfig,
 )
+from ur4rec.data.batches import HistoryBatch, TrainBatch
 from ur4rec.data.splits import PAD
-from ur4rec.eval.evaluator import HistoryBatch
 from ur4rec.models import losses
-from ur4rec.models.ease import recent_item_scores
+from ur4rec.models.base import Calibration, ModelInputs, RecModel, ValidationSet, register
+from ur4rec.models.ease import ease_weights, recent_item_scores
 from ur4rec.models.fusion import Fusion
 from ur4rec.models.memory import WindowMemory
 from ur4rec.models.retriever import CoAttentionReranker, Retriever
-from ur4rec.models.sasrec import SASRec
+from ur4rec.models.sasrec import SASRec, describe_sasrec
 
-OBJECTIVES = ("sasrec", "retriever", "fused")
-MODULES = STAGE_MODULES  # what a stage may name in `train`
+OBJECTIVES = ("fused", "sasrec", "retriever")  # the first is the default
+SASREC_GRID = tuple(step / 20 for step in range(21))  # SASRec's fusion weight: 0, 0.05, .., 1
+PRIOR_GRID = tuple(step / 10 for step in range(11))  # the EASE prior's weight: 0, 0.1, .., 1
 
 
-class UR4Rec(nn.Module):
+@register
+class UR4Rec(RecModel):
+    name = "ur4rec"
+    uses_text = True
+    objectives = OBJECTIVES
+    modules = ("sasrec", "retriever", "memory", "fusion", "text_encoder")
+    branches = ("sasrec", "retriever", "prior")
+
     def __init__(
         self,
         n_users: int,
@@ -62,12 +76,46 @@ class UR4Rec(nn.Module):
         self.user_texts = user_texts
         self.objective = "fused"
         self.write_memory = False
+        self.fusion_cfg = fusion_cfg
         # EASE's item-item matrix (fusion.prior): fitted from the data at build, not saved.
         self.register_buffer("prior", prior, persistent=False)
         self.prior_recent = fusion_cfg.prior_recent
         # Per-position preference texts for training (set_training_user_texts).
         self.register_buffer("train_user_text", None, persistent=False)
         self.register_buffer("train_user_text_rows", None, persistent=False)
+
+    @classmethod
+    def build(cls, inputs: ModelInputs) -> UR4Rec:
+        cfg, dataset, texts, windows = inputs.cfg, inputs.dataset, inputs.texts, inputs.windows
+        if texts is None:
+            raise ValueError("UR4Rec needs text features")
+        encoder = None
+        if cfg.text.trainable_layers > 0:
+            from ur4rec.text.encoder import TrainableTextEncoder
+
+            encoder = TrainableTextEncoder(cfg.text.encoder, cfg.text.trainable_layers)
+        prior = None
+        if cfg.fusion.prior == "ease":
+            prior = ease_weights(dataset, inputs.train, cfg.fusion.prior_l2)
+        model = cls(
+            dataset.n_users, dataset.n_items, cfg.data.max_len, cfg.model, cfg.retriever,
+            cfg.fusion, cfg.memory, texts.item, texts.user, len(windows) if windows else 0,
+            text_encoder=encoder, user_texts=texts.user_texts, prior=prior,
+        )  # fmt: skip
+        model.fusion_cfg = cfg.fusion
+        if model.memory is not None and windows is not None:
+            model.memory.bind(windows.later, windows.last_window)
+        if texts.snapshots is not None and windows is not None:
+            from ur4rec.text.corpus import snapshot_rows
+
+            rows = snapshot_rows(
+                windows.users.numpy(),
+                windows.positions[:, 1:].numpy(),
+                texts.snapshot_first_row,
+                cfg.text.user_text_every,
+            )
+            model.set_training_user_texts(texts.snapshots, torch.from_numpy(rows))
+        return model
 
     def set_training_user_texts(self, embeddings: torch.Tensor, rows: torch.Tensor) -> None:
         """Preference texts for training positions: ``rows[w, j]`` indexes ``embeddings`` with
@@ -78,7 +126,7 @@ class UR4Rec(nn.Module):
         self.register_buffer("train_user_text_rows", rows.long(), persistent=False)
 
     # -- modules, for the stages ------------------------------------------------------
-    def module_parameters(self) -> dict[str, list[nn.Parameter]]:
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         groups: dict[str, list[nn.Parameter]] = {
             "sasrec": list(self.sasrec.parameters()),
             "retriever": list(self.retriever.parameters())
@@ -94,6 +142,50 @@ class UR4Rec(nn.Module):
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         self.fusion.set_progress(epoch / max(epochs - 1, 1))
+
+    def set_objective(self, objective: str) -> None:
+        super().set_objective(objective)
+        self.objective = objective or OBJECTIVES[0]
+
+    def begin_stage(self, objective: str, modules: list[str]) -> None:
+        self.set_objective(objective)
+        self.write_memory = "memory" in modules
+
+    def calibrate(
+        self, valid: ValidationSet, metric: str, stages: Sequence[StageConfig]
+    ) -> Calibration | None:
+        """After a fused stage with fixed or scalar fusion: SASRec's weight (SASREC_GRID; 1
+        alone while no stage has trained the retriever, which is noise until then) and, with
+        an EASE prior, the prior's weight (PRIOR_GRID), chosen on validation."""
+        cfg = self.fusion_cfg
+        if not (stages[-1].objective in ("", "fused") and cfg.calibrate):
+            return None
+        if cfg.method not in ("fixed", "scalar"):
+            return None
+        trained = any("retriever" in s.train for s in stages)
+        self.eval()
+        self.objective = "fused"
+        with torch.inference_mode():
+            cached = [self.branch_scores(batch) for _, batch in valid.batches()]
+        priors: tuple[float | None, ...] = PRIOR_GRID if self.prior is not None else (None,)
+        best: Calibration | None = None
+        for weight in SASREC_GRID if trained else (1.0,):
+            for prior in priors:
+                chosen = {"sasrec_weight": weight}
+                if prior is not None:
+                    chosen["prior_weight"] = prior
+                self.apply_calibration(chosen)
+                metrics = _metrics(valid.evaluate(_ReplayedBranches(self, cached)))
+                if best is None or metrics[metric] > best.metrics[metric]:
+                    best = Calibration(chosen, metrics)
+        assert best is not None
+        self.apply_calibration(best.chosen)
+        return best
+
+    def apply_calibration(self, chosen: dict[str, float]) -> None:
+        self.fusion.set_weight(chosen["sasrec_weight"])
+        if "prior_weight" in chosen:
+            self.fusion.set_prior_weight(chosen["prior_weight"])
 
     # -- branches ---------------------------------------------------------------------
     def _user_text(self, users: torch.Tensor) -> torch.Tensor | None:
@@ -179,15 +271,81 @@ class UR4Rec(nn.Module):
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         return self.combine(self.branch_scores(batch))
 
-    # -- training ---------------------------------------------------------------------
-    def training_loss(
+    # -- the model interface, for serving ---------------------------------------------
+    def user_states(
+        self, batch: HistoryBatch, user_text: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        out = self.branch_scores(batch, user_text=user_text)
+        if self.reranker is None:  # the scores follow from the states: recomputed later
+            out.pop("sasrec", None)
+            out.pop("retriever", None)
+        return out
+
+    def scores_from_states(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = dict(states)
+        if "sasrec_state" in out and "sasrec" not in out:
+            out["sasrec"] = out["sasrec_state"] @ self.sasrec.item_vectors().T
+        if "retriever_state" in out and "retriever" not in out:
+            out["retriever"] = self.retriever.logits(out["retriever_state"])
+        out["score"] = self.combine(out)
+        return out
+
+    @property
+    def states_per_user(self) -> bool:
+        return self.reranker is None  # the reranker reads each history
+
+    def known_user_texts(self) -> list[str] | None:
+        return self.user_texts
+
+    def preference_vectors(
         self,
         users: torch.Tensor,
-        windows: torch.Tensor,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
+        texts: list[str | None],
+        vectors: list[torch.Tensor | None],
+    ) -> torch.Tensor | None:
+        if self.text_encoder is not None:  # its last layers were trained: use them
+            return self.text_encoder(list(texts))
+        stored = self.retriever.user_text
+        return torch.stack(
+            [stored[int(u)] if v is None else v for u, v in zip(users, vectors, strict=True)]
+        )
+
+    def item_space(self) -> torch.Tensor:
+        return self.retriever.item_vectors()
+
+    def item_text_vectors(self) -> torch.Tensor | None:
+        return self.retriever.item_text
+
+    def describe_config(self, cfg: RunConfig) -> str:
+        r = cfg.retriever
+        text = (
+            f"UR4Rec: {describe_sasrec(cfg)}, fused with a text preference retriever. The "
+            "retriever matches a user vector (built from the user's preference text and the "
+            "items so far, encoded by the sentence encoder) against every item's description "
+            f"vector by cosine similarity; {r.experts} expert heads mixed by a router and "
+            f"{r.proxies} learned proxy tokens shape the user vector. Both branches' scores are "
+            f"standardised per user and mixed by the `{cfg.fusion.method}` fusion method."
+        )
+        if cfg.fusion.prior == "ease":
+            text += (
+                " A third branch that never trains, EASE fitted on the training part and "
+                f"reading the user's last {cfg.fusion.prior_recent} items, is added at scoring "
+                "time with a weight chosen on validation."
+            )
+        return text
+
+    def describe(self) -> dict[str, Any]:
+        if self.prior is None:
+            return {}
+        return {"prior_weight": round(float(self.fusion.prior_weight), 4)}
+
+    def prepare_for_inference(self) -> None:
+        self.sasrec.cache_item_vectors()
+        self.retriever.cache_item_vectors()
+
+    # -- training ---------------------------------------------------------------------
+    def training_loss(self, batch: TrainBatch, generator: torch.Generator) -> torch.Tensor:
+        users, windows, inputs, targets = batch.users, batch.windows, batch.inputs, batch.targets
         keep = targets != PAD
         target = targets[keep]
         loss = torch.zeros(())
@@ -235,3 +393,20 @@ class UR4Rec(nn.Module):
         pos = logits.gather(1, target[:, None]).squeeze(1)
         neg = logits.gather(1, negatives)
         return losses.sampled_softmax(pos, neg, negatives != target[:, None])
+
+
+def _metrics(result: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in result.items() if "@" in k}
+
+
+class _ReplayedBranches:
+    """Replays the branch scores of each validation batch, in the evaluator's order, so that
+    only the fusion weights change between calibration points."""
+
+    def __init__(self, model: UR4Rec, cached: list[dict[str, torch.Tensor]]) -> None:
+        self.model, self.cached, self.batch = model, cached, 0
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        out = dict(self.cached[self.batch])
+        self.batch += 1
+        return self.model.combine(out)

@@ -1,6 +1,7 @@
 """Recommendations from a trained run: top-k unseen items, per-branch scores, explanations.
 
-A :class:`Recommender` loads a run folder once (any model: SASRec or UR4Rec) and precomputes
+A :class:`Recommender` loads a run folder once (any model, through the model interface) and
+precomputes
 every item's vectors and every known user's vectors (a known user's history does not change
 while serving), so a request for a known user is one product with the item matrices; a new
 user's history is run through the model. Known users are scored on their whole history (every
@@ -26,9 +27,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ur4rec.data.batches import HistoryBatch
 from ur4rec.data.splits import PAD
 from ur4rec.errors import Ur4recError
-from ur4rec.eval.evaluator import HistoryBatch
 from ur4rec.text.history import SeenItem, UserHistory
 from ur4rec.text.templates import display_title, user_text
 
@@ -157,8 +158,8 @@ class Recommender:
         the sentence encoder now rather than on the first request that needs it;
         ``encoder_precision`` (float32, bfloat16 or auto) and ``encoder_threads``: how the
         sentence encoder runs for new texts (see :class:`TextEncoder`)."""
+        from ur4rec.runs.load import load_run
         from ur4rec.text.encoder import resolve_precision
-        from ur4rec.train.run import load_run  # the training stack is only needed to load
 
         self.run_dir = Path(run_dir)
         self.cfg, self.dataset, self.model = load_run(self.run_dir, data_dir, checkpoint)
@@ -173,21 +174,14 @@ class Recommender:
         self._template_titles = self.cfg.text.user_texts != "template-aspects"
         # no_grad, not inference_mode: these tensors outlive the block and may meet autograd.
         with torch.no_grad():
-            if self.kind == "ur4rec":
-                self.model.sasrec.cache_item_vectors()
-                space = self.model.retriever.cache_item_vectors()
-                self.item_text = self.model.retriever.item_text  # sentence-encoder space
-            else:
-                space = self.model.cache_item_vectors()
-                self.item_text = None
+            self.model.prepare_for_inference()
+            self.item_text = self.model.item_text_vectors()  # sentence-encoder space, or None
             # Explanations' "nearest history item" is measured in the model's own item space.
-            self.item_space = F.normalize(space, dim=-1)
+            self.item_space = F.normalize(self.model.item_space(), dim=-1)
             self._known_states = self._precompute_known_users()
-        self._prior_weight: float | None = None
-        if self.kind == "ur4rec" and self.model.prior is not None:
-            self._prior_weight = round(float(self.model.fusion.prior_weight), 4)
+        self._prior_weight: float | None = self.model.describe().get("prior_weight")
         self.titles = [display_title(info) for info in self.dataset.item_info]
-        if preload_encoder and self.kind == "ur4rec":
+        if preload_encoder and self.model.uses_text:
             self._encode(["warm-up"])  # loads the model and runs it once
 
     # -- ids ------------------------------------------------------------------------------
@@ -228,9 +222,8 @@ class Recommender:
         cases = []
         for raw, count in zip(raw_user_ids, ks, strict=True):
             user = self.user_index(raw)
-            text = None
-            if self.kind == "ur4rec" and self.model.user_texts is not None:
-                text = self.model.user_texts[user]
+            known_texts = self.model.known_user_texts()
+            text = known_texts[user] if known_texts is not None else None
             history = self.dataset.sequence(user).tolist()
             cases.append(_Case(user, history, count, explain, text, None, str(raw)))
         return self._recommend(cases)
@@ -257,16 +250,16 @@ class Recommender:
                 raise Ur4recError("the history is empty: give at least one item id")
             history = self.item_indices(query.items)
             text, note = query.text, []
-            if self.kind == "ur4rec" and text is None:
+            if self.model.uses_text and text is None:
                 text = user_text(self._ad_hoc_history(history), titles=self._template_titles)
                 note.append("no preference text given: written from the history by the template")
-            elif self.kind != "ur4rec":
+            elif not self.model.uses_text:
                 text = None
                 if query.text is not None:
                     note.append("this run has no text side: the preference text is not used")
             cases.append(_Case(-1, history, query.k, query.explain, text, None, None))
             notes.append(note)
-        if self.kind == "ur4rec" and cases:
+        if self.model.uses_text and cases:
             vectors = self._encode([case.text or "" for case in cases])
             for case, vector in zip(cases, vectors, strict=True):
                 case.text_vector = vector
@@ -345,37 +338,28 @@ class Recommender:
         recent = [case.history[-self.max_len :] for case in cases]
         width = max(len(r) for r in recent)
         items = torch.tensor([[PAD] * (width - len(r)) + r for r in recent], dtype=torch.long)
-        batch = HistoryBatch(torch.tensor([case.user for case in cases]), items)
-        if self.kind == "ur4rec":
-            out = self.model.branch_scores(batch, user_text=self._text_vectors(cases))
-            if self.model.reranker is None:  # scores follow from the states: recomputed later
-                out.pop("sasrec", None)
-                out.pop("retriever", None)
-            return out
-        return {"sasrec_state": self.model.user_vectors(batch.items)}
+        users = torch.tensor([case.user for case in cases])
+        text = None
+        if any(case.text_vector is not None for case in cases):
+            text = self.model.preference_vectors(
+                users, [c.text for c in cases], [c.text_vector for c in cases]
+            )
+        return self.model.user_states(HistoryBatch(users, items), user_text=text)
 
     def _scores(
         self, out: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
         """(model scores, per-branch scores, router weights, fusion weight) from user states,
         as the model's own scoring computes them."""
-        if self.kind != "ur4rec":
-            scores = out["sasrec_state"] @ self.model.item_vectors().T
-            return scores, {"sasrec": scores}, None, None
-        out = dict(out)
-        if "sasrec_state" in out and "sasrec" not in out:
-            out["sasrec"] = out["sasrec_state"] @ self.model.sasrec.item_vectors().T
-        if "retriever_state" in out and "retriever" not in out:
-            out["retriever"] = self.model.retriever.logits(out["retriever_state"])
-        scores = self.model.combine(out)
-        branches = {b: out[b] for b in ("sasrec", "retriever", "prior") if b in out}
-        return scores, branches, out.get("router"), out.get("sasrec_weight")
+        out = self.model.scores_from_states(out)
+        branches = {b: out[b] for b in self.model.branches if b in out}
+        return out["score"], branches, out.get("router"), out.get("sasrec_weight")
 
     def _precompute_known_users(self, batch_size: int = 256) -> dict[str, torch.Tensor] | None:
         """Every known user's states, once: their histories do not change while serving, so a
         request for one is the product of its user vectors with the item matrices."""
-        if self.kind == "ur4rec" and self.model.reranker is not None:
-            return None  # the reranker reads each history: no shortcut
+        if not self.model.states_per_user:
+            return None  # scoring reads each history: no shortcut
         states: dict[str, list[torch.Tensor]] = {}
         for start in range(0, self.dataset.n_users, batch_size):
             users = range(start, min(start + batch_size, self.dataset.n_users))
@@ -386,17 +370,6 @@ class Recommender:
             for name, value in self._user_states(cases).items():
                 states.setdefault(name, []).append(value)
         return {name: torch.cat(parts) for name, parts in states.items()}
-
-    def _text_vectors(self, cases: list[_Case]) -> torch.Tensor | None:
-        """Preference-text embeddings for the batch, or None when every user is known."""
-        if all(case.text_vector is None for case in cases):
-            return None
-        if self.model.text_encoder is not None:  # its last layers were trained: use them
-            return self.model.text_encoder([case.text for case in cases])
-        stored = self.model.retriever.user_text
-        return torch.stack(
-            [stored[c.user] if c.text_vector is None else c.text_vector for c in cases]
-        )
 
     # -- explanations ---------------------------------------------------------------------
     def _encode(self, texts: list[str]) -> torch.Tensor:

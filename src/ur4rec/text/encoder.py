@@ -209,7 +209,7 @@ class TextEncoder:
             torch.set_num_threads(previous)
 
 
-PAD_TO = 32
+PAD_TO = 16
 
 
 def _pad_length(features: dict[str, Any]) -> dict[str, Any]:

@@ -1,13 +1,10 @@
-"""A training run from a config to a run folder, resumable, and evaluation of a finished one.
-
-Run folder: ``config.yaml`` (resolved), ``run.json`` (data hash, sizes, status), ``log.jsonl``
-(one row per epoch), ``best.pt`` and ``last.pt``, ``summary.json`` once finished.
-"""
+"""A training run from a config to a run folder (runs/layout.py), resumable, and evaluation of
+a finished one. A config with stages trains stage by stage (train/stages.py); one without
+trains all of the model at once; a fitted model (popularity, EASE) is fitted and evaluated."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -15,102 +12,40 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from ur4rec import __version__
-from ur4rec.config import LossConfig, RunConfig, dump_config, load_config, validate
+from ur4rec.config import RunConfig, dump_config
+from ur4rec.config import validate as validate_config
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.prepare import open_dataset
-from ur4rec.data.splits import Split, interaction_counts, make_split
+from ur4rec.data.splits import make_split
 from ur4rec.errors import Ur4recError
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_json, atomic_write_text
-from ur4rec.models import build_model
-from ur4rec.models.sasrec import NegativeSampler, SASRec
-from ur4rec.train.trainer import (
+from ur4rec.models import check_config
+from ur4rec.runs.checkpoint import save_checkpoint
+from ur4rec.runs.layout import (
     BEST,
+    CONFIG,
     LAST,
     LOG_FILE,
-    FitState,
-    LossFn,
-    Trainer,
+    RUN_FILES,
+    SUMMARY,
     load_state_into,
+    write_run_info,
 )
-from ur4rec.train.windows import TrainWindows
+from ur4rec.runs.load import build, load_run, open_run
+from ur4rec.train.trainer import FitState, Trainer
+
+
+def validate(cfg: RunConfig) -> None:
+    """Every check a config can have before anything runs: its values, and its model and
+    stages against the model registry."""
+    validate_config(cfg)
+    check_config(cfg)
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.data.dataset}-{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def sasrec_loss(model: SASRec, loss: LossConfig, sampler: NegativeSampler) -> LossFn:
-    def loss_fn(users, windows, inputs, targets, generator):
-        return model.training_loss(inputs, targets, loss, sampler, generator)
-
-    return loss_fn
-
-
-def build(
-    cfg: RunConfig, dataset: Dataset, data_dir: str | None = None
-) -> tuple[torch.nn.Module, Split, TrainWindows]:
-    """The model (freshly initialised from the seed), the split and the training windows."""
-    split = make_split(dataset, cfg.data.scheme)
-    windows = TrainWindows(dataset, split.train, cfg.data.max_len)
-    texts = None
-    if cfg.model.name == "ur4rec":
-        from ur4rec.train.features import text_features
-
-        texts = text_features(cfg, dataset, data_dir)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, dataset, texts, len(windows), split.train)
-    memory = getattr(model, "memory", None)
-    if memory is not None:
-        memory.bind(windows.later, windows.last_window)
-    if texts is not None and texts.snapshots is not None:
-        from ur4rec.text.corpus import snapshot_rows
-
-        rows = snapshot_rows(
-            windows.users.numpy(),
-            windows.positions[:, 1:].numpy(),
-            texts.snapshot_first_row,
-            cfg.text.user_text_every,
-        )
-        model.set_training_user_texts(texts.snapshots, torch.from_numpy(rows))
-    return model, split, windows
-
-
-def _sasrec_trainer(
-    cfg: RunConfig,
-    dataset: Dataset,
-    model: torch.nn.Module,
-    split: Split,
-    windows: TrainWindows,
-    run_dir: Path,
-    quiet: bool,
-    on_epoch_end: Callable[[FitState], None] | None,
-) -> Trainer:
-    popularity = None
-    if cfg.loss.sampler == "popularity":
-        popularity = torch.from_numpy(interaction_counts(dataset, split.train))
-    sampler = NegativeSampler(dataset.n_items, popularity)
-    return Trainer(
-        model=model,
-        windows=windows,
-        evaluator=Evaluator(dataset, split, "valid", cfg.train.eval_protocol),
-        train=cfg.train,
-        loss_fn=sasrec_loss(model, cfg.loss, sampler),
-        run_dir=run_dir,
-        seed=cfg.seed,
-        quiet=quiet,
-        on_epoch_end=on_epoch_end,
-    )
-
-
-# What a run writes into its folder; `--force` removes these and nothing else.
-RUN_FILES = (
-    "config.yaml", "run.json", LOG_FILE, BEST, LAST, f"{BEST}.sha256", f"{LAST}.sha256",
-    "summary.json", "stages.json", "stages.md", "REPORT.md", "curves.png", "stages.png",
-)  # fmt: skip
 
 
 def train(
@@ -132,9 +67,9 @@ def train(
     dataset = open_dataset(cfg.data.dataset, root=data_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+        atomic_write_text(run_dir / CONFIG, dump_config(cfg))
         (run_dir / LOG_FILE).unlink(missing_ok=True)
-        _write_run_info(run_dir, dataset, "running")
+        write_run_info(run_dir, dataset, "running")
     except OSError as exc:
         raise Ur4recError(f"cannot write the run folder {run_dir}: {exc}") from None
     return _guarded(run_dir, dataset, lambda: _run(
@@ -160,7 +95,7 @@ def _claim_folder(run_dir: Path, cfg: RunConfig, force: bool) -> None:
             f"{run_dir} already holds a run; resume it with --resume, pick another --out, or "
             "pass --force to start it over"
         )
-    same = (run_dir / "config.yaml").is_file() and (run_dir / "config.yaml").read_text(
+    same = (run_dir / CONFIG).is_file() and (run_dir / CONFIG).read_text(
         encoding="utf-8"
     ) == dump_config(cfg)
     if not (same and set(present) <= set(RUN_FILES)):
@@ -178,7 +113,7 @@ def _guarded(run_dir: Path, dataset: Dataset, work: Callable[[], Path]) -> Path:
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         with contextlib.suppress(OSError):  # the original error says more than this one
-            _write_run_info(run_dir, dataset, status, error=str(exc)[:500] or type(exc).__name__)
+            write_run_info(run_dir, dataset, status, error=str(exc)[:500] or type(exc).__name__)
         if isinstance(exc, OSError):
             raise Ur4recError(f"run {run_dir} failed: {exc}") from exc
         raise
@@ -194,8 +129,8 @@ def resume(
     """Continue a run from where it stopped; a finished run is left as it is. A run killed
     before its first checkpoint starts again from the beginning."""
     run_dir = Path(run_dir)
-    cfg, dataset = _open_run(run_dir, data_dir)
-    _write_run_info(run_dir, dataset, "running")
+    cfg, dataset = open_run(run_dir, data_dir)
+    write_run_info(run_dir, dataset, "running")
     return _guarded(run_dir, dataset, lambda: _run(
         cfg, dataset, run_dir, data_dir, quiet, on_epoch_end, resume=True
     ))  # fmt: skip
@@ -212,7 +147,7 @@ def _run(
 ) -> Path:
     model, split, windows = build(cfg, dataset, data_dir)
     summary: dict[str, Any]
-    if cfg.model.name == "ur4rec":
+    if cfg.stages:
         from ur4rec.train.stages import format_stage_table, run_stages, stage_table
 
         rows = run_stages(cfg, model, dataset, split, windows, run_dir, quiet, on_epoch_end)
@@ -227,8 +162,24 @@ def _run(
             "best_epoch": rows[-1]["best_epoch"],
             "train_seconds": round(sum(r["train_seconds"] for r in rows), 2),
         }
+    elif not model.trainable:  # fitted when built
+        model.eval()
+        valid = Evaluator(dataset, split, "valid", cfg.train.eval_protocol).evaluate(model)
+        save_checkpoint(run_dir / BEST, {"model": model.state_dict(), "epoch": 0})
+        summary = {
+            "best_epoch": 0,
+            "epochs_run": 0,
+            "stopped_early": False,
+            "metric": cfg.train.metric,
+            "valid": {k: v for k, v in valid.items() if "@" in k},
+            "train_seconds": 0.0,
+        }
     else:
-        trainer = _sasrec_trainer(cfg, dataset, model, split, windows, run_dir, quiet, on_epoch_end)
+        evaluator = Evaluator(dataset, split, "valid", cfg.train.eval_protocol)
+        trainer = Trainer(
+            model, windows, evaluator, cfg.train, run_dir, cfg.seed, quiet=quiet,
+            on_epoch_end=on_epoch_end,
+        )  # fmt: skip
         if resume and (run_dir / LAST).is_file():
             trainer.resume()
         elif resume:  # killed before the first epoch ended: nothing to continue from
@@ -247,56 +198,9 @@ def _run(
         }
     model.eval()
     summary["test"] = Evaluator(dataset, split, "test", cfg.train.eval_protocol).evaluate(model)
-    atomic_write_json(run_dir / "summary.json", summary)
-    _write_run_info(run_dir, dataset, "finished")
+    atomic_write_json(run_dir / SUMMARY, summary)
+    write_run_info(run_dir, dataset, "finished")
     return run_dir
-
-
-def _write_run_info(run_dir: Path, dataset: Dataset, status: str, error: str | None = None) -> None:
-    info = {
-        "dataset": dataset.name,
-        "data_hash": dataset.content_hash,
-        "n_users": dataset.n_users,
-        "n_items": dataset.n_items,
-        "ur4rec_version": __version__,
-        "status": status,
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    if error is not None:
-        info["error"] = error
-    atomic_write_json(run_dir / "run.json", info)
-
-
-def _open_run(run_dir: Path, data_dir: str | None) -> tuple[RunConfig, Dataset]:
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "run.json").is_file():
-        raise Ur4recError(f"{run_dir} is not a run folder (no config.yaml / run.json)")
-    cfg = load_config(run_dir / "config.yaml")
-    try:
-        info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        if not {"data_hash", "dataset"} <= set(info):
-            raise KeyError("data_hash or dataset")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise Ur4recError(f"{run_dir / 'run.json'} is unreadable or incomplete ({exc})") from None
-    dataset = open_dataset(cfg.data.dataset, root=data_dir)
-    if dataset.content_hash != info["data_hash"]:
-        raise Ur4recError(
-            f"{run_dir} was trained on {info['dataset']} with content hash "
-            f"{info['data_hash'][:12]}, but the prepared data now has {dataset.content_hash[:12]}"
-        )
-    return cfg, dataset
-
-
-def load_run(
-    run_dir: Path, data_dir: str | None = None, checkpoint: str = "best"
-) -> tuple[RunConfig, Dataset, torch.nn.Module]:
-    """The run's config, dataset and model with the chosen checkpoint's weights, in eval mode."""
-    run_dir = Path(run_dir)
-    cfg, dataset = _open_run(run_dir, data_dir)
-    model, _, _ = build(cfg, dataset, data_dir)
-    load_state_into(model, run_dir / (BEST if checkpoint == "best" else LAST))
-    if cfg.model.name == "ur4rec":
-        model.objective = cfg.stages[-1].objective
-    return cfg, dataset, model.eval()
 
 
 def evaluate(

@@ -23,19 +23,13 @@ from torch import nn
 from tqdm import tqdm
 
 from ur4rec.config import TrainConfig
+from ur4rec.data.windows import TrainWindows
 from ur4rec.errors import Ur4recError
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_text
-from ur4rec.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ur4rec.train.windows import TrainWindows
-
-# (users, window ids, inputs, targets, generator) -> scalar loss
-LossFn = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor
-]
-LOG_FILE = "log.jsonl"
-BEST = "best.pt"
-LAST = "last.pt"
+from ur4rec.models.base import RecModel
+from ur4rec.runs.checkpoint import save_checkpoint
+from ur4rec.runs.layout import BEST, LAST, LOG_FILE, append_log, load_state_into, read_log
 
 
 @dataclass
@@ -80,11 +74,10 @@ def progress_disabled(quiet: bool) -> bool:
 class Trainer:
     def __init__(
         self,
-        model: nn.Module,
+        model: RecModel,
         windows: TrainWindows,
         evaluator: Evaluator,
         train: TrainConfig,
-        loss_fn: LossFn,
         run_dir: Path,
         seed: int,
         groups: list[ParamGroup] | None = None,
@@ -95,7 +88,6 @@ class Trainer:
         self.windows = windows
         self.evaluator = evaluator
         self.cfg = train
-        self.loss_fn = loss_fn
         self.run_dir = Path(run_dir)
         self.seed = seed
         self.quiet = quiet
@@ -191,15 +183,14 @@ class Trainer:
         torch.manual_seed(epoch_seed(self.seed, epoch, 0))
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 1))
         self.model.train()
-        if hasattr(self.model, "on_epoch_start"):
-            self.model.on_epoch_start(epoch, self.cfg.epochs)
+        self.model.on_epoch_start(epoch, self.cfg.epochs)
         start, total, count = time.perf_counter(), 0.0, 0
         batches = self.windows.batches(self.cfg.batch_size, generator)
-        for users, windows, inputs, targets in tqdm(
+        for batch in tqdm(
             batches, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}", disable=disabled,
             leave=False,
         ):  # fmt: skip
-            loss = self.loss_fn(users, windows, inputs, targets, generator)
+            loss = self.model.training_loss(batch, generator)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}")
             self.optimizer.zero_grad(set_to_none=True)
@@ -265,34 +256,6 @@ def format_epoch(row: dict[str, Any], metric: str) -> str:
     return "  ".join(parts)
 
 
-def append_log(path: Path, row: dict[str, Any]) -> None:
-    """Append one row; a log.jsonl that is a symlink is refused, never followed out of the
-    run folder."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError:
-        if path.is_symlink():
-            raise Ur4recError(f"{path} is a symlink; a run's log must be a plain file") from None
-        raise
-    with os.fdopen(fd, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    if path.is_symlink():
-        raise Ur4recError(f"{path} is a symlink; a run's log must be a plain file")
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut off by a kill; everything after it is lost anyway
-    return rows
-
-
 def _metric_names(evaluator: Evaluator) -> list[str]:
     return [f"{m}@{k}" for k in evaluator.ks for m in ("hit", "ndcg", "mrr")]
 
@@ -304,15 +267,3 @@ def _tensorboard(run_dir: Path) -> Any:
         print("tensorboard is not installed; train.tensorboard ignored", file=sys.stderr)
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
-
-
-def load_state_into(model: nn.Module, path: Path) -> dict[str, Any]:
-    payload = load_checkpoint(path)
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1].strip()
-        raise CheckpointError(
-            f"checkpoint {path} does not fit this model (was the config changed?): {first}"
-        ) from None
-    return payload

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ur4rec.data.batches import TrainBatch
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.splits import PAD, Prefixes
 
@@ -60,15 +61,12 @@ class TrainWindows:
     def __len__(self) -> int:
         return len(self.windows)
 
-    def batches(
-        self, batch_size: int, generator: torch.Generator
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Shuffled (users, window ids, inputs, targets) batches; a target is PAD where its
-        input is."""
+    def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[TrainBatch]:
+        """Shuffled batches of windows; a target is PAD where its input is."""
         order = torch.randperm(len(self), generator=generator)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             window = self.windows[index]
             inputs = window[:, :-1]
             targets = torch.where(inputs != PAD, window[:, 1:], PAD)
-            yield self.users[index], index, inputs, targets
+            yield TrainBatch(self.users[index], index, inputs, targets)

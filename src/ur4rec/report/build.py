@@ -22,7 +22,8 @@ from ur4rec.errors import Ur4recError
 from ur4rec.eval.baselines import BASELINES, build_baseline
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_bytes, atomic_write_text
-from ur4rec.train.trainer import read_log
+from ur4rec.runs.layout import read_log
+from ur4rec.runs.load import load_run
 
 PROTOCOLS = ("full", "seed")
 METRICS = ("hit@10", "ndcg@10", "mrr@10")
@@ -137,8 +138,6 @@ def ablation_rows(path: Path, dataset: str) -> list[dict[str, Any]]:
 
 def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | None = None) -> Path:
     """Write RUN/REPORT.md and its plots; returns the report's path."""
-    from ur4rec.train.run import load_run
-
     run_dir = Path(run_dir)
     if not (run_dir / "summary.json").is_file():
         raise Ur4recError(f"{run_dir} has no finished run (summary.json); train or resume it first")
@@ -154,7 +153,7 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
         "files or measured again from its best checkpoint; none is copied from elsewhere."
     )
 
-    parts.append("## What was trained\n\n" + _describe(cfg, dataset.name))
+    parts.append("## What was trained\n\n" + _describe(cfg, dataset.name, model))
 
     # -- results next to baselines ---------------------------------------------------------
     rows: list[dict[str, Any]] = []
@@ -247,11 +246,9 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
     if plot_curves(logs, metric, run_dir / "curves.png"):
         plots.insert(0, ("curves.png", f"Validation {metric} and training loss per epoch"))
     if plots:
-        fused = (
-            [s for s in cfg.stages if s.objective == "fused"] if cfg.model.name == "ur4rec" else []
-        )
+        calibrated = any("sasrec_weight" in row for row in summary.get("stages", []))
         note = ""
-        if fused and cfg.fusion.calibrate and cfg.fusion.method in ("fixed", "scalar"):
+        if calibrated:
             note = (
                 "The fused stages' curves show the fusion weight as trained; each stage's best "
                 "checkpoint then has its weight chosen on validation, which is what the stage "
@@ -309,45 +306,19 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
     return report
 
 
-def _describe(cfg: Any, dataset: str) -> str:
-    m = cfg.model
-    sasrec = (
-        f"SASRec, a causal transformer over the user's last {cfg.data.max_len} items "
-        f"({m.layers} layers, {m.heads} heads, hidden size {m.hidden}), scoring every item by a "
-        "dot product with its embedding"
-    )
-    lines = []
-    if m.name == "sasrec":
-        lines.append(f"The model is {sasrec}. It reads item ids only, no text.")
-    else:
-        r = cfg.retriever
-        lines.append(
-            f"The model is UR4Rec: {sasrec}, fused with a text preference retriever. The "
-            "retriever matches a user vector (built from the user's preference text and the "
-            "items so far, encoded by the sentence encoder) against every item's description "
-            f"vector by cosine similarity; {r.experts} expert heads mixed by a router and "
-            f"{r.proxies} learned proxy tokens shape the user vector. Both branches' scores are "
-            f"standardised per user and mixed by the `{cfg.fusion.method}` fusion method."
-        )
-        if cfg.fusion.prior == "ease":
-            lines[-1] += (
-                " A third branch that never trains, EASE fitted on the training part and "
-                f"reading the user's last {cfg.fusion.prior_recent} items, is added at scoring "
-                "time with a weight chosen on validation."
-            )
+def _describe(cfg: Any, dataset: str, model: Any) -> str:
+    lines = [f"The model is {model.describe_config(cfg)}"]
+    if cfg.stages:
         lines.append(
             "\nIt was trained in stages, each starting from the best checkpoint of the last:\n"
         )
-        # Modules that do not exist in this run (memory off, text encoder frozen) are not named.
-        absent = set()
-        if not cfg.memory.enabled:
-            absent.add("memory")
-        if cfg.text.trainable_layers == 0:
-            absent.add("text_encoder")
+        # Modules that do not exist in this run (e.g. memory off) are not named.
+        absent = {name for name, params in model.parameter_groups().items() if not params}
         for i, stage in enumerate(cfg.stages, 1):
             modules = ", ".join(m for m in stage.train if m not in absent)
             lines.append(
-                f"{i}. `{stage.name}`: trains {modules} on the `{stage.objective}` "
+                f"{i}. `{stage.name}`: trains {modules} on the "
+                f"`{stage.objective or model.objectives[0]}` "
                 f"objective, at most {stage.epochs} epochs, early stopping on validation "
                 f"{stage.metric}."
             )
@@ -374,10 +345,11 @@ def _pick(metrics: dict[str, Any]) -> dict[str, Any]:
 def _audit_section(cfg: Any, dataset: Any, model: Any) -> str:
     from ur4rec.text.audit import audit_texts
 
-    if cfg.model.name != "ur4rec":
-        return "This model reads no texts (SASRec on item ids only): nothing to audit."
+    known = model.known_user_texts()
+    if known is None:
+        return "This model reads no texts: nothing to audit."
     source = cfg.text.user_texts
-    texts = dict(zip(dataset.user_ids, model.user_texts, strict=True))
+    texts = dict(zip(dataset.user_ids, known, strict=True))
     result = audit_texts(dataset, texts, cfg.data.scheme)
     verdict = (
         "**LEAKAGE**: the user texts name held-out items far more often than chance"

@@ -1,0 +1,228 @@
+"""The one interface every model implements, and the registry that maps ``model.name`` to it.
+
+Training, evaluation, serving and reports talk to models only through :class:`RecModel`:
+
+- ``build(inputs)``: a fresh model from the config and the data (:class:`ModelInputs`).
+- ``score(batch)``: scores [B, n_items] for the last position of each history (the
+  evaluator's scorer protocol).
+- ``user_states(batch, user_text)`` and ``scores_from_states(states)``: the same scores in two
+  steps, so a service can keep each known user's states and score requests with one product.
+  ``scores_from_states`` returns ``"score"`` plus the named branch scores (``branches``) and
+  anything else worth showing (a fusion weight, router weights).
+- ``training_loss(batch, generator)``: the loss of one batch of training windows.
+- ``parameter_groups()``: parameters by module name; stages train and freeze by these names.
+- ``set_objective(objective)``: what a stage trains and scores (``objectives``).
+- ``prepare_for_inference()``: cache what does not change while serving (item vectors).
+
+A model that is fitted rather than trained (popularity, EASE) says so with ``trainable =
+False`` and does its work in ``build``. Adding a model is one file with a subclass and one
+``@register`` line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+import torch
+from torch import nn
+
+from ur4rec.config import RunConfig, StageConfig
+from ur4rec.data.batches import HistoryBatch, TrainBatch
+from ur4rec.data.dataset import Dataset
+from ur4rec.data.splits import Prefixes
+from ur4rec.errors import Ur4recError
+
+if TYPE_CHECKING:
+    from ur4rec.data.windows import TrainWindows
+    from ur4rec.text.features import TextFeatures
+
+
+class ValidationSet(Protocol):
+    """What calibration needs of the evaluator (eval/ sits above models/)."""
+
+    def batches(self) -> Iterator[tuple[slice, HistoryBatch]]: ...
+
+    def evaluate(self, scorer: Any) -> dict[str, Any]: ...
+
+
+@dataclass
+class Calibration:
+    chosen: dict[str, float]  # e.g. {"sasrec_weight": 0.35}
+    metrics: dict[str, float]  # validation metrics with it
+
+
+@dataclass
+class ModelInputs:
+    """Everything a model may be built from."""
+
+    cfg: RunConfig
+    dataset: Dataset
+    train: Prefixes  # the training part of the split (what fitted parts are fitted on)
+    windows: TrainWindows | None = None  # the training windows (per-window state)
+    texts: TextFeatures | None = None  # item and user text embeddings, when ``uses_text``
+
+
+class RecModel(nn.Module):
+    """A sequential recommender: histories in, a score per item out."""
+
+    name: ClassVar[str] = ""
+    uses_text: ClassVar[bool] = False  # needs ModelInputs.texts (text embeddings)
+    trainable: ClassVar[bool] = True  # False: fitted in build, nothing to train
+    objectives: ClassVar[tuple[str, ...]] = ("default",)  # the first is the default
+    modules: ClassVar[tuple[str, ...]] = ()  # parameter group names (stages train these)
+    branches: ClassVar[tuple[str, ...]] = ()  # named branch scores shown beside the score
+    n_items: int
+
+    @classmethod
+    def build(cls, inputs: ModelInputs) -> RecModel:
+        raise NotImplementedError
+
+    # -- scoring ----------------------------------------------------------------------
+    def user_states(
+        self, batch: HistoryBatch, user_text: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-user tensors (one row per history) from which ``scores_from_states`` scores.
+        ``user_text`` [B, text_dim]: preference-text embeddings for users the model has never
+        seen (id -1), for models that read them."""
+        raise NotImplementedError
+
+    def scores_from_states(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{"score": [B, n_items], <branch>: [B, n_items], ...}``."""
+        raise NotImplementedError
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        return self.scores_from_states(self.user_states(batch))["score"]
+
+    @property
+    def states_per_user(self) -> bool:
+        """Whether a known user's states can be computed once and reused (False when
+        scoring reads the history itself, beyond the states)."""
+        return True
+
+    def known_user_texts(self) -> list[str] | None:
+        """The known users' preference texts, when the model reads them."""
+        return None
+
+    def preference_vectors(
+        self,
+        users: torch.Tensor,
+        texts: list[str | None],
+        vectors: list[torch.Tensor | None],
+    ) -> torch.Tensor | None:
+        """[B, text_dim] preference-text embeddings for a batch that holds new users:
+        ``vectors[i]`` (the sentence encoder's, for a new text) or the model's own for known
+        user ``users[i]``. None for models that read no text."""
+        return None
+
+    def item_space(self) -> torch.Tensor:
+        """[n_items, d] item vectors in the model's own space (explanations compare items
+        in it)."""
+        raise NotImplementedError
+
+    def item_text_vectors(self) -> torch.Tensor | None:
+        """[n_items, text_dim] item text embeddings, for models that read text."""
+        return None
+
+    def describe_config(self, cfg: RunConfig) -> str:
+        """One paragraph for a report: what this model is, as configured."""
+        return f"`{self.name}`."
+
+    def describe(self) -> dict[str, Any]:
+        """Fixed facts a service reports with every answer (e.g. a calibrated weight)."""
+        return {}
+
+    def prepare_for_inference(self) -> None:
+        """Cache what does not change while serving; called after loading weights."""
+
+    # -- training ---------------------------------------------------------------------
+    def training_loss(self, batch: TrainBatch, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by module name (a stage's ``train`` list names these)."""
+        return {self.modules[0] if self.modules else self.name: list(self.parameters())}
+
+    def set_objective(self, objective: str) -> None:
+        """What is trained and scored from now on; one of ``objectives`` ("": the default)."""
+        if objective and objective not in self.objectives:
+            raise Ur4recError(
+                f"model {self.name!r} has no objective {objective!r}; it has {self.objectives}"
+            )
+
+    def begin_stage(self, objective: str, modules: list[str]) -> None:
+        """A training stage starts: ``modules`` learn, under ``objective``."""
+        self.set_objective(objective)
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """Called before each training epoch (e.g. for a schedule inside the model)."""
+
+    def calibrate(
+        self, valid: ValidationSet, metric: str, stages: Sequence[StageConfig]
+    ) -> Calibration | None:
+        """After the last of ``stages`` (those run so far): choose on validation what is
+        chosen rather than trained (e.g. fusion weights), apply it and return it; None when
+        nothing is."""
+        return None
+
+    def apply_calibration(self, chosen: dict[str, float]) -> None:
+        """Set values a :meth:`calibrate` chose (e.g. after loading a checkpoint)."""
+
+
+M = TypeVar("M", bound=type[RecModel])
+_REGISTRY: dict[str, type[RecModel]] = {}
+
+
+def register(cls: M) -> M:
+    """Class decorator: make a model buildable by its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def model_class(name: str) -> type[RecModel]:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise Ur4recError(f"unknown model {name!r}; known: {', '.join(model_names())}") from None
+
+
+def model_names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def check_config(cfg: RunConfig) -> type[RecModel]:
+    """The config's model exists and its stages name only its modules and objectives; the
+    model class. (config.validate checks what does not depend on the model.)"""
+    from ur4rec.config import ConfigError
+
+    cls = model_class(cfg.model.name)
+    problems = []
+    if cfg.stages and not cls.trainable:
+        problems.append(f"stages: model {cls.name!r} is fitted, not trained; it has no stages")
+    for i, stage in enumerate(cfg.stages if cls.trainable else []):
+        key = f"stages[{i}] ({stage.name})"
+        unknown = [m for m in [*stage.train, *stage.lr, *stage.clip] if m not in cls.modules]
+        if unknown:
+            problems.append(
+                f"{key}.train: must name modules of {cls.name} ({', '.join(cls.modules)}), "
+                f"got {unknown[0]!r}"
+            )
+        if stage.objective and stage.objective not in cls.objectives:
+            problems.append(
+                f"{key}.objective: must be one of {', '.join(cls.objectives)} for {cls.name}, "
+                f"got {stage.objective!r}"
+            )
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + more)
+    return cls
+
+
+def _load_builtin() -> None:
+    # Importing the model modules runs their @register lines.
+    from ur4rec.models import builtin  # noqa: F401

@@ -1,0 +1,77 @@
+"""Models fitted in closed form, behind the same interface as the trained ones: popularity and
+EASE (Steck, 2019; optionally over a user's last items only, see models/ease.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from ur4rec.data.batches import HistoryBatch
+from ur4rec.data.splits import interaction_counts
+from ur4rec.models.base import ModelInputs, RecModel, register
+from ur4rec.models.ease import ease_weights, recent_item_scores
+
+
+@register
+class Popularity(RecModel):
+    """Scores every item by how often it occurs in the training part."""
+
+    name = "pop"
+    trainable = False
+    branches = ()
+
+    def __init__(self, counts: torch.Tensor) -> None:
+        super().__init__()
+        self.n_items = len(counts)
+        self.register_buffer("counts", counts.to(torch.float32))
+
+    @classmethod
+    def build(cls, inputs: ModelInputs) -> Popularity:
+        return cls(torch.from_numpy(interaction_counts(inputs.dataset, inputs.train)))
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        return self.counts.expand(len(batch.users), -1).clone()
+
+    def user_states(
+        self, batch: HistoryBatch, user_text: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        return {"score": self.score(batch)}
+
+    def scores_from_states(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"score": states["score"]}
+
+    def item_space(self) -> torch.Tensor:
+        return self.counts[:, None]
+
+
+@register
+class EASE(RecModel):
+    """EASE's item-item matrix B; a user's scores are x @ B for the multi-hot x of their
+    history (``recent`` > 0: of their last ``recent`` items only)."""
+
+    name = "ease"
+    trainable = False
+
+    def __init__(self, weights: torch.Tensor, recent: int = 0) -> None:
+        super().__init__()
+        self.n_items = weights.shape[0]
+        self.recent = recent
+        self.register_buffer("weights", weights)
+
+    @classmethod
+    def build(cls, inputs: ModelInputs) -> EASE:
+        cfg = inputs.cfg.ease
+        return cls(ease_weights(inputs.dataset, inputs.train, cfg.l2), cfg.recent)
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        return recent_item_scores(self.weights, batch.items, self.recent)
+
+    def user_states(
+        self, batch: HistoryBatch, user_text: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        return {"score": self.score(batch)}
+
+    def scores_from_states(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"score": states["score"]}
+
+    def item_space(self) -> torch.Tensor:
+        return self.weights

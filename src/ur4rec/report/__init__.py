@@ -1,0 +1,1 @@
+"""Reports on finished runs: REPORT.md with plots, tables next to baselines."""
