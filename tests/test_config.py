@@ -9,8 +9,45 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_load(path: Path) -> None:
+    from ur4rec.models import check_config
+
     cfg = load_config(path)
     assert isinstance(cfg, RunConfig)
+    check_config(cfg)  # its model exists and its stages name that model's modules
+
+
+def test_include_merges_section_by_section(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(
+        "seed: 1\nmodel: {hidden: 32, heads: 2}\nstages: [{name: a, train: [sasrec]}]\n"
+    )
+    (tmp_path / "more.yaml").write_text("include: base.yaml\ntrain: {lr: 0.01}\n")
+    (tmp_path / "top.yaml").write_text(
+        "include: [more.yaml]\nmodel: {hidden: 64}\nstages: [{name: b, train: [sasrec]}]\n"
+    )
+    cfg = load_config(tmp_path / "top.yaml", ["seed=3"])
+    assert cfg.seed == 3 and cfg.train.lr == 0.01
+    assert cfg.model.hidden == 64 and cfg.model.heads == 2  # merged within the section
+    assert [s.name for s in cfg.stages] == ["b"]  # a list is replaced whole
+    # The shipped variants are small files over a base.
+    variant = load_config(CONFIGS[0].parent / "ur4rec-gru4rec-ml-100k-seed.yaml")
+    base = load_config(CONFIGS[0].parent / "ur4rec-ml-100k-seed.yaml")
+    assert variant.model.backbone == "gru4rec" and variant.stages == base.stages
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"a.yaml": "include: a.yaml\n"}, "includes itself"),
+        ({"a.yaml": "include: b.yaml\n", "b.yaml": "include: a.yaml\n"}, "includes itself"),
+        ({"a.yaml": "include: missing.yaml\n"}, "config file not found"),
+        ({"a.yaml": "include: {x: 1}\n"}, "include must be a file name"),
+    ],
+)
+def test_bad_includes_are_named(tmp_path: Path, files: dict[str, str], message: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "a.yaml")
 
 
 def test_overrides_and_round_trip(tmp_path: Path) -> None:

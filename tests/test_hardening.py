@@ -73,7 +73,10 @@ def test_bad_config_never_starts_a_run(prepared, tmp_path: Path, capsys) -> None
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.name=transformer", "unknown model 'transformer'; known: ease, pop, sasrec, ur4rec"),
+        (
+            "model.name=transformer",
+            "unknown model 'transformer'; known: ease, gru4rec, pop, sasrec, ur4rec",
+        ),
         ("stages=[{name: s, train: [decoder]}]", "stages[0] (s).train: must name modules of"),
         ("stages=[{name: s, train: [sasrec], objective: fused}]", "stages[0] (s).objective"),
         ("model.name=ease", None),  # fine: a fitted model without stages

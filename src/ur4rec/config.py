@@ -33,7 +33,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "sasrec"  # a registered model: sasrec, ur4rec, pop, ease (models/base.py)
+    name: str = "sasrec"  # a registered model: sasrec, gru4rec, ur4rec, pop, ease
+    backbone: str = "sasrec"  # ur4rec: its ID-based sequential model (sasrec or gru4rec)
     hidden: int = 64
     layers: int = 2
     heads: int = 2
@@ -286,8 +287,36 @@ def _check_size(data: Any, where: str) -> None:
             todo.extend(node)
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as a mapping. ``include: FILE`` (or a list of files, relative to this
+    one) reads those first; this file's keys then override theirs, section by section."""
     path = Path(path)
+    data = _read_one(path)
+    includes = data.pop("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ConfigError(f"{path}: include must be a file name or a list of them")
+    merged: dict[str, Any] = {}
+    for name in includes:
+        target = (path.parent / name).resolve()
+        if target in _seen or target == path.resolve():
+            raise ConfigError(f"{path}: include {name!r} includes itself")
+        merged = _merge(merged, read_yaml(target, (*_seen, path.resolve())))
+    return _merge(merged, data)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value  # lists (e.g. stages) and values are replaced whole
+    return out
+
+
+def _read_one(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     if path.stat().st_size > MAX_CONFIG_BYTES:

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ur4rec.config import LossConfig, ModelConfig, RunConfig
-from ur4rec.data.batches import HistoryBatch, TrainBatch
-from ur4rec.data.splits import PAD, interaction_counts
-from ur4rec.models import losses
-from ur4rec.models.base import ModelInputs, RecModel, register
-from ur4rec.models.cache import ItemVectorCache
+from ur4rec.config import ModelConfig, RunConfig
+from ur4rec.data.splits import PAD
+from ur4rec.models.base import register
+from ur4rec.models.sequential import NegativeSampler, SequentialModel
+
+__all__ = ["NegativeSampler", "SASRec"]
 
 
 class SelfAttention(nn.Module):
@@ -72,24 +72,12 @@ class Block(nn.Module):
         return self.norm2(x + self.ff(x))
 
 
-def describe_sasrec(cfg: RunConfig) -> str:
-    m = cfg.model
-    return (
-        f"SASRec, a causal transformer over the user's last {cfg.data.max_len} items "
-        f"({m.layers} layers, {m.heads} heads, hidden size {m.hidden}), scoring every item by a "
-        "dot product with its embedding"
-    )
-
-
 @register
-class SASRec(ItemVectorCache, RecModel):
+class SASRec(SequentialModel):
     """Item ID embeddings (+ optional item side features) -> causal transformer -> dot
     product with the same item vectors."""
 
     name = "sasrec"
-    objectives = ("sasrec",)
-    modules = ("sasrec",)
-    branches = ("sasrec",)
 
     def __init__(
         self,
@@ -113,21 +101,6 @@ class SASRec(ItemVectorCache, RecModel):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.final_norm = nn.LayerNorm(cfg.hidden) if cfg.norm == "pre" else nn.Identity()
         self.apply(self._init_weights)
-        # The training loss, when it trains on its own (build); a component of another
-        # model is trained by that model's loss.
-        self.loss_cfg = LossConfig()
-        self.sampler: NegativeSampler | None = None
-
-    @classmethod
-    def build(cls, inputs: ModelInputs) -> SASRec:
-        cfg = inputs.cfg
-        model = cls(inputs.dataset.n_items, cfg.data.max_len, cfg.model)
-        popularity = None
-        if cfg.loss.sampler == "popularity":
-            popularity = torch.from_numpy(interaction_counts(inputs.dataset, inputs.train))
-        model.loss_cfg = cfg.loss
-        model.sampler = NegativeSampler(inputs.dataset.n_items, popularity)
-        return model
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -137,15 +110,6 @@ class SASRec(ItemVectorCache, RecModel):
                 nn.init.zeros_(module.bias)
             if isinstance(module, nn.Embedding) and module.padding_idx is not None:
                 module.weight.data[module.padding_idx].zero_()
-
-    def item_vectors(self) -> torch.Tensor:
-        """[n_items, hidden]: what histories are made of and what users are matched against."""
-        if self._item_cache is not None:
-            return self._item_cache
-        vectors = self.item_emb.weight[: self.n_items]
-        if self.feature_proj is not None:
-            vectors = vectors + self.feature_proj(self.item_features)
-        return vectors
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, H] for padded histories [B, L] (PAD = -1); zero at padding."""
@@ -164,97 +128,10 @@ class SASRec(ItemVectorCache, RecModel):
             x = block(x, allowed) * valid[..., None]
         return self.final_norm(x) * valid[..., None]
 
-    def user_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        """[B, H] hidden state at each history's last real item, however it is padded."""
-        return self.encode(self.left_align(items))[:, -1]
-
-    def left_align(self, items: torch.Tensor) -> torch.Tensor:
-        """Left-align any padding, then keep each history's last ``max_len`` items."""
-        # A stable sort on "is real" moves padding to the front and keeps the items' order.
-        order = torch.argsort((items != PAD).to(torch.int8), dim=1, stable=True)
-        return items.gather(1, order)[:, -self.max_len :]
-
-    # -- the model interface ------------------------------------------------------------
-    def score(self, batch: HistoryBatch) -> torch.Tensor:
-        return self.user_vectors(batch.items) @ self.item_vectors().T
-
-    def user_states(
-        self, batch: HistoryBatch, user_text: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        return {"sasrec_state": self.user_vectors(batch.items)}
-
-    def scores_from_states(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        scores = states["sasrec_state"] @ self.item_vectors().T
-        return {"score": scores, "sasrec": scores}
-
-    def item_space(self) -> torch.Tensor:
-        return self.item_vectors()
-
-    def describe_config(self, cfg: RunConfig) -> str:
-        return f"{describe_sasrec(cfg)}. It reads item ids only, no text."
-
-    def prepare_for_inference(self) -> None:
-        self.cache_item_vectors()
-
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"sasrec": list(self.parameters())}
-
-    def training_loss(self, batch: TrainBatch, generator: torch.Generator) -> torch.Tensor:
-        if self.sampler is None:
-            self.sampler = NegativeSampler(self.n_items)
-        return self.next_item_loss(
-            batch.inputs, batch.targets, self.loss_cfg, self.sampler, generator
+    def summary(self, cfg: RunConfig) -> str:
+        m = cfg.model
+        return (
+            f"SASRec, a causal transformer over the user's last {cfg.data.max_len} items "
+            f"({m.layers} layers, {m.heads} heads, hidden size {m.hidden}), scoring every item "
+            "by a dot product with its embedding"
         )
-
-    def next_item_loss(
-        self,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        loss: LossConfig,
-        sampler: NegativeSampler,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        """Next-item loss at every real position of the windows ``inputs`` [B, L]; ``targets``
-        [B, L] holds the item after each position (PAD where none)."""
-        states = self.encode(inputs)
-        keep = targets != PAD
-        hidden, target = states[keep], targets[keep]
-        vectors = self.item_vectors()
-        if loss.kind == "ce":
-            return losses.full_softmax_ce(hidden @ vectors.T, target)
-        pos_logits = (hidden * vectors[target]).sum(dim=1)
-        if loss.kind == "bce":
-            negatives = sampler.sample((len(target), loss.negatives), generator)
-            neg_logits = (hidden[:, None, :] * vectors[negatives]).sum(dim=2)
-            return losses.bce_with_negatives(pos_logits, neg_logits, negatives != target[:, None])
-        negatives = sampler.sample((loss.negatives,), generator)
-        neg_logits = hidden @ vectors[negatives].T
-        valid = negatives[None, :] != target[:, None]
-        log_q = sampler.log_expected_count(loss.negatives)
-        return losses.sampled_softmax(
-            pos_logits, neg_logits, valid, log_q[target], log_q[negatives][None, :]
-        )
-
-
-class NegativeSampler:
-    """Draws negative items uniformly or in proportion to training popularity."""
-
-    def __init__(self, n_items: int, popularity: torch.Tensor | None = None) -> None:
-        self.n_items = n_items
-        if popularity is None:
-            self.probs = torch.full((n_items,), 1.0 / n_items)
-        else:
-            weights = popularity.double() + 1e-9  # never-seen items stay drawable, rarely
-            self.probs = (weights / weights.sum()).float()
-        self.uniform = popularity is None
-
-    def sample(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-        count = math.prod(shape)
-        if self.uniform:
-            return torch.randint(self.n_items, shape, generator=generator)
-        return torch.multinomial(self.probs, count, replacement=True, generator=generator).view(
-            shape
-        )
-
-    def log_expected_count(self, k: int) -> torch.Tensor:
-        return torch.log(self.probs * k)

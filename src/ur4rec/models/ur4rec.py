@@ -25,13 +25,21 @@ from ur4rec.config import (
 )
 from ur4rec.data.batches import HistoryBatch, TrainBatch
 from ur4rec.data.splits import PAD
+from ur4rec.errors import Ur4recError
 from ur4rec.models import losses
-from ur4rec.models.base import Calibration, ModelInputs, RecModel, ValidationSet, register
+from ur4rec.models.base import (
+    Calibration,
+    ModelInputs,
+    RecModel,
+    ValidationSet,
+    model_class,
+    register,
+)
 from ur4rec.models.ease import ease_weights, recent_item_scores
 from ur4rec.models.fusion import Fusion
 from ur4rec.models.memory import WindowMemory
 from ur4rec.models.retriever import CoAttentionReranker, Retriever
-from ur4rec.models.sasrec import SASRec, describe_sasrec
+from ur4rec.models.sequential import SequentialModel
 
 OBJECTIVES = ("fused", "sasrec", "retriever")  # the first is the default
 SASREC_GRID = tuple(step / 20 for step in range(21))  # SASRec's fusion weight: 0, 0.05, .., 1
@@ -66,7 +74,12 @@ class UR4Rec(RecModel):
         self.n_items = n_items
         self.retriever_cfg = retriever_cfg
         features = item_text if fusion_cfg.sasrec_text_features else None
-        self.sasrec = SASRec(n_items, max_len, model_cfg, item_features=features)
+        # The ID branch: SASRec or another sequential model (model.backbone). It keeps the
+        # name "sasrec" in module, branch and stage names whatever it is.
+        backbone = model_class(model_cfg.backbone)
+        if not issubclass(backbone, SequentialModel):
+            raise Ur4recError(f"model.backbone {model_cfg.backbone!r} is not a sequential model")
+        self.sasrec = backbone.create(n_items, max_len, model_cfg, features)
         self.retriever = Retriever(n_items, item_text, user_text, max_len, retriever_cfg)
         dim = retriever_cfg.dim
         self.memory = WindowMemory(n_windows, n_users, dim) if memory_cfg.enabled else None
@@ -319,7 +332,7 @@ class UR4Rec(RecModel):
     def describe_config(self, cfg: RunConfig) -> str:
         r = cfg.retriever
         text = (
-            f"UR4Rec: {describe_sasrec(cfg)}, fused with a text preference retriever. The "
+            f"UR4Rec: {self.sasrec.summary(cfg)}, fused with a text preference retriever. The "
             "retriever matches a user vector (built from the user's preference text and the "
             "items so far, encoded by the sentence encoder) against every item's description "
             f"vector by cosine similarity; {r.experts} expert heads mixed by a router and "

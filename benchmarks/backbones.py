@@ -1,0 +1,98 @@
+"""Backbones side by side: configs x seeds, each trained into its own run folder, then measured
+on valid and test under the full and the 1+99 sampled (`seed`) protocols.
+
+    .venv/bin/python benchmarks/backbones.py --seeds 42,43,44 \\
+        --configs gru4rec-ml-100k-seed,ur4rec-gru4rec-ml-100k-seed,gru4rec-ml-100k
+
+Each run is `ur4rec train --config configs/NAME.yaml --set seed=S` in a subprocess
+(``--parallel`` at once, ``--threads`` torch threads each) into OUT/NAME-sS; a finished run
+is measured again, not retrained, and an interrupted one resumes. Results go to
+OUT/results.jsonl (one row per run and case) and the table is printed: mean and sd over seeds.
+Choose by the valid columns; the test columns are for reporting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = [(part, protocol) for part in ("valid", "test") for protocol in ("full", "seed")]
+
+
+def train(config: str, seed: int, out: Path, threads: int) -> Path:
+    run_dir = out / f"{config}-s{seed}"
+    if (run_dir / "summary.json").is_file():
+        return run_dir
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    ur4rec = str(Path(sys.executable).parent / "ur4rec")
+    if (run_dir / "config.yaml").is_file():
+        argv = [ur4rec, "train", "--resume", str(run_dir), "--quiet"]
+    else:
+        argv = [ur4rec, "train", "--config", str(ROOT / "configs" / f"{config}.yaml"),
+                "--set", f"seed={seed}", "--out", str(run_dir), "--quiet"]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr[-2000:]}")
+    print(f"trained {run_dir.name} in {time.perf_counter() - start:.0f} s", flush=True)
+    return run_dir
+
+
+def measure(run_dir: Path) -> list[dict[str, object]]:
+    from ur4rec.train.run import evaluate
+
+    rows = []
+    for part, protocol in CASES:
+        result = evaluate(run_dir, protocol, part)
+        rows.append({"run": run_dir.name, **result})
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", required=True, help="config names under configs/, comma")
+    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "backbones"))
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(c, s) for c in configs for s in seeds]
+    with ThreadPoolExecutor(args.parallel) as pool:
+        runs = list(pool.map(lambda job: (job, train(*job, out, args.threads)), jobs))
+    rows = []
+    for (config, seed), run_dir in runs:
+        for row in measure(run_dir):
+            rows.append({"config": config, "seed": seed, **row})
+    from ur4rec.io import atomic_write_text
+
+    atomic_write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    print(f"\n{'config':34} {'part':5} {'protocol':8} {'NDCG@10':>17} {'Hit@10':>17}  seeds")
+    for config in configs:
+        for part, protocol in CASES:
+            cell = [r for r in rows if r["config"] == config and r["split"] == part
+                    and r["protocol"] == protocol]  # fmt: skip
+            ndcg = [float(r["ndcg@10"]) for r in cell]
+            hit = [float(r["hit@10"]) for r in cell]
+            sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
+            print(
+                f"{config:34} {part:5} {protocol:8} {statistics.mean(ndcg):.4f} ± {sd(ndcg):.4f}"
+                f"  {statistics.mean(hit):.4f} ± {sd(hit):.4f}  {len(cell)}"
+            )
+    print(f"wrote {out / 'results.jsonl'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""What the ID-based sequential models share: item vectors, padding, the model interface and
+the next-item loss. A subclass (SASRec, GRU4Rec) creates its layers and writes ``encode``.
+
+Histories arrive left-padded with PAD (-1), the most recent item last. ``encode`` returns a
+hidden state per position, zero at padding; the user's vector is the state at the last real
+item, scored against every item's vector by a dot product.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ur4rec.config import LossConfig, ModelConfig, RunConfig
+from ur4rec.data.batches import HistoryBatch, TrainBatch
+from ur4rec.data.splits import PAD, interaction_counts
+from ur4rec.models import losses
+from ur4rec.models.base import ModelInputs, RecModel
+from ur4rec.models.cache import ItemVectorCache
+
+
+class SequentialModel(ItemVectorCache, RecModel):
+    """Item ID embeddings (+ optional fixed item features through a projection) -> a sequence
+    encoder -> dot product with the same item vectors. Subclasses set ``name`` (which is also
+    their module, branch and state name), define ``item_emb`` (n_items + 1 rows, the last for
+    padding), ``feature_proj`` / ``item_features`` and ``max_len``, and implement
+    ``encode``."""
+
+    item_emb: nn.Embedding
+    feature_proj: nn.Linear | None
+    item_features: torch.Tensor
+    max_len: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        # The training loss, when it trains on its own (build); a component of another
+        # model is trained by that model's loss.
+        self.loss_cfg = LossConfig()
+        self.sampler: NegativeSampler | None = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.objectives = cls.modules = cls.branches = (cls.name,)
+
+    @classmethod
+    def create(
+        cls, n_items: int, max_len: int, cfg: ModelConfig, item_features: torch.Tensor | None
+    ) -> SequentialModel:
+        return cls(n_items, max_len, cfg, item_features=item_features)  # type: ignore[call-arg]
+
+    @classmethod
+    def build(cls, inputs: ModelInputs) -> SequentialModel:
+        cfg = inputs.cfg
+        model = cls.create(inputs.dataset.n_items, cfg.data.max_len, cfg.model, None)
+        popularity = None
+        if cfg.loss.sampler == "popularity":
+            popularity = torch.from_numpy(interaction_counts(inputs.dataset, inputs.train))
+        model.loss_cfg = cfg.loss
+        model.sampler = NegativeSampler(inputs.dataset.n_items, popularity)
+        return model
+
+    def item_vectors(self) -> torch.Tensor:
+        """[n_items, hidden]: what histories are made of and what users are matched against."""
+        if self._item_cache is not None:
+            return self._item_cache
+        vectors = self.item_emb.weight[: self.n_items]
+        if self.feature_proj is not None:
+            vectors = vectors + self.feature_proj(self.item_features)
+        return vectors
+
+    def encode(self, items: torch.Tensor) -> torch.Tensor:
+        """Hidden states [B, L, H] for left-padded histories [B, L]; zero at padding."""
+        raise NotImplementedError
+
+    def user_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """[B, H] hidden state at each history's last real item, however it is padded."""
+        return self.encode(self.left_align(items))[:, -1]
+
+    def left_align(self, items: torch.Tensor) -> torch.Tensor:
+        """Left-align any padding, then keep each history's last ``max_len`` items."""
+        # A stable sort on "is real" moves padding to the front and keeps the items' order.
+        order = torch.argsort((items != PAD).to(torch.int8), dim=1, stable=True)
+        return items.gather(1, order)[:, -self.max_len :]
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        return self.user_vectors(batch.items) @ self.item_vectors().T
+
+    def user_states(
+        self, batch: HistoryBatch, user_text: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        return {f"{self.name}_state": self.user_vectors(batch.items)}
+
+    def scores_from_states(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        scores = states[f"{self.name}_state"] @ self.item_vectors().T
+        return {"score": scores, self.name: scores}
+
+    def item_space(self) -> torch.Tensor:
+        return self.item_vectors()
+
+    def summary(self, cfg: RunConfig) -> str:
+        """What this encoder is, as configured (for reports)."""
+        return self.name
+
+    def describe_config(self, cfg: RunConfig) -> str:
+        return f"{self.summary(cfg)}. It reads item ids only, no text."
+
+    def prepare_for_inference(self) -> None:
+        self.cache_item_vectors()
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {self.name: list(self.parameters())}
+
+    def training_loss(self, batch: TrainBatch, generator: torch.Generator) -> torch.Tensor:
+        if self.sampler is None:
+            self.sampler = NegativeSampler(self.n_items)
+        return self.next_item_loss(
+            batch.inputs, batch.targets, self.loss_cfg, self.sampler, generator
+        )
+
+    def next_item_loss(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        loss: LossConfig,
+        sampler: NegativeSampler,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """Next-item loss at every real position of the windows ``inputs`` [B, L]; ``targets``
+        [B, L] holds the item after each position (PAD where none)."""
+        states = self.encode(inputs)
+        keep = targets != PAD
+        hidden, target = states[keep], targets[keep]
+        vectors = self.item_vectors()
+        if loss.kind == "ce":
+            return losses.full_softmax_ce(hidden @ vectors.T, target)
+        pos_logits = (hidden * vectors[target]).sum(dim=1)
+        if loss.kind == "bce":
+            negatives = sampler.sample((len(target), loss.negatives), generator)
+            neg_logits = (hidden[:, None, :] * vectors[negatives]).sum(dim=2)
+            return losses.bce_with_negatives(pos_logits, neg_logits, negatives != target[:, None])
+        negatives = sampler.sample((loss.negatives,), generator)
+        neg_logits = hidden @ vectors[negatives].T
+        valid = negatives[None, :] != target[:, None]
+        log_q = sampler.log_expected_count(loss.negatives)
+        return losses.sampled_softmax(
+            pos_logits, neg_logits, valid, log_q[target], log_q[negatives][None, :]
+        )
+
+
+class NegativeSampler:
+    """Draws negative items uniformly or in proportion to training popularity."""
+
+    def __init__(self, n_items: int, popularity: torch.Tensor | None = None) -> None:
+        self.n_items = n_items
+        if popularity is None:
+            self.probs = torch.full((n_items,), 1.0 / n_items)
+        else:
+            weights = popularity.double() + 1e-9  # never-seen items stay drawable, rarely
+            self.probs = (weights / weights.sum()).float()
+        self.uniform = popularity is None
+
+    def sample(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        count = math.prod(shape)
+        if self.uniform:
+            return torch.randint(self.n_items, shape, generator=generator)
+        return torch.multinomial(self.probs, count, replacement=True, generator=generator).view(
+            shape
+        )
+
+    def log_expected_count(self, k: int) -> torch.Tensor:
+        return torch.log(self.probs * k)
