@@ -74,3 +74,19 @@ def test_a_model_trains_evaluates_recommends_serves_and_reports(
     assert main(["report", str(out)]) == 0
     report = (out / "REPORT.md").read_text()
     assert "## What was trained" in report and "## Results on the test split" in report
+
+
+def test_the_public_api(cyclic_folder: Path, tmp_path: Path) -> None:
+    import ur4rec
+
+    ur4rec.prepare_dataset("ml-100k", source=cyclic_folder)
+    cfg = ur4rec.load_config(CONFIGS / "gru4rec-ml-100k.yaml", [*TINY, "train.epochs=2"])
+    run_dir = ur4rec.train_run(cfg, tmp_path / "api", quiet=True)
+    result = ur4rec.evaluate_run(run_dir, protocol="full", part="test")
+    assert result["model"] == "gru4rec" and 0.0 <= result["ndcg@10"] <= 1.0
+    recommender = ur4rec.Recommender(run_dir)
+    assert len(recommender.recommend_history(["1", "2"], k=4).items) == 4
+    assert "gru4rec" in ur4rec.model_names() and issubclass(GRU4Rec, ur4rec.RecModel)
+    assert set(ur4rec.__all__) <= set(dir(ur4rec))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = ur4rec.nope

@@ -110,7 +110,7 @@ class MemoryConfig:
 
 @dataclass
 class FusionConfig:
-    method: Literal["fixed", "scalar", "gate", "curriculum", "uncertainty"] = "gate"
+    method: Literal["fixed", "scalar", "gate", "curriculum", "uncertainty"] = "scalar"
     sasrec_weight: float = 0.4  # fixed weight; start of the learned ones; curriculum's end
     curriculum_start: float = 0.9  # curriculum: SASRec's weight at the start of a stage
     aux_weight: float = 0.5  # weight of each branch's own loss in joint stages
@@ -118,7 +118,7 @@ class FusionConfig:
     # (grid 0, 0.05, ..., 1): learned on training data the weight over-trusts the branch
     # that overfits more.
     calibrate: bool = True
-    sasrec_text_features: bool = False  # feed item text embeddings into SASRec too
+    sasrec_text_features: bool = True  # feed item text embeddings into SASRec too
     # A third branch that does not train: EASE fitted in closed form on the training part,
     # reading each user's last `prior_recent` items. It joins at scoring time only (at a
     # training position it has already seen the answer), with weight `prior_weight`, which

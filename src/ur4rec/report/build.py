@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ur4rec import __version__
 from ur4rec.data.splits import make_split
 from ur4rec.errors import Ur4recError
 from ur4rec.eval.baselines import BASELINES, build_baseline
@@ -24,6 +23,7 @@ from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_bytes, atomic_write_text
 from ur4rec.runs.layout import read_log
 from ur4rec.runs.load import load_run
+from ur4rec.version import __version__
 
 PROTOCOLS = ("full", "seed")
 METRICS = ("hit@10", "ndcg@10", "mrr@10")

@@ -33,7 +33,6 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ur4rec import __version__
 from ur4rec.errors import Ur4recError
 from ur4rec.serve.recommender import (
     MAX_K,
@@ -42,6 +41,7 @@ from ur4rec.serve.recommender import (
     Recommender,
     UnknownIdError,
 )
+from ur4rec.version import __version__
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_HISTORY = 2000
