@@ -87,7 +87,7 @@ class TextConfig:
 
 @dataclass
 class RetrieverConfig:
-    dim: int = 256  # output dimension (the report: 256, option 512)
+    dim: int = 256  # output dimension of both towers
     experts: int = 4
     proxies: int = 4  # learned proxy tokens the user query attends to
     router: Literal["dense", "topk"] = "dense"

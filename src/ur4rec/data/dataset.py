@@ -34,8 +34,8 @@ class DatasetSpec:
     min_user_interactions: int = 0
     min_item_interactions: int = 0
     k_core: bool = False  # repeat the user/item filters until both hold
-    # Keep every catalogue item in the vocabulary, interacted with or not (the report's
-    # pipeline scored all 1,682 ml-100k ids).
+    # Keep every catalogue item in the vocabulary, interacted with or not, so every item id
+    # of the source (1,682 for ml-100k) is scored.
     keep_catalog_items: bool = False
 
     def options(self) -> dict[str, object]:

@@ -5,7 +5,7 @@ in its own input and nothing later than a target is seen before it.
   second last item (input: the train part); test target = the last item (input: everything
   before it, the validation item included). Users with fewer than 3 interactions are
   train-only and not evaluated.
-- ``ratio``: the report's split. Train = the first 80% of a sequence, validation = up to 90%,
+- ``ratio``: train = the first 80% of a sequence, validation = up to 90%,
   test = the rest. The validation target is the first item after the train part and the
   test target the first item after the 90% prefix, each with everything before it as input.
   Users whose validation or test part would be empty are not evaluated on it.

@@ -1,7 +1,7 @@
 """Evaluation protocols: which candidates the target is ranked against.
 
 - ``full``: all items; the user's input history is masked (the target itself never is).
-- ``seed``: the report's protocol: the target plus 99 negatives drawn uniformly from all items
+- ``seed``: the target plus 99 negatives drawn uniformly from all items
   except the target, the history NOT excluded.
 - ``sampled:N``: N uniform negatives, excluding the input history and the target.
 - ``popsampled:N``: N negatives drawn with probability proportional to training popularity,

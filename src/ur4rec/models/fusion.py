@@ -1,10 +1,11 @@
 """Fusion of the SASRec and retriever scores.
 
 Each branch's scores are standardised per user (zero mean, unit spread over the items) before
-they are combined: the report added raw dot products to cosine/0.07, so one branch drowned the
-other. The fused score is w * z_sasrec + (1 - w) * z_retriever, with w from the method:
+they are combined: raw dot products and cosine/0.07 live on different scales, and added as
+they are one branch drowns the other. The fused score is w * z_sasrec + (1 - w) *
+z_retriever, with w from the method:
 
-- ``fixed``: the configured weight (the report's 0.4 SASRec / 0.6 retriever);
+- ``fixed``: the configured weight (default 0.4 SASRec / 0.6 retriever);
 - ``scalar``: one learned weight, starting at the configured one;
 - ``gate``: a per-user weight from both branches' user states (user-specific fusion);
 - ``curriculum``: moves linearly from ``curriculum_start`` to the configured weight over a stage;

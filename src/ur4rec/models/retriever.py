@@ -1,11 +1,11 @@
 """The text user-preference retriever: a user tower matched against an item tower by cosine.
 
-Item tower: the item's description embedding through a trainable projection (the report's
-went through a frozen random one), plus an optional item ID embedding.
+Item tower: the item's description embedding through a trainable projection, plus an optional
+item ID embedding.
 
 User tower, at every position of a history: the user's preference-text embedding, plus the
-items so far (description + ID vectors) attention-pooled with causal masking (the report's
-retriever ignored the sequence), plus an optional memory read. The state then attends to P
+items so far (description + ID vectors) attention-pooled with causal masking, plus an
+optional memory read. The state then attends to P
 learned proxy tokens and is routed over E expert heads (dense softmax or top-k) with a
 load-balancing loss.
 

@@ -21,23 +21,18 @@ from ur4rec.errors import Ur4recError
 from ur4rec.eval.baselines import BASELINES, build_baseline
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_bytes, atomic_write_text
+from ur4rec.report_table import format_table
 from ur4rec.runs.layout import read_log
 from ur4rec.runs.load import load_run
+from ur4rec.train.stages import format_stage_table
 from ur4rec.version import __version__
 
 PROTOCOLS = ("full", "seed")
 METRICS = ("hit@10", "ndcg@10", "mrr@10")
 
 
-def md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.4f}"
-        return "" if value is None else str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+def _md(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    return format_table(rows, columns, markdown=True)
 
 
 def stage_logs(run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -178,7 +173,7 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
         "from the rest of the catalogue, once, with a fixed seed. Item popularity alone scores "
         "about 0.40 Hit@10 there, so read it next to the baselines, which are fitted on the "
         "same training split.\n\n"
-        + md_table(rows, ["model", "protocol", *METRICS])
+        + _md(rows, ["model", "protocol", *METRICS])
         + "".join(f"\n\n{line}." for line in skipped)
     )
 
@@ -187,18 +182,6 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
     plots = []
     if stages_path.is_file():
         table = json.loads(stages_path.read_text(encoding="utf-8"))
-        blocks = []
-        for protocol in dict.fromkeys(r["protocol"] for r in table):
-            shown = []
-            for r in (r for r in table if r["protocol"] == protocol):
-                entry = {"stage": r["stage"], "epochs run / max": r["epochs"]}
-                for key in ("valid hit@10", "valid ndcg@10", "test hit@10", "test ndcg@10"):
-                    change = r.get(f"{key} change")
-                    entry[key] = f"{r[key]:.4f}" + (
-                        f" ({change:+.4f})" if change is not None else ""
-                    )
-                shown.append(entry)
-            blocks.append(f"Protocol `{protocol}`:\n\n" + md_table(shown, list(shown[0])))
         weights = [s.get("sasrec_weight") for s in summary.get("stages", [])]
         priors = [s["prior_weight"] for s in summary.get("stages", []) if "prior_weight" in s]
         note = ""
@@ -214,14 +197,16 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
             "## Stages\n\nEach stage starts from the best checkpoint of the one before; the "
             "figures are that stage's best checkpoint, with the change against the previous "
             "stage. A stage marked *(start kept)* had no epoch better than its start on "
-            "validation and handed its start on.\n\n" + "\n\n".join(blocks) + note
+            "validation and handed its start on.\n\n"
+            + format_stage_table(table, markdown=True)
+            + note
         )
         if plot_stage_table(table, run_dir / "stages.png"):
             plots.append(("stages.png", "Validation and test NDCG@10 / Hit@10 per stage"))
     else:
         parts.append(
             "## Training\n\n"
-            + md_table(
+            + _md(
                 [
                     {
                         "best epoch": summary.get("best_epoch"),
@@ -272,7 +257,7 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
                 f"## Ablation\n\nTest NDCG@10, mean over seeds, from `{ablation}` "
                 "(written by `benchmarks/ur4rec_quality.py`). SASRec alone is each run's first "
                 "stage, the retriever alone its second, fused its last.\n\n"
-                + md_table(table_rows, [c for c in columns if any(c in r for r in table_rows)])
+                + _md(table_rows, [c for c in columns if any(c in r for r in table_rows)])
             )
 
     # -- data ---------------------------------------------------------------------------------
@@ -292,7 +277,7 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
         {"what": "split", "value": cfg.data.scheme},
         {"what": "data content hash", "value": dataset.content_hash[:16]},
     ]  # fmt: skip
-    parts.append("## Data\n\n" + md_table(data_rows, ["what", "value"]))
+    parts.append("## Data\n\n" + _md(data_rows, ["what", "value"]))
 
     # -- texts --------------------------------------------------------------------------------
     parts.append("## Texts and leakage audit\n\n" + _audit_section(cfg, dataset, model))
@@ -366,5 +351,5 @@ def _audit_section(cfg: Any, dataset: Any, model: Any) -> str:
         "(template texts are written from the training part of each history only). "
         f"Encoder: `{cfg.text.encoder}`.\n\n"
         f"Audit of the {result.users} user texts the model read: {verdict}.\n\n"
-        + md_table(rows, ["check", "share"])
+        + _md(rows, ["check", "share"])
     )

@@ -153,7 +153,7 @@ def stage_table(
     run_dir: Path,
     protocols: tuple[str, ...] = ("full", "seed"),
 ) -> list[dict[str, Any]]:
-    """Validation and test metrics of every stage's best checkpoint, in the report's shape
+    """Validation and test metrics of every stage's best checkpoint, one row per stage
     (stage, epochs run / max, Hit@10, NDCG@10, change against the previous stage)."""
     table = []
     for protocol in protocols:
@@ -188,19 +188,26 @@ def stage_table(
     return table
 
 
-def format_stage_table(table: list[dict[str, Any]]) -> str:
+def stage_rows(table: list[dict[str, Any]], protocol: str) -> list[dict[str, object]]:
+    """The stage table's rows for one protocol as shown: each figure with its change."""
+    rows: list[dict[str, object]] = []
+    for r in (r for r in table if r["protocol"] == protocol):
+        out: dict[str, object] = {"stage": r["stage"], "epochs": r["epochs"]}
+        for part in ("valid", "test"):
+            for key in ("hit@10", "ndcg@10"):
+                change = r.get(f"{part} {key} change")
+                value = r[f"{part} {key}"]
+                out[f"{part} {key}"] = f"{value:.4f}" + (
+                    f" ({change:+.4f})" if change is not None else ""
+                )
+        rows.append(out)
+    return rows
+
+
+def format_stage_table(table: list[dict[str, Any]], markdown: bool = False) -> str:
     blocks = []
     for protocol in dict.fromkeys(r["protocol"] for r in table):
-        rows = []
-        for r in (r for r in table if r["protocol"] == protocol):
-            out: dict[str, object] = {"stage": r["stage"], "epochs": r["epochs"]}
-            for part in ("valid", "test"):
-                for key in ("hit@10", "ndcg@10"):
-                    change = r.get(f"{part} {key} change")
-                    value = r[f"{part} {key}"]
-                    out[f"{part} {key}"] = f"{value:.4f}" + (
-                        f" ({change:+.4f})" if change is not None else ""
-                    )
-            rows.append(out)
-        blocks.append(f"protocol {protocol}:\n" + format_table(rows, list(rows[0])))
+        rows = stage_rows(table, protocol)
+        title = f"Protocol `{protocol}`:\n\n" if markdown else f"protocol {protocol}:\n"
+        blocks.append(title + format_table(rows, list(rows[0]), markdown))
     return "\n\n".join(blocks)
