@@ -17,6 +17,7 @@ keeps its per-user ranks in ranks.npz. Choose by the valid rows; test is for rep
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -24,14 +25,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from compare_runs import cached_ranks, parse_seeds, print_comparison
-from ur4rec_quality import PRETRAIN_SASREC, slug
+from ur4rec_quality import VARIANTS_FILE, slug
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "ur4rec-ml-100k-seed.yaml"
 SHARED_ITEMS = ROOT.parent / "shared" / "seed-llm-texts" / "item_descriptions.json"
-STAGE_1 = f"stages=[{PRETRAIN_SASREC}]"
+# The first stage of the prior-only variant: SASRec pretraining alone.
+STAGE_1 = "stages=" + json.dumps(
+    yaml.safe_load(VARIANTS_FILE.read_text(encoding="utf-8"))["stage_lists"]["prior_only"][:1]
+)
 BASE = "SASRec alone"
 
 

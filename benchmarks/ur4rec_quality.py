@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/ur4rec_quality.py --variants default --seeds 42,43,44
     .venv/bin/python benchmarks/ur4rec_quality.py --variants default,gate,memory,... --seeds 42
 
-Each run is `ur4rec train --config configs/ur4rec-DATASET.yaml --set ...` in a subprocess
+Each run is `ur4rec train --config configs/ur4rec-DATASET.yaml --set ...` in a subprocess, the
+variant's settings read from configs/experiments/ur4rec-variants.yaml
 (``--parallel`` at once, ``--threads`` torch threads each). From each run's stages.json:
 SASRec alone = the first stage's best, retriever alone = the second's, fused = the last's.
 Results are appended to OUT/results.jsonl as runs finish; the table is printed at the end.
@@ -21,102 +22,41 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_ITEMS = ROOT.parent / "shared" / "seed-llm-texts" / "item_descriptions.json"
-# The config's first two stages, as `--set stages=[...]` fragments for the variants below.
-PRETRAIN = (
-    "{name: pretrain_sasrec, epochs: 200, train: [sasrec], objective: sasrec, patience: 10},"
-    " {name: pretrain_retriever, epochs: 200, train: [retriever, memory], objective: retriever,"
-    " patience: 10}"
-)
-PRETRAIN_SASREC = PRETRAIN.split(", {name: pretrain_retriever")[0]
-# A fused "stage" that trains nothing (learning rate 0), so that only the calibration runs.
-CALIBRATE = "{name: %s, epochs: 1, train: [fusion], lr: {fusion: 0.0}, objective: fused}"
-FROZEN_SASREC_STAGES = (
-    f"stages=[{PRETRAIN},"
-    " {name: joint_finetune, epochs: 30, train: [retriever, memory, fusion], patience: 5,"
-    " lr: {retriever: 3.0e-4, memory: 3.0e-4, fusion: 1.0e-3}},"
-    " {name: end_to_end, epochs: 30, train: [retriever, memory, fusion, text_encoder], patience: 5,"
-    " lr: {retriever: 1.0e-4, memory: 1.0e-4, fusion: 5.0e-4, text_encoder: 1.0e-5}}]"
-)
-# SASRec and the EASE prior alone: the calibration gives a retriever no stage trained no weight.
-PRIOR_ONLY_STAGES = f"stages=[{PRETRAIN_SASREC}, {CALIBRATE % 'calibrate_prior'}]"
-# SASRec, the pretrained retriever and the EASE prior, with no joint training: the fusion
-# weights are only calibrated on validation. Isolates what the retriever adds to SASRec + prior.
-CALIBRATED_RETRIEVER_STAGES = f"stages=[{PRETRAIN}, {CALIBRATE % 'calibrate'}]"
-# name -> (config overrides, how many leading stages the variant leaves unchanged). Those
-# stages are copied from the base variant's run of the same seed when it exists (BASES; the
-# default run otherwise): with the same seed and the same stage configs they would train to the
-# same weights, so only the rest is rerun.
-NO_PRIOR = "fusion.prior=none"
-PRIOR_02 = "fusion.prior_weight=0.2"
-VARIANTS: dict[str, tuple[list[str], int]] = {
-    "default": ([], 0),
-    "no EASE prior": ([NO_PRIOR], 2),
-    # For configs without the prior (ml-100k): the same model with it.
-    "with EASE prior": (["fusion.prior=ease"], 2),
-    "SASRec and EASE prior without the retriever": ([PRIOR_ONLY_STAGES], 1),
-    # Does a pretrained retriever add anything to SASRec + prior? (calibration only)
-    "pretrained retriever calibrated with the prior": ([CALIBRATED_RETRIEVER_STAGES], 2),
-    "LLM item texts pretrained retriever calibrated with the prior": (
-        [f"text.item_texts={SHARED_ITEMS}", CALIBRATED_RETRIEVER_STAGES],
-        2,
-    ),
-    "SASRec frozen in the joint stages with the prior": ([FROZEN_SASREC_STAGES], 2),
-    "LLM item texts SASRec and EASE prior without the retriever": (
-        [f"text.item_texts={SHARED_ITEMS}", PRIOR_ONLY_STAGES],
-        1,
-    ),
-    "content-only pretrained retriever calibrated with the prior": (
-        ["retriever.item_ids=false", CALIBRATED_RETRIEVER_STAGES],
-        2,
-    ),
-    "single-expert pretrained retriever calibrated with the prior": (
-        ["retriever.experts=1", "retriever.proxies=0", CALIBRATED_RETRIEVER_STAGES],
-        2,
-    ),
-    # The ablation again on the default (EASE prior, stages that keep their start). Methods
-    # that are not calibrated get the prior at 0.2, the weight calibration mostly picks.
-    "fusion gate with the prior": (["fusion.method=gate", PRIOR_02], 2),
-    "fusion fixed 0.4/0.6 (report) with the prior": (
-        ["fusion.method=fixed", "fusion.calibrate=false", PRIOR_02],
-        2,
-    ),
-    "fusion curriculum with the prior": (["fusion.method=curriculum", PRIOR_02], 2),
-    "fusion uncertainty with the prior": (["fusion.method=uncertainty", PRIOR_02], 2),
-    "memory on with the prior": (["memory.enabled=true"], 1),
-    "single expert no proxies with the prior": (["retriever.experts=1", "retriever.proxies=0"], 1),
-    # The ablation of the report's design, run before the EASE prior became the default: each
-    # is the no-prior model with one change.
-    "fusion gate": ([NO_PRIOR, "fusion.method=gate"], 2),
-    "fusion fixed 0.4/0.6 (report)": (
-        [NO_PRIOR, "fusion.method=fixed", "fusion.calibrate=false"],
-        2,
-    ),
-    "fusion fixed calibrated": ([NO_PRIOR, "fusion.method=fixed"], 2),
-    "fusion curriculum": ([NO_PRIOR, "fusion.method=curriculum"], 2),
-    "fusion uncertainty": ([NO_PRIOR, "fusion.method=uncertainty"], 2),
-    "SASRec frozen in the joint stages": ([NO_PRIOR, FROZEN_SASREC_STAGES], 2),
-    "memory on": ([NO_PRIOR, "memory.enabled=true"], 1),
-    "single expert no proxies": ([NO_PRIOR, "retriever.experts=1", "retriever.proxies=0"], 1),
-    "retriever without item ids": ([NO_PRIOR, "retriever.item_ids=false"], 1),
-    "user texts as of training (every 10 items)": ([NO_PRIOR, "text.user_text_every=10"], 1),
-    "LLM item texts": ([NO_PRIOR, f"text.item_texts={SHARED_ITEMS}"], 0),
-    "SASRec without item texts": ([NO_PRIOR, "fusion.sasrec_text_features=false"], 0),
-    "LLM item texts and SASRec frozen in the joint stages": (
-        [NO_PRIOR, f"text.item_texts={SHARED_ITEMS}", FROZEN_SASREC_STAGES],
-        2,
-    ),
-}
-BASES = {
-    "LLM item texts and SASRec frozen in the joint stages": "LLM item texts",
-    "LLM item texts pretrained retriever calibrated with the prior": "LLM item texts",
-    "LLM item texts SASRec and EASE prior without the retriever": "LLM item texts",
-    "content-only pretrained retriever calibrated with the prior": "retriever without item ids",
-    "single-expert pretrained retriever calibrated with the prior": "single expert no proxies",
-}
+VARIANTS_FILE = ROOT / "configs" / "experiments" / "ur4rec-variants.yaml"
+
+
+@dataclass
+class Variant:
+    overrides: list[str]  # `--set` values on top of configs/ur4rec-DATASET.yaml
+    reuse: int  # leading stages left unchanged: copied from `base`'s run of the same seed
+    base: str
+
+
+def read_variants(path: Path = VARIANTS_FILE) -> dict[str, Variant]:
+    """The experiment file's variants as `--set` overrides (stage lists resolved)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    shared = str(ROOT.parent / "shared")
+    variants = {}
+    for name, spec in data["variants"].items():
+        overrides = []
+        for key, value in (spec.get("set") or {}).items():
+            if isinstance(value, str):
+                overrides.append(f"{key}={value.replace('{shared}', shared)}")
+            else:
+                overrides.append(f"{key}={json.dumps(value)}")
+        if "stages" in spec:
+            overrides.append("stages=" + json.dumps(data["stage_lists"][spec["stages"]]))
+        variants[name] = Variant(overrides, spec.get("reuse", 0), spec.get("base", "default"))
+    return variants
+
+
+VARIANTS = read_variants()
 
 
 def slug(name: str) -> str:
@@ -170,9 +110,9 @@ def run_one(
 ) -> dict:
     run_dir = out / f"{dataset}-{slug(name)}-s{seed}"
     config = ROOT / "configs" / f"ur4rec-{dataset}.yaml"
-    overrides, reusable = VARIANTS[name]
-    overrides = [f"seed={seed}", *overrides]
-    base = out / f"{dataset}-{slug(BASES.get(name, 'default'))}-s{seed}"
+    variant = VARIANTS[name]
+    overrides, reusable = [f"seed={seed}", *variant.overrides], variant.reuse
+    base = out / f"{dataset}-{slug(variant.base)}-s{seed}"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     reused = 0

@@ -83,3 +83,23 @@ def test_bad_files(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(tmp_path / "list.yaml")
+
+
+def test_experiment_variants_are_valid_configs() -> None:
+    import sys
+
+    from ur4rec.models import check_config
+
+    sys.path.insert(0, str(CONFIGS[0].parent.parent / "benchmarks"))
+    try:
+        from ur4rec_quality import read_variants
+    finally:
+        sys.path.pop(0)
+    variants = read_variants()
+    assert "default" in variants and len(variants) > 20
+    for name, variant in variants.items():
+        for dataset in ("ml-100k-seed", "ml-100k"):
+            cfg = load_config(CONFIGS[0].parent / f"ur4rec-{dataset}.yaml", variant.overrides)
+            check_config(cfg)
+        assert variant.base in variants, name
+        assert variant.reuse <= len(cfg.stages), name

@@ -48,7 +48,7 @@ def prepared(cyclic_folder: Path) -> None:
         ("model.dropout=1.5", "model.dropout"),
         ("model.attn_dropout=-0.1", "model.attn_dropout"),
         ("train.eval_protocol=sampled:0", "train.eval_protocol"),
-        ("retriever.top_k=9", "retriever.top_k"),
+        (["retriever.router=topk", "retriever.top_k=9"], "retriever.top_k"),
         ("retriever.temperature=0", "retriever.temperature"),
         ("fusion.sasrec_weight=2", "fusion.sasrec_weight"),
         ("seed=-3", "seed"),
@@ -56,9 +56,9 @@ def prepared(cyclic_folder: Path) -> None:
         ("stages=[{name: s, train: []}]", "stages[0] (s).train"),
     ],
 )
-def test_bad_config_values_are_refused_at_load(override: str, key: str) -> None:
+def test_bad_config_values_are_refused_at_load(override: str | list[str], key: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{__import__('re').escape(key)}: must be"):
-        load_config(CONFIG, [override])
+        load_config(CONFIG, [override] if isinstance(override, str) else override)
 
 
 def test_bad_config_never_starts_a_run(prepared, tmp_path: Path, capsys) -> None:

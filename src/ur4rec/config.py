@@ -246,6 +246,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         _check_size(value, f"override {key!r}")
         if isinstance(value, str) and _looks_numeric(value):
             value = float(value)
+        value = _numbers(value)  # "1e-05" inside a list or mapping is a number too
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
@@ -403,8 +404,9 @@ def validate(cfg: RunConfig) -> None:
         _check(p, getattr(r, key) >= 1, f"retriever.{key}", ">= 1", getattr(r, key))
     _check(p, r.proxies >= 0, "retriever.proxies", ">= 0", r.proxies)
     _check(p, r.rerank_top >= 0, "retriever.rerank_top", ">= 0 (0 disables)", r.rerank_top)
-    _check(p, 1 <= r.top_k <= max(r.experts, 1), "retriever.top_k",
-           f"between 1 and retriever.experts ({r.experts})", r.top_k)  # fmt: skip
+    if r.router == "topk":  # a dense router reads no top_k
+        _check(p, 1 <= r.top_k <= max(r.experts, 1), "retriever.top_k",
+               f"between 1 and retriever.experts ({r.experts})", r.top_k)  # fmt: skip
     _check(p, _finite(r.temperature) and r.temperature > 0, "retriever.temperature",
            "a finite number > 0", r.temperature)  # fmt: skip
     _check(p, _finite(r.load_balance) and r.load_balance >= 0, "retriever.load_balance",
