@@ -90,3 +90,36 @@ def test_the_public_api(cyclic_folder: Path, tmp_path: Path) -> None:
     assert set(ur4rec.__all__) <= set(dir(ur4rec))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = ur4rec.nope
+
+
+def test_a_run_loads_for_inference_from_what_it_saved(
+    cyclic_folder: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from ur4rec.runs.checkpoint import CheckpointError
+
+    prepare_dataset("ml-100k", source=cyclic_folder)
+    overrides = ["data.dataset=ml-100k", *TINY_UR4REC, "fusion.prior=ease"]
+    cfg = load_config(CONFIGS / "ur4rec-ml-100k-seed.yaml", overrides)
+    out = run.train(cfg, tmp_path / "run", quiet=True)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / "inputs.pt").is_file() and (out / "inputs.pt.sha256").is_file()
+
+    # Neither the texts nor the EASE fit are needed again: the run's inputs.pt has them.
+    def refuse(*args, **kwargs):
+        raise AssertionError("loading a run must not rebuild its inputs")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("ur4rec.text.features.text_features", refuse)
+        patched.setattr("ur4rec.models.ur4rec.ease_weights", refuse)
+        assert run.evaluate(out)["ndcg@10"] == summary["test"]["ndcg@10"]
+        assert len(Recommender(out).recommend_user("1", 3).items) == 3
+
+    data = bytearray((out / "inputs.pt").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (out / "inputs.pt").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="inputs.pt is corrupt"):
+        run.evaluate(out)
+    # A run made before runs kept their inputs is rebuilt from its texts and data.
+    (out / "inputs.pt").unlink()
+    (out / "inputs.pt.sha256").unlink()
+    assert run.evaluate(out)["ndcg@10"] == summary["test"]["ndcg@10"]

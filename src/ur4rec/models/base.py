@@ -62,6 +62,9 @@ class ModelInputs:
     train: Prefixes  # the training part of the split (what fitted parts are fitted on)
     windows: TrainWindows | None = None  # the training windows (per-window state)
     texts: TextFeatures | None = None  # item and user text embeddings, when ``uses_text``
+    # What a trained run saved for inference (``inference_inputs``): when given, the model is
+    # rebuilt from it, without reading texts or refitting; its weights come from a checkpoint.
+    saved: dict[str, Any] | None = None
 
 
 class RecModel(nn.Module):
@@ -135,6 +138,12 @@ class RecModel(nn.Module):
 
     def prepare_for_inference(self) -> None:
         """Cache what does not change while serving; called after loading weights."""
+
+    def inference_inputs(self) -> dict[str, Any]:
+        """What the model was built from that is not in its state dict (text embeddings, a
+        fitted matrix): saved with a run, so that loading it needs neither the texts nor a
+        refit (``ModelInputs.saved``). Tensors, strings and lists of them."""
+        return {}
 
     # -- training ---------------------------------------------------------------------
     def training_loss(self, batch: TrainBatch, generator: torch.Generator) -> torch.Tensor:

@@ -26,6 +26,8 @@ class Popularity(RecModel):
 
     @classmethod
     def build(cls, inputs: ModelInputs) -> Popularity:
+        if inputs.saved is not None:  # the counts come with the checkpoint
+            return cls(torch.zeros(inputs.dataset.n_items))
         return cls(torch.from_numpy(interaction_counts(inputs.dataset, inputs.train)))
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:
@@ -60,6 +62,9 @@ class EASE(RecModel):
     @classmethod
     def build(cls, inputs: ModelInputs) -> EASE:
         cfg = inputs.cfg.ease
+        if inputs.saved is not None:  # the matrix comes with the checkpoint
+            n = inputs.dataset.n_items
+            return cls(torch.zeros(n, n), cfg.recent)
         return cls(ease_weights(inputs.dataset, inputs.train, cfg.l2), cfg.recent)
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:

@@ -40,6 +40,7 @@ from ur4rec.models.fusion import Fusion
 from ur4rec.models.memory import WindowMemory
 from ur4rec.models.retriever import CoAttentionReranker, Retriever
 from ur4rec.models.sequential import SequentialModel
+from ur4rec.text.features import TextFeatures
 
 OBJECTIVES = ("fused", "sasrec", "retriever")  # the first is the default
 SASREC_GRID = tuple(step / 20 for step in range(21))  # SASRec's fusion weight: 0, 0.05, .., 1
@@ -100,6 +101,9 @@ class UR4Rec(RecModel):
     @classmethod
     def build(cls, inputs: ModelInputs) -> UR4Rec:
         cfg, dataset, texts, windows = inputs.cfg, inputs.dataset, inputs.texts, inputs.windows
+        saved = inputs.saved
+        if saved is not None:
+            texts = TextFeatures(saved["item_text"], saved["user_text"], saved["user_texts"])
         if texts is None:
             raise ValueError("UR4Rec needs text features")
         encoder = None
@@ -108,7 +112,9 @@ class UR4Rec(RecModel):
 
             encoder = TrainableTextEncoder(cfg.text.encoder, cfg.text.trainable_layers)
         prior = None
-        if cfg.fusion.prior == "ease":
+        if saved is not None:
+            prior = saved.get("prior")
+        elif cfg.fusion.prior == "ease":
             prior = ease_weights(dataset, inputs.train, cfg.fusion.prior_l2)
         model = cls(
             dataset.n_users, dataset.n_items, cfg.data.max_len, cfg.model, cfg.retriever,
@@ -355,6 +361,16 @@ class UR4Rec(RecModel):
     def prepare_for_inference(self) -> None:
         self.sasrec.cache_item_vectors()
         self.retriever.cache_item_vectors()
+
+    def inference_inputs(self) -> dict[str, Any]:
+        saved: dict[str, Any] = {
+            "item_text": self.retriever.item_text,
+            "user_text": self.retriever.user_text,
+            "user_texts": self.user_texts,
+        }
+        if self.prior is not None:
+            saved["prior"] = self.prior
+        return saved
 
     # -- training ---------------------------------------------------------------------
     def training_loss(self, batch: TrainBatch, generator: torch.Generator) -> torch.Tensor:

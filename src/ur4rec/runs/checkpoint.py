@@ -75,7 +75,8 @@ def _verified_bytes(path: Path) -> bytes:
     return data
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, key: str = "model") -> dict[str, Any]:
+    """The payload of a checkpoint (verified against its digest), which must hold ``key``."""
     data = _verified_bytes(path)
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -83,6 +84,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or not a ur4rec checkpoint: {exc}"
         ) from exc
-    if not isinstance(payload, dict) or "model" not in payload:
-        raise CheckpointError(f"checkpoint {path} has no model state")
+    if not isinstance(payload, dict) or key not in payload:
+        raise CheckpointError(f"checkpoint {path} has no {key} state")
     return payload

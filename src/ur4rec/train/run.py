@@ -26,6 +26,7 @@ from ur4rec.runs.checkpoint import save_checkpoint
 from ur4rec.runs.layout import (
     BEST,
     CONFIG,
+    INPUTS,
     LAST,
     LOG_FILE,
     RUN_FILES,
@@ -33,7 +34,7 @@ from ur4rec.runs.layout import (
     load_state_into,
     write_run_info,
 )
-from ur4rec.runs.load import build, load_run, open_run
+from ur4rec.runs.load import build, load_run, open_run, save_inputs
 from ur4rec.train.trainer import FitState, Trainer
 
 
@@ -146,6 +147,8 @@ def _run(
     resume: bool,
 ) -> Path:
     model, split, windows = build(cfg, dataset, data_dir)
+    if not (run_dir / INPUTS).is_file():
+        save_inputs(run_dir, model)
     summary: dict[str, Any]
     if cfg.stages:
         from ur4rec.train.stages import format_stage_table, run_stages, stage_table
