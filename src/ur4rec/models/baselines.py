@@ -11,13 +11,25 @@ from ur4rec.models.base import ModelInputs, RecModel, register
 from ur4rec.models.ease import ease_weights, recent_item_scores
 
 
+class FittedModel(RecModel):
+    """A model fitted when built; its states are its scores (they need no other input)."""
+
+    trainable = False
+
+    def user_states(
+        self, batch: HistoryBatch, user_text: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        return {"score": self.score(batch)}
+
+    def scores_from_states(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"score": states["score"]}
+
+
 @register
-class Popularity(RecModel):
+class Popularity(FittedModel):
     """Scores every item by how often it occurs in the training part."""
 
     name = "pop"
-    trainable = False
-    branches = ()
 
     def __init__(self, counts: torch.Tensor) -> None:
         super().__init__()
@@ -33,25 +45,16 @@ class Popularity(RecModel):
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         return self.counts.expand(len(batch.users), -1).clone()
 
-    def user_states(
-        self, batch: HistoryBatch, user_text: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        return {"score": self.score(batch)}
-
-    def scores_from_states(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"score": states["score"]}
-
     def item_space(self) -> torch.Tensor:
         return self.counts[:, None]
 
 
 @register
-class EASE(RecModel):
+class EASE(FittedModel):
     """EASE's item-item matrix B; a user's scores are x @ B for the multi-hot x of their
     history (``recent`` > 0: of their last ``recent`` items only)."""
 
     name = "ease"
-    trainable = False
 
     def __init__(self, weights: torch.Tensor, recent: int = 0) -> None:
         super().__init__()
@@ -69,14 +72,6 @@ class EASE(RecModel):
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         return recent_item_scores(self.weights, batch.items, self.recent)
-
-    def user_states(
-        self, batch: HistoryBatch, user_text: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        return {"score": self.score(batch)}
-
-    def scores_from_states(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"score": states["score"]}
 
     def item_space(self) -> torch.Tensor:
         return self.weights

@@ -35,14 +35,8 @@ class GRU4Rec(SequentialModel):
         item_features: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
-        self.n_items = n_items
-        self.max_len = max_len
-        self.cfg = cfg
-        self.item_emb = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=n_items)
-        self.feature_proj = None
-        if item_features is not None:
-            self.register_buffer("item_features", item_features.float(), persistent=False)
-            self.feature_proj = nn.Linear(item_features.shape[1], cfg.hidden, bias=False)
+        self._item_embedding(n_items, max_len, cfg)
+        self._item_features(item_features)
         self.emb_dropout = nn.Dropout(cfg.dropout)
         self.gru = nn.GRU(cfg.hidden, cfg.hidden, cfg.layers, batch_first=True, bias=False)
         self.out = nn.Linear(cfg.hidden, cfg.hidden)

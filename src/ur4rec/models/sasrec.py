@@ -87,16 +87,10 @@ class SASRec(SequentialModel):
         item_features: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
-        self.n_items = n_items
-        self.max_len = max_len
-        self.cfg = cfg
-        self.item_emb = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=n_items)
+        # Layers are made in this order (the initialisation draws depend on it).
+        self._item_embedding(n_items, max_len, cfg)
         self.pos_emb = nn.Embedding(max_len, cfg.hidden)
-        self.feature_proj: nn.Linear | None = None
-        if item_features is not None:
-            # Side features (e.g. text embeddings) are fixed inputs, not parameters.
-            self.register_buffer("item_features", item_features.float(), persistent=False)
-            self.feature_proj = nn.Linear(item_features.shape[1], cfg.hidden, bias=False)
+        self._item_features(item_features)
         self.emb_dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.final_norm = nn.LayerNorm(cfg.hidden) if cfg.norm == "pre" else nn.Identity()

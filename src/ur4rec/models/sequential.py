@@ -44,6 +44,19 @@ class SequentialModel(ItemVectorCache, RecModel):
         super().__init_subclass__(**kwargs)
         cls.objectives = cls.modules = cls.branches = (cls.name,)
 
+    def _item_embedding(self, n_items: int, max_len: int, cfg: ModelConfig) -> None:
+        self.n_items = n_items
+        self.max_len = max_len
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=n_items)
+
+    def _item_features(self, item_features: torch.Tensor | None) -> None:
+        self.feature_proj = None
+        if item_features is not None:
+            # Side features (e.g. text embeddings) are fixed inputs, not parameters.
+            self.register_buffer("item_features", item_features.float(), persistent=False)
+            self.feature_proj = nn.Linear(item_features.shape[1], self.cfg.hidden, bias=False)
+
     @classmethod
     def create(
         cls, n_items: int, max_len: int, cfg: ModelConfig, item_features: torch.Tensor | None
