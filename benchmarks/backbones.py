@@ -6,8 +6,9 @@ on valid and test under the full and the 1+99 sampled (`seed`) protocols.
 
 Each run is `ur4rec train --config configs/NAME.yaml --set seed=S` in a subprocess
 (``--parallel`` at once, ``--threads`` torch threads each) into OUT/NAME-sS; a finished run
-is measured again, not retrained, and an interrupted one resumes. Results go to
-OUT/results.jsonl (one row per run and case) and the table is printed: mean and sd over seeds.
+is measured again, not retrained, and an interrupted one resumes. Results go to --results
+(default docs/results/backbones.jsonl, one row per run and case; benchmarks/results_doc.py
+makes the table in docs/results.md from it) and the table is printed: mean and sd over seeds.
 Choose by the valid columns; the test columns are for reporting.
 """
 
@@ -61,6 +62,7 @@ def main() -> int:
     parser.add_argument("--configs", required=True, help="config names under configs/, comma")
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--out", default=str(ROOT / "runs" / "backbones"))
+    parser.add_argument("--results", default=str(ROOT / "docs" / "results" / "backbones.jsonl"))
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -72,12 +74,14 @@ def main() -> int:
     with ThreadPoolExecutor(args.parallel) as pool:
         runs = list(pool.map(lambda job: (job, train(*job, out, args.threads)), jobs))
     rows = []
+    command = "benchmarks/backbones.py " + " ".join(sys.argv[1:])
     for (config, seed), run_dir in runs:
         for row in measure(run_dir):
-            rows.append({"config": config, "seed": seed, **row})
+            rows.append({"config": config, "seed": seed, "command": command, **row})
     from ur4rec.io import atomic_write_text
 
-    atomic_write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    results = Path(args.results)
+    atomic_write_text(results, "".join(json.dumps(r) + "\n" for r in rows))
     print(f"\n{'config':34} {'part':5} {'protocol':8} {'NDCG@10':>17} {'Hit@10':>17}  seeds")
     for config in configs:
         for part, protocol in CASES:
@@ -90,7 +94,7 @@ def main() -> int:
                 f"{config:34} {part:5} {protocol:8} {statistics.mean(ndcg):.4f} ± {sd(ndcg):.4f}"
                 f"  {statistics.mean(hit):.4f} ± {sd(hit):.4f}  {len(cell)}"
             )
-    print(f"wrote {out / 'results.jsonl'}")
+    print(f"wrote {results}")
     return 0
 
 

@@ -4,10 +4,10 @@
 
 For N random 20-item histories (raw item ids of the run's dataset, no preference text), the
 service builds the template user text and encodes it. This encodes those texts in float32 and
-in bfloat16 (autocast) and reports: the cosine between the two vectors, how many of the
-top-10 recommendations agree, and the time to encode one text (1 and 2 torch threads).
-Writes runs/encoder-precision/results.json. bfloat16 is only faster on CPUs with native
-bfloat16 (AVX-512 BF16 or AMX); the script says which this machine is.
+in bfloat16 and reports: the cosine between the two vectors, how many of the top-10
+recommendations agree, and the time to encode one text (1 and 2 torch threads). Writes
+docs/results/encoder-precision.json (benchmarks/results_doc.py tables it). bfloat16 is only
+faster on CPUs with native bfloat16 (AVX-512 BF16 or AMX); the script says which this is.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> int:
     parser.add_argument("--run", required=True, help="a trained UR4Rec run folder")
     parser.add_argument("--data-dir")
     parser.add_argument("--histories", type=int, default=300)
-    parser.add_argument("--out", default=str(ROOT / "runs" / "encoder-precision" / "results.json"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "encoder-precision.json"))
     args = parser.parse_args()
 
     from ur4rec.io import atomic_write_json
@@ -78,7 +78,7 @@ def main() -> int:
     cosine = (vectors["float32"] * vectors["bfloat16"]).sum(-1)
     tokens = statistics.mean(len(encoder.model.tokenizer(t)["input_ids"]) for t in texts)
     result = {
-        "command": "python " + " ".join(sys.argv),
+        "command": "benchmarks/encoder_precision.py " + " ".join(sys.argv[1:]),
         "run": args.run,
         "histories": len(histories),
         "native_bfloat16": native_bfloat16(),

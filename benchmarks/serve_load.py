@@ -17,7 +17,9 @@ more process polls /health every 50 ms. Scenarios:
 
 Then the soak: POST requests with new texts and ``explain=true`` (every one a cache miss),
 server RSS sampled as it goes; after warm-up it must stay flat (within 50 MiB). Prints a table
-and writes it, with the targets and whether each was met, to ``--out`` (JSON). The clients
+and writes it, with the targets and whether each was met, to ``--out`` (JSON; by default
+docs/results/serve-load.json, which benchmarks/results_doc.py turns into the table in
+docs/results.md). The clients
 share the machine's cores with the server, as a local caller would.
 """
 
@@ -177,12 +179,12 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32,64")
     parser.add_argument("--soak", type=int, default=3000, help="soak requests")
     parser.add_argument("--only", help="run only the scenarios whose names contain this")
-    parser.add_argument("--out", help="results JSON (default: runs/serve-load/results.json)")
+    parser.add_argument("--out", help="results JSON (default: docs/results/serve-load.json)")
     args = parser.parse_args()
     run_dir = (
         Path(args.run) if args.run else small_run(ROOT / "runs" / "serve-latency", args.data_dir)
     )
-    out = Path(args.out) if args.out else ROOT / "runs" / "serve-load" / "results.json"
+    out = Path(args.out) if args.out else ROOT / "docs" / "results" / "serve-load.json"
     users = known_users(run_dir, args.data_dir)
     from ur4rec.config import load_config
     from ur4rec.data.prepare import open_dataset
