@@ -74,7 +74,8 @@ class RecModel(nn.Module):
     uses_text: ClassVar[bool] = False  # needs ModelInputs.texts (text embeddings)
     trainable: ClassVar[bool] = True  # False: fitted in build, nothing to train
     objectives: ClassVar[tuple[str, ...]] = ("default",)  # the first is the default
-    modules: ClassVar[tuple[str, ...]] = ()  # parameter group names (stages train these)
+    # Parameter group names, which stages train (not `modules`: nn.Module has that method).
+    module_names: ClassVar[tuple[str, ...]] = ()
     branches: ClassVar[tuple[str, ...]] = ()  # named branch scores shown beside the score
     n_items: int
 
@@ -151,7 +152,7 @@ class RecModel(nn.Module):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by module name (a stage's ``train`` list names these)."""
-        return {self.modules[0] if self.modules else self.name: list(self.parameters())}
+        return {self.module_names[0] if self.module_names else self.name: list(self.parameters())}
 
     def set_objective(self, objective: str) -> None:
         """What is trained and scored from now on; one of ``objectives`` ("": the default)."""
@@ -215,10 +216,10 @@ def check_config(cfg: RunConfig) -> type[RecModel]:
         problems.append(f"stages: model {cls.name!r} is fitted, not trained; it has no stages")
     for i, stage in enumerate(cfg.stages if cls.trainable else []):
         key = f"stages[{i}] ({stage.name})"
-        unknown = [m for m in [*stage.train, *stage.lr, *stage.clip] if m not in cls.modules]
+        unknown = [m for m in [*stage.train, *stage.lr, *stage.clip] if m not in cls.module_names]
         if unknown:
             problems.append(
-                f"{key}.train: must name modules of {cls.name} ({', '.join(cls.modules)}), "
+                f"{key}.train: must name modules of {cls.name} ({', '.join(cls.module_names)}), "
                 f"got {unknown[0]!r}"
             )
         if stage.objective and stage.objective not in cls.objectives:

@@ -42,7 +42,7 @@ class SequentialModel(ItemVectorCache, RecModel):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        cls.objectives = cls.modules = cls.branches = (cls.name,)
+        cls.objectives = cls.module_names = cls.branches = (cls.name,)
 
     def _item_embedding(self, n_items: int, max_len: int, cfg: ModelConfig) -> None:
         self.n_items = n_items

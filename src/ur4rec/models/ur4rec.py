@@ -52,7 +52,7 @@ class UR4Rec(RecModel):
     name = "ur4rec"
     uses_text = True
     objectives = OBJECTIVES
-    modules = ("sasrec", "retriever", "memory", "fusion", "text_encoder")
+    module_names = ("sasrec", "retriever", "memory", "fusion", "text_encoder")
     branches = ("sasrec", "retriever", "prior")
 
     def __init__(
