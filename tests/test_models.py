@@ -25,6 +25,9 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 def test_registry_knows_every_shipped_model() -> None:
     assert set(model_names()) >= {"sasrec", "gru4rec", "ur4rec", "pop", "ease"}
     assert model_class("gru4rec") is GRU4Rec
+    for name in model_names():  # class attributes must not shadow nn.Module's methods
+        cls = model_class(name)
+        assert callable(cls.modules) and callable(cls.parameters) and callable(cls.train), name
 
 
 def test_gru4rec_ignores_padding() -> None:
