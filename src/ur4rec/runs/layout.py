@@ -1,0 +1,127 @@
+"""The run folder: what a run writes, where, and how it is read back.
+
+``config.yaml`` (resolved), ``run.json`` (data hash, sizes, status), ``log.jsonl`` (one row
+per epoch), ``best.pt`` and ``last.pt`` (each with a ``.sha256`` digest), ``inputs.pt`` (what
+the model was built from besides its weights: text embeddings, a fitted prior; with a digest),
+``summary.json`` once finished; a staged run also has ``stages/<i>-<name>/`` (each a small run folder of its own),
+``stages.json`` and ``stages.md``; ``ur4rec report`` adds ``REPORT.md`` and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ur4rec.version import __version__
+from ur4rec.config import RunConfig, StageConfig, load_config
+from ur4rec.data.dataset import Dataset
+from ur4rec.errors import Ur4recError
+from ur4rec.io import atomic_write_json
+from ur4rec.runs.checkpoint import CheckpointError, load_checkpoint
+
+CONFIG = "config.yaml"
+INFO = "run.json"
+LOG_FILE = "log.jsonl"
+BEST = "best.pt"
+LAST = "last.pt"
+SUMMARY = "summary.json"
+INPUTS = "inputs.pt"
+
+# What a run writes into its folder; `--force` removes these (and stages/) and nothing else.
+RUN_FILES = (
+    CONFIG, INFO, LOG_FILE, BEST, LAST, f"{BEST}.sha256", f"{LAST}.sha256",
+    INPUTS, f"{INPUTS}.sha256", SUMMARY, "stages.json", "stages.md", "REPORT.md", "curves.png", "stages.png",
+)  # fmt: skip
+
+
+def stage_dir(run_dir: Path, index: int, stage: StageConfig) -> Path:
+    return Path(run_dir) / "stages" / f"{index + 1}-{stage.name}"
+
+
+def checkpoint_path(run_dir: Path, checkpoint: str = "best") -> Path:
+    if checkpoint not in ("best", "last"):
+        raise Ur4recError(f"checkpoint must be best or last, got {checkpoint!r}")
+    return Path(run_dir) / (BEST if checkpoint == "best" else LAST)
+
+
+def write_run_info(run_dir: Path, dataset: Dataset, status: str, error: str | None = None) -> None:
+    info = {
+        "dataset": dataset.name,
+        "data_hash": dataset.content_hash,
+        "n_users": dataset.n_users,
+        "n_items": dataset.n_items,
+        "ur4rec_version": __version__,
+        "status": status,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if error is not None:
+        info["error"] = error
+    atomic_write_json(Path(run_dir) / INFO, info)
+
+
+def read_run_info(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
+    """The run's config and run.json; a clear error if either is missing or damaged."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file() or not (run_dir / INFO).is_file():
+        raise Ur4recError(f"{run_dir} is not a run folder (no {CONFIG} / {INFO})")
+    cfg = load_config(run_dir / CONFIG)
+    try:
+        info = json.loads((run_dir / INFO).read_text(encoding="utf-8"))
+        if not isinstance(info, dict) or not {"data_hash", "dataset"} <= set(info):
+            raise KeyError("data_hash or dataset")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise Ur4recError(f"{run_dir / INFO} is unreadable or incomplete ({exc})") from None
+    return cfg, info
+
+
+def check_data(run_dir: Path, info: dict[str, Any], dataset: Dataset) -> None:
+    if dataset.content_hash != info["data_hash"]:
+        raise Ur4recError(
+            f"{run_dir} was trained on {info['dataset']} with content hash "
+            f"{info['data_hash'][:12]}, but the prepared data now has {dataset.content_hash[:12]}"
+        )
+
+
+def append_log(path: Path, row: dict[str, Any]) -> None:
+    """Append one row; a log.jsonl that is a symlink is refused, never followed out of the
+    run folder."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError:
+        if path.is_symlink():
+            raise Ur4recError(f"{path} is a symlink; a run's log must be a plain file") from None
+        raise
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    if path.is_symlink():
+        raise Ur4recError(f"{path} is a symlink; a run's log must be a plain file")
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut off by a kill; everything after it is lost anyway
+    return rows
+
+
+def load_state_into(model: nn.Module, path: Path) -> dict[str, Any]:
+    payload = load_checkpoint(path)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model (was the config changed?): {first}"
+        ) from None
+    return payload
