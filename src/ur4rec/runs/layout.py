@@ -3,8 +3,9 @@
 ``config.yaml`` (resolved), ``run.json`` (data hash, sizes, status), ``log.jsonl`` (one row
 per epoch), ``best.pt`` and ``last.pt`` (each with a ``.sha256`` digest), ``inputs.pt`` (what
 the model was built from besides its weights: text embeddings, a fitted prior; with a digest),
-``summary.json`` once finished; a staged run also has ``stages/<i>-<name>/`` (each a small run folder of its own),
-``stages.json`` and ``stages.md``; ``ur4rec report`` adds ``REPORT.md`` and plots.
+``summary.json`` once finished; a staged run also has ``stages/<i>-<name>/`` (each a small
+run folder of its own), ``stages.json`` and ``stages.md``; ``ur4rec report`` adds
+``REPORT.md`` and plots.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 
 from torch import nn
 
-from ur4rec.version import __version__
 from ur4rec.config import RunConfig, StageConfig, load_config
 from ur4rec.data.dataset import Dataset
 from ur4rec.errors import Ur4recError
 from ur4rec.io import atomic_write_json
 from ur4rec.runs.checkpoint import CheckpointError, load_checkpoint
+from ur4rec.version import __version__
 
 CONFIG = "config.yaml"
 INFO = "run.json"
@@ -35,7 +36,8 @@ INPUTS = "inputs.pt"
 # What a run writes into its folder; `--force` removes these (and stages/) and nothing else.
 RUN_FILES = (
     CONFIG, INFO, LOG_FILE, BEST, LAST, f"{BEST}.sha256", f"{LAST}.sha256",
-    INPUTS, f"{INPUTS}.sha256", SUMMARY, "stages.json", "stages.md", "REPORT.md", "curves.png", "stages.png",
+    INPUTS, f"{INPUTS}.sha256", SUMMARY, "stages.json", "stages.md", "REPORT.md", "curves.png",
+    "stages.png",
 )  # fmt: skip
 
 
