@@ -2,7 +2,7 @@
 on valid and test under the full and the 1+99 sampled (`seed`) protocols.
 
     .venv/bin/python benchmarks/backbones.py --seeds 42,43,44 \\
-        --configs gru4rec-ml-100k-seed,ur4rec-gru4rec-ml-100k-seed,gru4rec-ml-100k
+        --configs gru4rec-ml-100k-liked,ur4rec-gru4rec-ml-100k-liked,gru4rec-ml-100k
 
 Each run is `ur4rec train --config configs/NAME.yaml --set seed=S` in a subprocess
 (``--parallel`` at once, ``--threads`` torch threads each) into OUT/NAME-sS; a finished run
@@ -24,8 +24,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ur4rec.measures import SAMPLED_99
+
 ROOT = Path(__file__).resolve().parent.parent
-CASES = [(part, protocol) for part in ("valid", "test") for protocol in ("full", "seed")]
+CASES = [(part, protocol) for part in ("valid", "test") for protocol in ("full", SAMPLED_99)]
 
 
 def train(config: str, seed: int, out: Path, threads: int) -> Path:

@@ -1,7 +1,7 @@
 """Two sets of runs, matched by seed, compared per user: is A really better than B?
 
     .venv/bin/python benchmarks/compare_runs.py \\
-        --a "runs/ur4rec-quality/ml-100k-seed-default-s{seed}" \\
+        --a "runs/ur4rec-quality/ml-100k-liked-default-s{seed}" \\
         --b "runs/text-in-sasrec/SASRec_alone-s{seed}" --seeds 42-44
 
 For valid and test under the full and seed protocols: NDCG@10 and Hit@10 of A and B (mean ±
@@ -21,9 +21,10 @@ import numpy as np
 
 from ur4rec.eval.compare import ndcg_at, paired_difference
 from ur4rec.io import atomic_write_bytes
+from ur4rec.measures import SAMPLED_99
 from ur4rec.train.run import user_ranks
 
-CASES = [(part, protocol) for part in ("valid", "test") for protocol in ("full", "seed")]
+CASES = [(part, protocol) for part in ("valid", "test") for protocol in ("full", SAMPLED_99)]
 
 
 def parse_seeds(text: str) -> list[int]:

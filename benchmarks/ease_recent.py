@@ -1,6 +1,6 @@
 """EASE over each user's last R items: the validation sweep that chose the ease-recent baseline.
 
-    .venv/bin/python benchmarks/ease_recent.py [--dataset ml-100k-seed]
+    .venv/bin/python benchmarks/ease_recent.py [--dataset ml-100k-liked]
 
 Fits EASE on the training part for each lambda, scores with the last R items of each history
 only, and prints validation NDCG@10 (full protocol) for every (lambda, R), then the best
@@ -16,6 +16,7 @@ from ur4rec.data.prepare import open_dataset
 from ur4rec.data.splits import make_split
 from ur4rec.eval.baselines import build_baseline
 from ur4rec.eval.evaluator import Evaluator
+from ur4rec.measures import SAMPLED_99
 
 LAMBDAS = (250.0, 500.0, 1000.0, 2000.0)
 RECENT = (1, 2, 3, 5, 8, 20, 0)  # 0: the whole history
@@ -23,7 +24,7 @@ RECENT = (1, 2, 3, 5, 8, 20, 0)  # 0: the whole history
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", default="ml-100k-seed")
+    parser.add_argument("--dataset", default="ml-100k-liked")
     parser.add_argument("--data-dir")
     args = parser.parse_args()
     dataset = open_dataset(args.dataset, root=args.data_dir)
@@ -48,7 +49,7 @@ def main() -> None:
     chosen = build_baseline("ease", dataset, split.train, l2=l2, recent=recent)
     whole = build_baseline("ease", dataset, split.train, l2=500.0)
     for part in ("valid", "test"):
-        for protocol in ("full", "seed"):
+        for protocol in ("full", SAMPLED_99):
             evaluator = Evaluator(dataset, split, part, protocol)
             a, b = evaluator.evaluate(chosen), evaluator.evaluate(whole)
             print(

@@ -1,6 +1,6 @@
 """Is a bfloat16 sentence encoder safe to serve? float32 against bfloat16 on new histories.
 
-    .venv/bin/python benchmarks/encoder_precision.py --run runs/main-ur4rec-ml-100k-seed
+    .venv/bin/python benchmarks/encoder_precision.py --run runs/main-ur4rec-ml-100k-liked
 
 For N random 20-item histories (raw item ids of the run's dataset, no preference text), the
 service builds the template user text and encodes it. This encodes those texts in float32 and

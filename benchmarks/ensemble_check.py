@@ -21,6 +21,7 @@ from ur4rec.config import load_config
 from ur4rec.data.batches import HistoryBatch
 from ur4rec.data.prepare import open_dataset
 from ur4rec.eval.evaluator import Evaluator
+from ur4rec.measures import SAMPLED_99
 from ur4rec.models.fusion import standardise
 from ur4rec.runs import build
 from ur4rec.runs.layout import load_state_into
@@ -37,7 +38,7 @@ class Ensemble:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", default="runs/ur4rec-quality")
-    parser.add_argument("--dataset", default="ml-100k-seed")
+    parser.add_argument("--dataset", default="ml-100k-liked")
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--data-dir")
     args = parser.parse_args()
@@ -53,7 +54,7 @@ def main() -> None:
         models.append(model)
     print(f"NDCG@10 of stage-1 SASRec models, seeds {args.seeds}, {args.dataset}")
     for part in ("valid", "test"):
-        for protocol in ("full", "seed"):
+        for protocol in ("full", SAMPLED_99):
             evaluator = Evaluator(dataset, split, part, protocol)
             single = [evaluator.evaluate(m)["ndcg@10"] for m in models]
             pair = evaluator.evaluate(Ensemble(models[:2]))["ndcg@10"]

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ur4rec.measures import SAMPLED_99, canonical_protocol
 from ur4rec.report_table import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,10 +100,11 @@ def backbones(path: Path) -> str:
     command = lines[0].get("command", "benchmarks/backbones.py") if lines else ""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in lines:
-        groups.setdefault((r["config"], r["protocol"], r["split"]), []).append(r)
+        protocol = canonical_protocol(r["protocol"])  # rows of older code
+        groups.setdefault((r["config"], protocol, r["split"]), []).append(r)
     rows = []
     for config in dict.fromkeys(r["config"] for r in lines):
-        for protocol in ("full", "seed"):
+        for protocol in ("full", SAMPLED_99):
             row: dict[str, Any] = {"config": config, "protocol": protocol}
             for split in ("valid", "test"):
                 cell = groups.get((config, protocol, split), [])

@@ -1,10 +1,10 @@
 """SASRec against popularity and EASE on the test split, both protocols, both ml-100k sets.
 
     .venv/bin/python benchmarks/sasrec_quality.py             # the README table (seed 42)
-    .venv/bin/python benchmarks/sasrec_quality.py --seeds 42,43,44 --datasets ml-100k-seed
+    .venv/bin/python benchmarks/sasrec_quality.py --seeds 42,43,44 --datasets ml-100k-liked
     .venv/bin/python benchmarks/sasrec_quality.py --sweep     # validation-only sweep of defaults
 
-The sweep trains variants of configs/sasrec-ml-100k-seed.yaml and reports VALIDATION NDCG@10
+The sweep trains variants of configs/sasrec-ml-100k-liked.yaml and reports VALIDATION NDCG@10
 (full protocol) only: defaults are chosen there, never on test.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ur4rec.config import load_config
 from ur4rec.eval.baselines import baseline_table
+from ur4rec.measures import SAMPLED_99
 from ur4rec.report_table import format_table
 from ur4rec.train import run
 
@@ -36,7 +37,7 @@ SWEEP = {
 def sweep(out: Path) -> None:
     rows = []
     for name, overrides in SWEEP.items():
-        cfg = load_config(CONFIGS / "sasrec-ml-100k-seed.yaml", overrides)
+        cfg = load_config(CONFIGS / "sasrec-ml-100k-liked.yaml", overrides)
         run_dir = run.train(cfg, out / name.replace(" ", "_").replace(",", ""), quiet=True)
         summary = json.loads((run_dir / "summary.json").read_text())
         rows.append(
@@ -49,14 +50,14 @@ def sweep(out: Path) -> None:
             }
         )
         print(format_table(rows[-1:], list(rows[-1])), flush=True)
-    print("\nml-100k-seed, validation split, full protocol:")
+    print("\nml-100k-liked, validation split, full protocol:")
     print(format_table(rows, list(rows[0])))
 
 
 def table(out: Path, seeds: list[int], datasets: list[str]) -> None:
     rows = []
     for name in datasets:
-        per_protocol: dict[str, list[dict]] = {"full": [], "seed": []}
+        per_protocol: dict[str, list[dict]] = {"full": [], SAMPLED_99: []}
         for seed in seeds:
             cfg = load_config(CONFIGS / f"sasrec-{name}.yaml", [f"seed={seed}"])
             run_dir = run.train(cfg, out / f"{name}-s{seed}", quiet=True)
@@ -82,7 +83,7 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="validation sweep of defaults")
     parser.add_argument("--out", help="keep the runs here (default: a temp folder)")
     parser.add_argument("--seeds", default="42", help="training seeds, e.g. 42,43,44")
-    parser.add_argument("--datasets", default="ml-100k,ml-100k-seed")
+    parser.add_argument("--datasets", default="ml-100k,ml-100k-liked")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)

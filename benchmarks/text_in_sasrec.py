@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/text_in_sasrec.py --seeds 42-49 --parallel 8 --threads 2
 
-Trains the first stage of `configs/ur4rec-ml-100k-seed.yaml` (SASRec, 200 epochs, patience 10)
+Trains the first stage of `configs/ur4rec-ml-100k-liked.yaml` (SASRec, 200 epochs, patience 10)
 three ways for each seed: without item texts (SASRec alone), with the template item-text
 embeddings added to its item embeddings (the default), and with the LLM item descriptions of
 `../shared/seed-llm-texts/item_descriptions.json` instead. It evaluates valid and test under
@@ -31,7 +31,7 @@ from compare_runs import cached_ranks, parse_seeds, print_comparison
 from ur4rec_quality import VARIANTS_FILE, slug
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "configs" / "ur4rec-ml-100k-seed.yaml"
+CONFIG = ROOT / "configs" / "ur4rec-ml-100k-liked.yaml"
 SHARED_ITEMS = ROOT.parent / "shared" / "seed-llm-texts" / "item_descriptions.json"
 # The first stage of the prior-only variant: SASRec pretraining alone.
 STAGE_1 = "stages=" + json.dumps(
@@ -91,7 +91,7 @@ def main() -> None:
             for job in jobs
         }
         ranks = {job: future.result() for job, future in futures.items()}
-    print(f"ml-100k-seed, UR4Rec stage 1 (SASRec), seeds {args.seeds}: NDCG@10, Hit@10")
+    print(f"ml-100k-liked, UR4Rec stage 1 (SASRec), seeds {args.seeds}: NDCG@10, Hit@10")
     print_comparison({n: [ranks[(n, s)] for s in seeds] for n in cases}, BASE, args.draws)
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from ur4rec.measures import SAMPLED_99, canonical_protocol
+
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS_FILE = ROOT / "configs" / "experiments" / "ur4rec-variants.yaml"
 
@@ -143,7 +145,8 @@ def run_one(
         for model, stage in pick.items():
             if row["stage"] == stage:
                 for key in ("valid hit@10", "valid ndcg@10", "test hit@10", "test ndcg@10"):
-                    result[f"{model} {row['protocol']} {key}"] = row[key]
+                    protocol = canonical_protocol(row["protocol"])  # runs of older code
+                    result[f"{model} {protocol} {key}"] = row[key]
     weights = [s.get("sasrec_weight") for s in summary["stages"] if "sasrec_weight" in s]
     if weights:
         result["sasrec_weight"] = weights[-1]
@@ -164,7 +167,7 @@ def print_table(results: list[dict]) -> None:
     for r in results:
         if "error" in r:
             print(f"FAILED {r['variant']} seed {r['seed']}:\n{r['error']}")
-    for protocol in ("full", "seed"):
+    for protocol in ("full", SAMPLED_99):
         print(f"\nprotocol {protocol} (mean ± sd over seeds):")
         header = [
             "variant",
@@ -197,7 +200,7 @@ def main() -> None:
         "--variants", default="default", help=f"comma list of: {', '.join(VARIANTS)}"
     )
     parser.add_argument("--seeds", default="42,43,44")
-    parser.add_argument("--dataset", default="ml-100k-seed")
+    parser.add_argument("--dataset", default="ml-100k-liked")
     parser.add_argument("--out", default="runs/ur4rec-quality")
     parser.add_argument("--data-dir")
     parser.add_argument("--parallel", type=int, default=1)

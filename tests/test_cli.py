@@ -38,13 +38,13 @@ def test_prepare_from_folder_then_baseline_json(capsys, tiny_folder: Path) -> No
 def test_seed_protocol_popularity_matches_known_figure(capsys) -> None:
     """The report's protocol on the report's data: popularity alone scores about 0.40."""
     code, out, _ = run(
-        capsys, "baseline", "pop", "--dataset", "ml-100k-seed", "--protocol", "seed", "--json"
+        capsys, "baseline", "pop", "--dataset", "ml-100k-liked", "--protocol", "seed", "--json"
     )
     assert code == 0
     result = json.loads(out)
     assert result["users"] == 938
     assert 0.38 < result["hit@10"] < 0.42
-    code, out, _ = run(capsys, "baseline", "pop", "--dataset", "ml-100k-seed")
+    code, out, _ = run(capsys, "baseline", "pop", "--dataset", "ml-100k-liked")
     assert code == 0 and "hit@10" in out
 
 
@@ -56,11 +56,12 @@ def test_quickstart_prints_table(capsys) -> None:
     assert len(rows) == 12
     assert {(r["dataset"], r["protocol"], r["model"]) for r in rows} >= {
         ("ml-100k", "full", "ease"),
-        ("ml-100k-seed", "full", "ease-recent"),
-        ("ml-100k-seed", "seed", "pop"),
+        ("ml-100k-liked", "full", "ease-recent"),
+        ("ml-100k-liked", "sampled-with-history:99", "pop"),
     }
     by = {(r["dataset"], r["protocol"], r["model"]): r["hit@10"] for r in rows}
-    assert by[("ml-100k-seed", "seed", "ease")] > by[("ml-100k-seed", "seed", "pop")]
+    sampled = "sampled-with-history:99"
+    assert by[("ml-100k-liked", sampled, "ease")] > by[("ml-100k-liked", sampled, "pop")]
 
 
 def test_errors_are_clear_and_non_zero(capsys, tmp_path: Path) -> None:

@@ -29,8 +29,8 @@ def test_include_merges_section_by_section(tmp_path: Path) -> None:
     assert cfg.model.hidden == 64 and cfg.model.heads == 2  # merged within the section
     assert [s.name for s in cfg.stages] == ["b"]  # a list is replaced whole
     # The shipped variants are small files over a base.
-    variant = load_config(CONFIGS[0].parent / "ur4rec-gru4rec-ml-100k-seed.yaml")
-    base = load_config(CONFIGS[0].parent / "ur4rec-ml-100k-seed.yaml")
+    variant = load_config(CONFIGS[0].parent / "ur4rec-gru4rec-ml-100k-liked.yaml")
+    base = load_config(CONFIGS[0].parent / "ur4rec-ml-100k-liked.yaml")
     assert variant.model.backbone == "gru4rec" and variant.stages == base.stages
 
 
@@ -98,7 +98,7 @@ def test_experiment_variants_are_valid_configs() -> None:
     variants = read_variants()
     assert "default" in variants and len(variants) > 20
     for name, variant in variants.items():
-        for dataset in ("ml-100k-seed", "ml-100k"):
+        for dataset in ("ml-100k-liked", "ml-100k"):
             cfg = load_config(CONFIGS[0].parent / f"ur4rec-{dataset}.yaml", variant.overrides)
             check_config(cfg)
         assert variant.base in variants, name

@@ -102,3 +102,20 @@ def test_prepare_reuses_and_failed_prepare_keeps_old(tiny_folder: Path, tmp_path
     assert load_dataset(prepared_folder("ml-100k")).content_hash == first.content_hash
     leftovers = [p.name for p in prepared_folder("ml-100k").parent.iterdir()]
     assert leftovers == ["ml-100k"]
+
+
+def test_earlier_dataset_names_still_work(cyclic_folder, tmp_path) -> None:
+    from ur4rec.data.prepare import open_dataset, prepare_dataset, prepared_folder
+
+    dataset, _ = prepare_dataset("ml-100k-seed", source=cyclic_folder)  # the earlier name
+    assert dataset.name == "ml-100k-liked"
+    assert prepared_folder("ml-100k-seed") == prepared_folder("ml-100k-liked")
+    same = open_dataset("ml-100k-liked")
+    assert same.content_hash == dataset.content_hash
+    # A copy prepared under the earlier name (e.g. from a custom source) is found there, not
+    # silently replaced by a fresh one from the default sources.
+    folder = prepared_folder("ml-100k-liked")
+    folder.rename(folder.with_name("ml-100k-seed"))
+    assert prepared_folder("ml-100k-liked") == folder.with_name("ml-100k-seed")
+    again = open_dataset("ml-100k-liked")
+    assert again.name == "ml-100k-liked" and again.content_hash == dataset.content_hash

@@ -67,9 +67,12 @@ def test_wrong_score_shape(tiny: Dataset) -> None:
 
 def test_protocol_parsing() -> None:
     assert parse_protocol("full") == Protocol("full", 0)
-    assert parse_protocol("seed") == Protocol("seed", 99)
+    # "seed" is the earlier name of the 1+99 protocol, still accepted.
+    assert parse_protocol("seed") == parse_protocol("sampled-with-history:99")
+    assert parse_protocol("seed") == Protocol("sampled-with-history", 99)
+    assert parse_protocol("seed").name == "sampled-with-history:99"
     assert parse_protocol("popsampled:50").name == "popsampled:50"
-    for bad in ("sampled", "sampled:0", "sampled:x", "seed:5", "random"):
+    for bad in ("sampled", "sampled:0", "sampled:x", "seed:5", "random", "full:3"):
         with pytest.raises(Ur4recError):
             parse_protocol(bad)
 
@@ -150,3 +153,22 @@ def test_history_batch_is_left_padded(tiny: Dataset) -> None:
     _, batch = next(ev.batches())
     assert batch.items[1].tolist() == [PAD, 0, 1]
     assert batch.lengths.tolist() == [3, 2, 3]
+
+
+def test_the_renamed_protocol_draws_the_same_candidates() -> None:
+    # Its random stream keeps the first name, so every figure measured as 'seed' still holds:
+    # these are the first candidates of the 1+99 protocol as drawn under that name.
+    rng = np.random.default_rng(0)
+    targets_ = rng.integers(0, 300, 50)
+    histories = _histories(50, rng)
+    drawn = draw_negatives(parse_protocol("sampled-with-history:99"), targets_, histories, 300,
+                           None, "test")  # fmt: skip
+    key = sum(ord(c) for c in "test" + "seed")
+    gumbel = np.random.default_rng([20240607, key, 0]).gumbel(size=(50, 300))
+    gumbel[np.arange(50), targets_] = -np.inf
+    expected = torch.from_numpy(gumbel).topk(99, dim=1).indices.numpy()
+    assert np.array_equal(drawn, expected)
+    # Another N of the same kind draws under its own name.
+    other = draw_negatives(parse_protocol("sampled-with-history:98"), targets_, histories, 300,
+                           None, "test")  # fmt: skip
+    assert not np.array_equal(other[:, :98], drawn[:, :98])

@@ -52,7 +52,7 @@ def test_gru4rec_ignores_padding() -> None:
     [
         ("gru4rec-ml-100k.yaml", [*TINY]),
         (
-            "ur4rec-gru4rec-ml-100k-seed.yaml",
+            "ur4rec-gru4rec-ml-100k-liked.yaml",
             ["data.dataset=ml-100k", *TINY_UR4REC, "model.backbone=gru4rec", "fusion.prior=ease"],
         ),
         ("sasrec-ml-100k.yaml", [*TINY, "model.name=ease", "ease.recent=2"]),
@@ -102,7 +102,7 @@ def test_a_run_loads_for_inference_from_what_it_saved(
 
     prepare_dataset("ml-100k", source=cyclic_folder)
     overrides = ["data.dataset=ml-100k", *TINY_UR4REC, "fusion.prior=ease"]
-    cfg = load_config(CONFIGS / "ur4rec-ml-100k-seed.yaml", overrides)
+    cfg = load_config(CONFIGS / "ur4rec-ml-100k-liked.yaml", overrides)
     out = run.train(cfg, tmp_path / "run", quiet=True)
     summary = json.loads((out / "summary.json").read_text())
     assert (out / "inputs.pt").is_file() and (out / "inputs.pt.sha256").is_file()

@@ -39,7 +39,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     data = str(root / "data")
     prepare_dataset("ml-100k", source=folder, root=data)
     ur4rec_cfg = load_config(
-        CONFIGS / "ur4rec-ml-100k-seed.yaml",
+        CONFIGS / "ur4rec-ml-100k-liked.yaml",
         # With the EASE prior, so that serving covers all three branches.
         ["data.dataset=ml-100k", *TINY_UR4REC, "fusion.prior=ease", "fusion.prior_weight=0.5"],
     )
@@ -236,7 +236,9 @@ def test_report_renders_from_a_tiny_run(runs, kind: str, capsys) -> None:
     assert f"| {summary['test']['hit@10']:.4f} | {summary['test']['ndcg@10']:.4f} |" in row
     assert "| pop | full |" in report and "| ease | full |" in report
     assert "| ease-recent | full |" in report
-    assert "protocol `seed` not measured" in report  # 20 items: no room for 99 negatives
+    assert (
+        "protocol `sampled-with-history:99` not measured" in report
+    )  # 20 items: no room for 99 negatives
     assert "| default | 2 |" in report and "0.3000" in report  # mean of the two seeds
     if kind == "ur4rec":
         assert "## Stages" in report and "pretrain_retriever" in report

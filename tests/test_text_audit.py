@@ -43,7 +43,7 @@ def seed_dataset():
         pytest.skip("recbole==1.2.1 not installed")
     from ur4rec.data.prepare import open_dataset
 
-    return open_dataset("ml-100k-seed")
+    return open_dataset("ml-100k-liked")
 
 
 def test_audit_flags_planted_titles_and_passes_template(seed_dataset: Dataset) -> None:
@@ -60,7 +60,7 @@ def test_shared_report_texts_are_flagged(seed_dataset: Dataset, tmp_path: Path, 
             "texts",
             "audit",
             "--dataset",
-            "ml-100k-seed",
+            "ml-100k-liked",
             "--texts",
             str(SHARED / "user_preferences.json"),
         ]
@@ -70,7 +70,7 @@ def test_shared_report_texts_are_flagged(seed_dataset: Dataset, tmp_path: Path, 
     ours = tmp_path / "ours.json"
     write_texts(ours, template_texts(seed_dataset, "users"), {"backend": "template"})
     assert (
-        main(["texts", "audit", "--dataset", "ml-100k-seed", "--texts", str(ours), "--json"]) == 0
+        main(["texts", "audit", "--dataset", "ml-100k-liked", "--texts", str(ours), "--json"]) == 0
     )
 
 

@@ -63,7 +63,7 @@ def test_import_shared_item_descriptions_fills_gaps() -> None:
         pytest.skip("recbole not installed")
     from ur4rec.data.prepare import open_dataset
 
-    dataset = open_dataset("ml-100k-seed")
+    dataset = open_dataset("ml-100k-liked")
     texts, report = import_texts(dataset, "items", SHARED / "item_descriptions.json")
     assert len(texts) == 1682
     # 23 ids are absent and 4 are "No description available.": all 27 come from the template.

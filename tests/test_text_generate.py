@@ -210,7 +210,7 @@ def test_unknown_kind() -> None:
 
 
 def test_real_user_prompts_hold_no_held_out_title() -> None:
-    """On ml-100k-seed, no user's prompt or template text names their validation or test
+    """On ml-100k-liked, no user's prompt or template text names their validation or test
     item, unless a training item carries the same title (MovieLens lists a few films twice)."""
     from ur4rec.data.sources import recbole_folder
     from ur4rec.text.audit import mentions, normalise, title_forms
@@ -219,7 +219,7 @@ def test_real_user_prompts_hold_no_held_out_title() -> None:
         pytest.skip("recbole not installed")
     from ur4rec.data.prepare import open_dataset
 
-    data = open_dataset("ml-100k-seed")
+    data = open_dataset("ml-100k-liked")
     split = make_split(data)
     jobs = {job.raw_id: job for job in build_jobs(data, "users")}
     held = zip(split.test.users, targets(data, split.valid), targets(data, split.test), strict=True)

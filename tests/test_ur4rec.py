@@ -227,7 +227,7 @@ def test_four_stage_run_end_to_end_through_the_cli(
 ) -> None:
     prepare_dataset("ml-100k", source=cyclic_folder)
     out = tmp_path / "run"
-    config = Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-seed.yaml"
+    config = Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-liked.yaml"
     argv = [
         "train",
         "--config",
@@ -281,7 +281,7 @@ def test_leaked_user_texts_are_refused(cyclic_folder: Path, tmp_path: Path, caps
     }
     path = tmp_path / "leaked.json"
     path.write_text(json.dumps(leaked))
-    argv = ["train", "--config", str(Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-seed.yaml"),
+    argv = ["train", "--config", str(Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-liked.yaml"),
             "--out", str(tmp_path / "r"), "--quiet", "--set", "data.dataset=ml-100k", "--set", f"text.user_texts={path}"]  # fmt: skip
     for item in TINY_UR4REC:
         argv += ["--set", item]
@@ -313,7 +313,7 @@ def test_text_encoder_last_layer_trains_in_a_stage(cyclic_folder: Path, tmp_path
         " lr: {text_encoder: 1.0e-3}}]"
     )
     overrides = [*TINY_UR4REC[:-1], "memory.enabled=false", "text.trainable_layers=1", stages]
-    cfg = load_config(Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-seed.yaml",
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-liked.yaml",
                       ["data.dataset=ml-100k", *overrides])  # fmt: skip
     out = run.train(cfg, tmp_path / "run", quiet=True)
     model = run.load_run(out)[2]
@@ -480,7 +480,7 @@ def test_calibration_with_the_prior_matches_a_plain_evaluation(
 
     dataset, _ = prepare_dataset("ml-100k", source=cyclic_folder)
     overrides = ["data.dataset=ml-100k", *TINY_UR4REC, "fusion.prior=ease", "fusion.method=fixed"]
-    cfg = load_config(Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-seed.yaml",
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-liked.yaml",
                       overrides)  # fmt: skip
     model, split, _ = build(cfg, dataset)
     valid = Evaluator(dataset, split, "valid", "full")
@@ -507,7 +507,7 @@ def train_tiny(out: Path, stages: str, *overrides: str) -> dict:
     import contextlib
     import io
 
-    config = Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-seed.yaml"
+    config = Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-liked.yaml"
     sets = [*(o for o in TINY_UR4REC if not o.startswith("stages=")), "data.dataset=ml-100k",
             stages, *overrides]  # fmt: skip
     argv = ["train", "--config", str(config), "--out", str(out), "--quiet", "--json"]

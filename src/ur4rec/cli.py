@@ -9,16 +9,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ur4rec.data.dataset import DATASETS
+from ur4rec.data.dataset import DATASET_ALIASES, DATASETS
 from ur4rec.data.prepare import open_dataset, prepare_dataset, prepared_folder
 from ur4rec.data.splits import SCHEMES, make_split
 from ur4rec.errors import Ur4recError
 from ur4rec.eval.baselines import BASELINES, EASE_RECENT, baseline_table, build_baseline
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.eval.metrics import DEFAULT_KS
+from ur4rec.measures import PROTOCOL_NAMES, SAMPLED_99
 from ur4rec.report_table import format_table
 
 METRIC_COLUMNS = ("hit@10", "ndcg@10", "mrr@10")
+
+DATASET_NAMES = [*DATASETS, *DATASET_ALIASES]  # earlier names still work
 
 
 def _parse_ks(text: str) -> tuple[int, ...]:
@@ -88,7 +91,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    names = ("ml-100k", "ml-100k-seed")
+    names = ("ml-100k", "ml-100k-liked")
     for name in names:
         dataset, fresh = prepare_dataset(name, root=args.data_dir)
         if not args.json:
@@ -147,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             ["split", *METRIC_COLUMNS, "hit@20"],
         )
         + f"\n(protocol {test['protocol']}; for another: "
-        f"ur4rec evaluate {run_dir} --protocol seed)"
+        f"ur4rec evaluate {run_dir} --protocol {SAMPLED_99})"
     )
     _print(summary, args.json, text)
     return 0
@@ -392,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prep = data.add_parser("prepare", help="prepare a dataset (reused once prepared)")
     prep.add_argument(
-        "dataset", choices=list(DATASETS), metavar="DATASET", help=f"one of: {', '.join(DATASETS)}"
+        "dataset", choices=DATASET_NAMES, metavar="DATASET", help=f"one of: {', '.join(DATASETS)}"
     )
     prep.add_argument(
         "--source",
@@ -409,9 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=BASELINES,
         help="pop (training popularity), ease (whole history) or ease-recent (last items)",
     )
-    base.add_argument("--dataset", required=True, choices=list(DATASETS), metavar="DATASET")
+    base.add_argument("--dataset", required=True, choices=DATASET_NAMES, metavar="DATASET")
     base.add_argument(
-        "--protocol", default="full", help="full (default), seed, sampled:N or popsampled:N"
+        "--protocol", default="full", help=f"{PROTOCOL_NAMES} (default full; seed = {SAMPLED_99})"
     )
     base.add_argument("--split", default="test", choices=("valid", "test"))
     base.add_argument("--scheme", default="leave-one-out", choices=SCHEMES)
@@ -448,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="evaluate a trained run")
     ev.add_argument("run_dir", help="a run folder written by `ur4rec train`")
     ev.add_argument(
-        "--protocol", default="full", help="full (default), seed, sampled:N or popsampled:N"
+        "--protocol", default="full", help=f"{PROTOCOL_NAMES} (default full; seed = {SAMPLED_99})"
     )
     ev.add_argument("--split", default="test", choices=("valid", "test"))
     ev.add_argument("--checkpoint", default="best", choices=("best", "last"))
@@ -461,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     def text_args(p: argparse.ArgumentParser, kind: bool = True) -> None:
-        p.add_argument("--dataset", required=True, choices=list(DATASETS), metavar="DATASET")
+        p.add_argument("--dataset", required=True, choices=DATASET_NAMES, metavar="DATASET")
         if kind:
             p.add_argument("--kind", required=True, choices=("items", "users"))
         p.add_argument(

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from ur4rec.errors import Ur4recError
-from ur4rec.measures import metric_ok, protocol_ok
+from ur4rec.measures import PROTOCOL_NAMES, metric_ok, protocol_ok
 
 
 class ConfigError(Ur4recError):
@@ -397,7 +397,7 @@ def validate(cfg: RunConfig) -> None:
     metric_rule = "one of hit/ndcg/mrr @ 5/10/20, e.g. ndcg@10"
     _check(p, metric_ok(t.metric), "train.metric", metric_rule, t.metric)
     _check(p, protocol_ok(t.eval_protocol), "train.eval_protocol",
-           "full, seed, sampled:N or popsampled:N", t.eval_protocol)  # fmt: skip
+           PROTOCOL_NAMES, t.eval_protocol)  # fmt: skip
     _check(p, tx.trainable_layers >= 0, "text.trainable_layers", ">= 0", tx.trainable_layers)
     _check(p, tx.user_text_every >= 0, "text.user_text_every", ">= 0", tx.user_text_every)
     for key in ("dim", "experts", "negatives"):

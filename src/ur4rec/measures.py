@@ -9,33 +9,52 @@ from ur4rec.errors import Ur4recError
 
 DEFAULT_KS = (5, 10, 20)
 METRICS = ("hit", "ndcg", "mrr")
-SEED_NEGATIVES = 99
+SAMPLED_KINDS = ("sampled", "popsampled", "sampled-with-history")
+# The 1+99 protocol of the UR4Rec report: 99 uniform negatives, the user's history not
+# excluded. Comparable with published 1+99 figures, not with full ranking.
+SAMPLED_99 = "sampled-with-history:99"
+# Earlier names, still accepted.
+PROTOCOL_ALIASES = {"seed": SAMPLED_99}
+PROTOCOL_NAMES = "full, sampled:N, popsampled:N or sampled-with-history:N"
 
 
 @dataclass(frozen=True)
 class Protocol:
-    kind: str  # full | seed | sampled | popsampled
+    kind: str  # full | sampled | popsampled | sampled-with-history
     negatives: int = 0
 
     @property
     def name(self) -> str:
-        return self.kind if self.kind in ("full", "seed") else f"{self.kind}:{self.negatives}"
+        return self.kind if self.kind == "full" else f"{self.kind}:{self.negatives}"
 
     @property
     def excludes_history(self) -> bool:
-        return self.kind != "seed"
+        return self.kind != "sampled-with-history"
+
+    @property
+    def stream(self) -> str:
+        """The name its candidates are drawn under: the 1+99 protocol keeps its first name,
+        "seed", so that renaming it changed no candidate set and no figure."""
+        return "seed" if self.name == SAMPLED_99 else self.name
 
 
 def parse_protocol(text: str) -> Protocol:
-    """'full', 'seed', 'sampled:N' or 'popsampled:N'."""
-    kind, _, count = text.strip().partition(":")
-    if kind in ("full", "seed") and not count:
-        return Protocol(kind, SEED_NEGATIVES if kind == "seed" else 0)
-    if kind in ("sampled", "popsampled"):
+    """'full', 'sampled:N', 'popsampled:N' or 'sampled-with-history:N' (alias: 'seed' for
+    sampled-with-history:99)."""
+    name = PROTOCOL_ALIASES.get(text.strip(), text.strip())
+    kind, _, count = name.partition(":")
+    if kind == "full" and not count:
+        return Protocol("full")
+    if kind in SAMPLED_KINDS:
         if not count.isdigit() or int(count) < 1:
             raise Ur4recError(f"protocol {text!r}: N in {kind}:N must be a positive integer")
         return Protocol(kind, int(count))
-    raise Ur4recError(f"unknown protocol {text!r}; use full, seed, sampled:N or popsampled:N")
+    raise Ur4recError(f"unknown protocol {text!r}; use {PROTOCOL_NAMES}")
+
+
+def canonical_protocol(name: str) -> str:
+    """A protocol's current name, for a name it may have been recorded under earlier."""
+    return PROTOCOL_ALIASES.get(name, name)
 
 
 def metric_ok(name: str) -> bool:

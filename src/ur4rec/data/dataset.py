@@ -44,16 +44,24 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {
     "ml-100k": DatasetSpec("ml-100k", "ml-100k"),
-    "ml-100k-seed": DatasetSpec(
-        "ml-100k-seed", "ml-100k", min_rating=4.0, min_user_interactions=5, keep_catalog_items=True
+    # The ratings users liked (>= 4), users with at least 5 of them, every catalogue item.
+    "ml-100k-liked": DatasetSpec(
+        "ml-100k-liked", "ml-100k", min_rating=4.0, min_user_interactions=5,
+        keep_catalog_items=True,
     ),
     "ml-1m": DatasetSpec("ml-1m", "ml-1m"),
-}
+}  # fmt: skip
+# Earlier names, still accepted (runs and commands that use them keep working).
+DATASET_ALIASES = {"ml-100k-seed": "ml-100k-liked"}
+
+
+def canonical_dataset(name: str) -> str:
+    return DATASET_ALIASES.get(name, name)
 
 
 def get_spec(name: str) -> DatasetSpec:
     try:
-        return DATASETS[name]
+        return DATASETS[canonical_dataset(name)]
     except KeyError:
         raise Ur4recError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
 
@@ -291,7 +299,7 @@ def load_dataset(folder: Path) -> Dataset:
             offsets, item = arrays["offsets"], arrays["item"]
             rating, timestamp = arrays["rating"], arrays["timestamp"]
         dataset = Dataset(
-            name=str(manifest["name"]),
+            name=canonical_dataset(str(manifest["name"])),
             user_ids=list(vocab["users"]),
             item_ids=list(vocab["items"]),
             item_info=[ItemInfo.from_json(row) for row in rows],

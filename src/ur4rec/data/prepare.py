@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 from ur4rec.data.dataset import (
+    DATASET_ALIASES,
     FORMAT_VERSION,
     Dataset,
+    canonical_dataset,
     get_spec,
     load_dataset,
     preprocess,
@@ -20,7 +22,16 @@ from ur4rec.errors import DataError
 
 
 def prepared_folder(name: str, root: str | os.PathLike[str] | None = None) -> Path:
-    return data_dir(root) / "prepared" / name
+    """Where ``name`` is prepared: under its current name, or where it was prepared under an
+    earlier one (so a dataset prepared from a custom source is not silently replaced)."""
+    prepared = data_dir(root) / "prepared"
+    canonical = canonical_dataset(name)
+    folder = prepared / canonical
+    if not folder.exists():
+        for old in (a for a, new in DATASET_ALIASES.items() if new == canonical):
+            if (prepared / old).exists():
+                return prepared / old
+    return folder
 
 
 def _current(folder: Path, name: str) -> tuple[Dataset | None, str | None]:

@@ -1,6 +1,6 @@
 """Paired comparison of two models measured on the same users over several training seeds.
 
-One seed's test NDCG@10 on ml-100k-seed moves by about 0.005 between seeds, about as much as
+One seed's test NDCG@10 on ml-100k-liked moves by about 0.005 between seeds, about as much as
 the differences worth knowing, so "A's mean is higher" says little. This gives the mean
 difference with two 95% intervals: one from resampling users (the same resample for every
 seed, so the seeds stay paired) and one across seeds (a t-interval on the per-seed means).

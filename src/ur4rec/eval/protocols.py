@@ -1,8 +1,8 @@
 """Evaluation protocols: which candidates the target is ranked against.
 
 - ``full``: all items; the user's input history is masked (the target itself never is).
-- ``seed``: the target plus 99 negatives drawn uniformly from all items
-  except the target, the history NOT excluded.
+- ``sampled-with-history:N`` (``seed`` = N 99, the UR4Rec report's protocol): the target plus
+  N negatives drawn uniformly from all items except the target, the history NOT excluded.
 - ``sampled:N``: N uniform negatives, excluding the input history and the target.
 - ``popsampled:N``: N negatives drawn with probability proportional to training popularity,
   excluding the input history and the target.
@@ -46,7 +46,7 @@ def draw_negatives(
         log_weight = np.where(popularity > 0, np.log(np.maximum(popularity, 1)), -1e6)
     else:
         log_weight = np.zeros(n_items)
-    stream_id = sum(ord(c) for c in stream + protocol.name)
+    stream_id = sum(ord(c) for c in stream + protocol.stream)
     out = np.empty((len(targets), n), dtype=np.int64)
     for start in range(0, len(targets), BLOCK):
         stop = min(start + BLOCK, len(targets))

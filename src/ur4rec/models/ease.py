@@ -2,7 +2,7 @@
 
 B = I - P / diag(P) with P = (X^T X + lambda I)^-1 and a zero diagonal, X the users' training
 items; a user's scores are x @ B for the multi-hot x of their history. Reading only the last
-few items (``recent``) makes it a strong sequential baseline: on ml-100k-seed EASE over the
+few items (``recent``) makes it a strong sequential baseline: on ml-100k-liked EASE over the
 last 3 items matches SASRec under full ranking (benchmarks/ease_recent.py).
 """
 

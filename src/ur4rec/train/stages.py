@@ -25,6 +25,7 @@ from ur4rec.data.windows import TrainWindows
 from ur4rec.errors import Ur4recError
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_json, atomic_write_text
+from ur4rec.measures import SAMPLED_99
 from ur4rec.models.base import Calibration, RecModel
 from ur4rec.report_table import format_table
 from ur4rec.runs.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
@@ -151,7 +152,7 @@ def stage_table(
     split: Split,
     rows: list[dict[str, Any]],
     run_dir: Path,
-    protocols: tuple[str, ...] = ("full", "seed"),
+    protocols: tuple[str, ...] = ("full", SAMPLED_99),
 ) -> list[dict[str, Any]]:
     """Validation and test metrics of every stage's best checkpoint, one row per stage
     (stage, epochs run / max, Hit@10, NDCG@10, change against the previous stage)."""
@@ -160,7 +161,7 @@ def stage_table(
         try:
             evaluators = {p: Evaluator(dataset, split, p, protocol) for p in ("valid", "test")}
         except Ur4recError:
-            continue  # e.g. 'seed' on a catalogue too small for 99 negatives
+            continue  # e.g. the 1+99 protocol on a catalogue too small for 99 negatives
         previous: dict[str, float] = {}
         for index, (stage, row) in enumerate(zip(cfg.stages, rows, strict=True)):
             load_state_into(model, stage_dir(run_dir, index, stage) / BEST)
