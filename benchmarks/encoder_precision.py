@@ -31,6 +31,7 @@ def main() -> int:
     parser.add_argument("--run", required=True, help="a trained UR4Rec run folder")
     parser.add_argument("--data-dir")
     parser.add_argument("--histories", type=int, default=300)
+    parser.add_argument("--timed", type=int, default=200, help="texts timed per setting")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "encoder-precision.json"))
     args = parser.parse_args()
 
@@ -67,7 +68,7 @@ def main() -> int:
             encoder = TextEncoder(base.cfg.text.encoder, precision=precision, threads=threads)
             encoder.encode(texts[:2], remember=False)  # load and warm up
             seconds = []
-            for text in texts[:60]:
+            for text in texts[: args.timed]:
                 start = time.perf_counter()
                 encoder.encode([text], remember=False)
                 seconds.append(time.perf_counter() - start)
