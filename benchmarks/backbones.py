@@ -6,16 +6,18 @@ on valid and test under the full and the 1+99 sampled (`seed`) protocols.
 
 Each run is `ur4rec train --config configs/NAME.yaml --set seed=S` in a subprocess
 (``--parallel`` at once, ``--threads`` torch threads each) into OUT/NAME-sS; a finished run
-is measured again, not retrained, and an interrupted one resumes. Results go to --results
-(default docs/results/backbones.jsonl, one row per run and case; benchmarks/results_doc.py
-makes the table in docs/results.md from it) and the table is printed: mean and sd over seeds.
+is measured again, not retrained, and an interrupted one resumes, but only when it is a run of
+the current code, the same config and data (benchmarks/reuse.py; anything else is set aside
+and retrained). A current run of the same config under --search is measured instead of
+training another. Results are merged into --results (default docs/results/backbones.jsonl,
+one row per run and case, with its provenance; benchmarks/results_doc.py makes the table in
+docs/results.md from it) and the table is printed: mean and sd over seeds.
 Choose by the valid columns; the test columns are for reporting.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -24,23 +26,33 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from reuse import find_run, merge_rows, plan_run, run_provenance, wanted_config
 from ur4rec.measures import SAMPLED_99
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = [(part, protocol) for part in ("valid", "test") for protocol in ("full", SAMPLED_99)]
 
 
-def train(config: str, seed: int, out: Path, threads: int) -> Path:
+def train(config: str, seed: int, out: Path, threads: int, search: list[Path]) -> Path:
+    """A current run of configs/CONFIG.yaml with this seed: found in OUT or under --search
+    (any run folder of this exact config, code and data), resumed, or trained into OUT."""
+    path = ROOT / "configs" / f"{config}.yaml"
+    wanted = wanted_config(path, [f"seed={seed}"])
     run_dir = out / f"{config}-s{seed}"
-    if (run_dir / "summary.json").is_file():
+    plan = plan_run(run_dir, wanted)
+    if plan == "reuse":
         return run_dir
+    found = find_run(search, wanted) if plan == "train" else None
+    if found is not None:
+        print(f"{run_dir.name}: measured from {found}", flush=True)
+        return found
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     ur4rec = str(Path(sys.executable).parent / "ur4rec")
-    if (run_dir / "config.yaml").is_file():
+    if plan == "resume":
         argv = [ur4rec, "train", "--resume", str(run_dir), "--quiet"]
     else:
-        argv = [ur4rec, "train", "--config", str(ROOT / "configs" / f"{config}.yaml"),
-                "--set", f"seed={seed}", "--out", str(run_dir), "--quiet"]  # fmt: skip
+        argv = [ur4rec, "train", "--config", str(path), "--set", f"seed={seed}",
+                "--out", str(run_dir), "--quiet"]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -53,9 +65,10 @@ def measure(run_dir: Path) -> list[dict[str, object]]:
     from ur4rec.train.run import evaluate
 
     rows = []
+    origin = run_provenance(run_dir)
     for part, protocol in CASES:
         result = evaluate(run_dir, protocol, part)
-        rows.append({"run": run_dir.name, **result})
+        rows.append({"run": run_dir.name, **result, "provenance": origin})
     return rows
 
 
@@ -65,6 +78,12 @@ def main() -> int:
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--out", default=str(ROOT / "runs" / "backbones"))
     parser.add_argument("--results", default=str(ROOT / "docs" / "results" / "backbones.jsonl"))
+    parser.add_argument(
+        "--search",
+        default=str(ROOT / "runs" / "ur4rec-quality"),
+        help="comma list of folders whose run folders are measured when they hold a current "
+        "run of the same config (e.g. the quality benchmark's default runs)",
+    )
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -74,16 +93,15 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(c, s) for c in configs for s in seeds]
     with ThreadPoolExecutor(args.parallel) as pool:
-        runs = list(pool.map(lambda job: (job, train(*job, out, args.threads)), jobs))
+        search = [Path(p) for p in args.search.split(",") if p]
+        runs = list(pool.map(lambda job: (job, train(*job, out, args.threads, search)), jobs))
     rows = []
     command = "benchmarks/backbones.py " + " ".join(sys.argv[1:])
     for (config, seed), run_dir in runs:
         for row in measure(run_dir):
             rows.append({"config": config, "seed": seed, "command": command, **row})
-    from ur4rec.io import atomic_write_text
-
     results = Path(args.results)
-    atomic_write_text(results, "".join(json.dumps(r) + "\n" for r in rows))
+    merge_rows(results, rows, ("config", "seed", "split", "protocol"))
     print(f"\n{'config':34} {'part':5} {'protocol':8} {'NDCG@10':>17} {'Hit@10':>17}  seeds")
     for config in configs:
         for part, protocol in CASES:

@@ -6,23 +6,30 @@
 
 For valid and test under the full and seed protocols: NDCG@10 and Hit@10 of A and B (mean ±
 sd over seeds), and A - B in NDCG@10 with a 95% interval from resampling users and one across
-seeds (eval/compare.py). Ranks are computed once per run and kept in its ranks.npz. The runs
-must share the dataset and split; --a and --b are paths with {seed} in them.
+seeds (eval/compare.py). Ranks are computed once per run and kept in its ranks.npz, reused
+only while the code and the checkpoint are the same; a run of other code is set aside and
+trained again from its own config (benchmarks/reuse.py). The runs must share the dataset and
+split; --a and --b are paths with {seed} in them. With --results the comparison (and every
+run's provenance) is merged into that file for docs/results.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import shlex
 import statistics
+import sys
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from reuse import cached_ranks, merge_rows, plan_run, run_provenance
+from ur4rec.config import load_config
 from ur4rec.eval.compare import ndcg_at, paired_difference
-from ur4rec.io import atomic_write_bytes
 from ur4rec.measures import SAMPLED_99
-from ur4rec.train.run import user_ranks
+from ur4rec.train import run
 
 CASES = [(part, protocol) for part in ("valid", "test") for protocol in ("full", SAMPLED_99)]
 
@@ -36,19 +43,25 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def cached_ranks(run_dir: Path, data_dir: str | None = None) -> dict[str, np.ndarray]:
-    """The run's per-user ranks for CASES, from its ranks.npz or computed and stored there."""
-    path = Path(run_dir) / "ranks.npz"
-    wanted = {f"{part} {protocol}" for part, protocol in CASES}
-    if path.is_file():
-        with np.load(path) as stored:
-            if wanted <= set(stored.files):
-                return {key: stored[key] for key in wanted}
-    ranks = user_ranks(Path(run_dir), CASES, data_dir=data_dir)
-    buffer = io.BytesIO()
-    np.savez(buffer, **ranks)
-    atomic_write_bytes(path, buffer.getvalue())
-    return ranks
+def current_run(run_dir: Path, data_dir: str | None = None) -> Path:
+    """The run itself when it is a finished run of the current code; otherwise it is set
+    aside and trained again from its own config (benchmarks/reuse.py)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise SystemExit(f"{run_dir} is not a run folder")
+    config = (run_dir / "config.yaml").read_text(encoding="utf-8")
+    plan = plan_run(run_dir, config)
+    if plan == "resume":
+        run.resume(run_dir, data_dir=data_dir, quiet=True)
+    elif plan == "train":  # set aside as RUN.stale: its config is there
+        stale = run_dir.with_name(run_dir.name + ".stale")
+        run.train(load_config(stale / "config.yaml"), run_dir, data_dir=data_dir, quiet=True)
+    return run_dir
+
+
+def ranks_of(run_dir: Path, data_dir: str | None = None) -> dict[str, np.ndarray]:
+    """A current run's per-user ranks for CASES (kept in its ranks.npz)."""
+    return cached_ranks(current_run(run_dir, data_dir), CASES, data_dir)
 
 
 def mean_sd(values: list[float]) -> str:
@@ -59,22 +72,30 @@ def mean_sd(values: list[float]) -> str:
 
 def print_comparison(
     names: dict[str, list[dict[str, np.ndarray]]], baseline: str, draws: int = 2000
-) -> None:
+) -> list[dict[str, Any]]:
     """``names``: label -> per-seed ranks (same seeds, same order); each label other than
-    ``baseline`` is compared with it."""
+    ``baseline`` is compared with it. Returns one row per case and compared label."""
+    rows = []
     for part, protocol in CASES:
         key = f"{part} {protocol}"
         print(f"\n{key}")
         width = max(len(n) for n in names)
+        means = {}
         for name, runs in names.items():
             ndcg = [float(ndcg_at(r[key]).mean()) for r in runs]
             hit = [float((r[key] < 10).mean()) for r in runs]
+            means[name] = ndcg
             print(f"  {name:<{width}}  NDCG@10 {mean_sd(ndcg)}  Hit@10 {mean_sd(hit)}")
         base = np.stack([ndcg_at(r[key]) for r in names[baseline]])
         for name, runs in names.items():
             if name != baseline:
                 diff = paired_difference(np.stack([ndcg_at(r[key]) for r in runs]), base, draws)
                 print(f"  {name} - {baseline}: {diff}")
+                rows.append({"a": name, "b": baseline, "split": part, "protocol": protocol,
+                             "a ndcg@10": mean_sd(means[name]),
+                             "b ndcg@10": mean_sd(means[baseline]),
+                             "difference": asdict(diff)})  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -84,16 +105,30 @@ def main() -> None:
     parser.add_argument("--seeds", default="42-44")
     parser.add_argument("--data-dir")
     parser.add_argument("--draws", type=int, default=2000)
+    parser.add_argument("--label-a", help="A's name in the output (default: --a)")
+    parser.add_argument("--label-b", help="B's name in the output (default: --b)")
+    parser.add_argument(
+        "--results", help="merge the comparison into this JSON-lines file (docs/results/...)"
+    )
     args = parser.parse_args()
     if "{seed}" not in args.a or "{seed}" not in args.b:
         parser.error("--a and --b must contain {seed}")
     seeds = parse_seeds(args.seeds)
+    label_a, label_b = args.label_a or args.a, args.label_b or args.b
     names = {
-        "A": [cached_ranks(Path(args.a.format(seed=s)), args.data_dir) for s in seeds],
-        "B": [cached_ranks(Path(args.b.format(seed=s)), args.data_dir) for s in seeds],
+        label_a: [ranks_of(Path(args.a.format(seed=s)), args.data_dir) for s in seeds],
+        label_b: [ranks_of(Path(args.b.format(seed=s)), args.data_dir) for s in seeds],
     }
     print(f"A = {args.a}\nB = {args.b}\nseeds {args.seeds}")
-    print_comparison(names, "B", args.draws)
+    rows = print_comparison(names, label_b, args.draws)
+    if args.results:
+        command = "benchmarks/compare_runs.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        origins = [run_provenance(Path(p.format(seed=s))) for p in (args.a, args.b) for s in seeds]
+        for row in rows:
+            row.update(seeds=args.seeds, command=command, provenance=origins[0],
+                       run_provenance=origins)  # fmt: skip
+        merge_rows(Path(args.results), rows, ("a", "b", "seeds", "split", "protocol"))
+        print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from reuse import result_provenance, run_provenance
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -78,9 +80,12 @@ def main() -> int:
         vectors[precision] = torch.from_numpy(encoder.encode(texts, remember=False))
     cosine = (vectors["float32"] * vectors["bfloat16"]).sum(-1)
     tokens = statistics.mean(len(encoder.model.tokenizer(t)["input_ids"]) for t in texts)
+    command = "benchmarks/encoder_precision.py " + " ".join(sys.argv[1:])
     result = {
-        "command": "benchmarks/encoder_precision.py " + " ".join(sys.argv[1:]),
+        "command": command,
+        "provenance": result_provenance(command),
         "run": args.run,
+        "run_provenance": run_provenance(Path(args.run)),
         "histories": len(histories),
         "native_bfloat16": native_bfloat16(),
         "cpu": platform.processor() or platform.machine(),

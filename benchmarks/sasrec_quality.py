@@ -16,7 +16,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from ur4rec.config import load_config
+from reuse import plan_run
+from ur4rec.config import RunConfig, dump_config, load_config
 from ur4rec.eval.baselines import baseline_table
 from ur4rec.measures import SAMPLED_99
 from ur4rec.report_table import format_table
@@ -34,11 +35,21 @@ SWEEP = {
 }
 
 
+def train(cfg: RunConfig, run_dir: Path) -> Path:
+    """A current run of ``cfg`` in ``run_dir``: reused, resumed or trained (benchmarks/reuse.py)."""
+    plan = plan_run(run_dir, dump_config(cfg))
+    if plan == "resume":
+        run.resume(run_dir, quiet=True)
+    elif plan == "train":
+        run.train(cfg, run_dir, quiet=True)
+    return run_dir
+
+
 def sweep(out: Path) -> None:
     rows = []
     for name, overrides in SWEEP.items():
         cfg = load_config(CONFIGS / "sasrec-ml-100k-liked.yaml", overrides)
-        run_dir = run.train(cfg, out / name.replace(" ", "_").replace(",", ""), quiet=True)
+        run_dir = train(cfg, out / name.replace(" ", "_").replace(",", ""))
         summary = json.loads((run_dir / "summary.json").read_text())
         rows.append(
             {
@@ -60,7 +71,7 @@ def table(out: Path, seeds: list[int], datasets: list[str]) -> None:
         per_protocol: dict[str, list[dict]] = {"full": [], SAMPLED_99: []}
         for seed in seeds:
             cfg = load_config(CONFIGS / f"sasrec-{name}.yaml", [f"seed={seed}"])
-            run_dir = run.train(cfg, out / f"{name}-s{seed}", quiet=True)
+            run_dir = train(cfg, out / f"{name}-s{seed}")
             for protocol in per_protocol:
                 per_protocol[protocol].append(run.evaluate(run_dir, protocol, "test"))
         for results in per_protocol.values():

@@ -13,23 +13,29 @@ import argparse
 import json
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from reuse import result_provenance
 from ur4rec.config import load_config
 from ur4rec.data.prepare import open_dataset
 from ur4rec.eval.evaluator import Evaluator
+from ur4rec.io import atomic_write_json
 from ur4rec.runs import build
 from ur4rec.train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--results", default=str(ROOT / "docs" / "results" / "sasrec-speed.json"))
     args = parser.parse_args()
 
     cfg = load_config(
@@ -56,7 +62,11 @@ def main() -> None:
         start = time.perf_counter()
         evaluator.evaluate(model)
         eval_seconds.append(time.perf_counter() - start)
+    command = "benchmarks/sasrec_speed.py " + " ".join(sys.argv[1:])
     result = {
+        "command": command.strip(),
+        "provenance": result_provenance(command.strip(), data_hashes=[dataset.content_hash]),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "dataset": "ml-100k",
         "interactions": dataset.n_interactions,
         "train_positions_per_epoch": windows.n_targets,
@@ -76,6 +86,8 @@ def main() -> None:
             f"{len(evaluator)} users {result['full_eval_seconds_median']:.3f} s, peak RSS "
             f"{result['peak_rss_mib']} MiB, {result['threads']} threads"
         )
+    atomic_write_json(args.results, result)
+    print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":

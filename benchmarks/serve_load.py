@@ -41,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from reuse import result_provenance, run_provenance  # noqa: E402
 from serve_latency import free_port, known_users, percentile, small_run  # noqa: E402
 from ur4rec.io import atomic_write_json  # noqa: E402
 
@@ -336,7 +337,9 @@ def main() -> None:
         out,
         {
             "command": "benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
+            "provenance": result_provenance("benchmarks/serve_load.py " + " ".join(sys.argv[1:])),
             "run": str(run_dir),
+            "run_provenance": run_provenance(run_dir),
             "workers": args.workers,
             "threads": args.threads,
             "cpus": os.cpu_count(),

@@ -10,8 +10,9 @@ the full and seed protocols and prints, per variant, mean ± sd over seeds, then
 variant's paired difference from SASRec alone: the mean over seeds and users, a 95% interval
 from resampling users (the same users for every seed), and a 95% t-interval over the seeds.
 
-Runs go to OUT/VARIANT-sSEED (finished ones are read again, unfinished ones resumed); each
-keeps its per-user ranks in ranks.npz. Choose by the valid rows; test is for reporting.
+Runs go to OUT/VARIANT-sSEED (finished ones of the current code and config are read again,
+unfinished ones resumed, others set aside and retrained: benchmarks/reuse.py); each keeps its
+per-user ranks in ranks.npz. Choose by the valid rows; test is for reporting.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from compare_runs import cached_ranks, parse_seeds, print_comparison
+from compare_runs import CASES, parse_seeds, print_comparison
+from reuse import cached_ranks, plan_run, wanted_config
 from ur4rec_quality import VARIANTS_FILE, slug
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,11 +55,13 @@ def train_and_rank(
 ) -> dict[str, np.ndarray]:
     """Trains (or resumes, or re-reads) one run; returns its per-user ranks per case."""
     run_dir = out / f"{slug(name)}-s{seed}"
-    if not (run_dir / "summary.json").is_file():
-        if (run_dir / "config.yaml").is_file():
+    overrides = [f"seed={seed}", STAGE_1, *overrides]
+    plan = plan_run(run_dir, wanted_config(CONFIG, overrides))
+    if plan != "reuse":
+        if plan == "resume":
             args = ["--resume", str(run_dir)]
         else:
-            sets = [x for o in [f"seed={seed}", STAGE_1, *overrides] for x in ("--set", o)]
+            sets = [x for o in overrides for x in ("--set", o)]
             args = ["--config", str(CONFIG), "--out", str(run_dir), *sets]
         data = ["--data-dir", data_dir] if data_dir else []
         cmd = [sys.executable, "-m", "ur4rec.cli", "train", *args, "--quiet", *data]
@@ -65,7 +69,7 @@ def train_and_rank(
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"{name} seed {seed} failed:\n{proc.stderr[-2000:]}")
-    return cached_ranks(run_dir, data_dir)
+    return cached_ranks(run_dir, CASES, data_dir)
 
 
 def main() -> None:

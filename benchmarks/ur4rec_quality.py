@@ -7,7 +7,11 @@ Each run is `ur4rec train --config configs/ur4rec-DATASET.yaml --set ...` in a s
 variant's settings read from configs/experiments/ur4rec-variants.yaml
 (``--parallel`` at once, ``--threads`` torch threads each). From each run's stages.json:
 SASRec alone = the first stage's best, retriever alone = the second's, fused = the last's.
-Results are appended to OUT/results.jsonl as runs finish; the table is printed at the end.
+A stored run is read again (or resumed) only when it is a run of the current code and the
+same config (benchmarks/reuse.py); anything else is set aside and retrained. Results are
+appended to OUT/results.jsonl as runs finish and merged into --results (default
+docs/results/ur4rec-quality.jsonl, with each run's provenance) at the end; the table is
+printed.
 Choose variants by the valid columns; the test columns are for reporting.
 """
 
@@ -27,7 +31,9 @@ from pathlib import Path
 
 import yaml
 
-from ur4rec.measures import SAMPLED_99, canonical_protocol
+from reuse import merge_rows, plan_run, run_provenance, wanted_config
+from ur4rec.measures import SAMPLED_99
+from ur4rec.runs.layout import run_stale_reasons
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS_FILE = ROOT / "configs" / "experiments" / "ur4rec-variants.yaml"
@@ -81,16 +87,21 @@ def _start_from_default(
     """
     from ur4rec.config import dump_config, load_config
     from ur4rec.data.prepare import open_dataset
+    from ur4rec.io import atomic_write_text
     from ur4rec.runs import build
     from ur4rec.runs.checkpoint import load_checkpoint, save_checkpoint
+    from ur4rec.runs.layout import write_run_info
 
     folders = sorted((base / "stages").glob("*-*"), key=lambda p: int(p.name.split("-")[0]))
     if stages == 0 or len(folders) < stages or not (base / "run.json").is_file():
         return False
+    if run_stale_reasons(base):  # stages of other code are never handed on
+        return False
     if not all((f / "done.json").is_file() for f in folders[:stages]):
         return False
     cfg = load_config(config, overrides)
-    model, _, _ = build(cfg, open_dataset(cfg.data.dataset, root=data_dir), data_dir)
+    dataset = open_dataset(cfg.data.dataset, root=data_dir)
+    model, _, _ = build(cfg, dataset, data_dir)
     # Each reused stage's checkpoint is the variant's fresh model with the modules trained up
     # to that stage taken from the base run: the stage table loads every one of them.
     fresh = model.state_dict()
@@ -102,13 +113,19 @@ def _start_from_default(
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(folder / "done.json", target / "done.json")
         save_checkpoint(target / "best.pt", {"model": state})
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
-    shutil.copyfile(base / "run.json", run_dir / "run.json")
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    write_run_info(run_dir, dataset, "running")  # this variant's own provenance
     return True
 
 
 def run_one(
-    name: str, seed: int, dataset: str, out: Path, data_dir: str | None, threads: int
+    name: str,
+    seed: int,
+    dataset: str,
+    out: Path,
+    data_dir: str | None,
+    threads: int,
+    command: str = "",
 ) -> dict:
     run_dir = out / f"{dataset}-{slug(name)}-s{seed}"
     config = ROOT / "configs" / f"ur4rec-{dataset}.yaml"
@@ -118,9 +135,10 @@ def run_one(
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     reused = 0
-    if (run_dir / "summary.json").is_file():
-        cmd = None  # finished earlier: read it again
-    elif (run_dir / "config.yaml").is_file():
+    plan = plan_run(run_dir, wanted_config(config, overrides))
+    if plan == "reuse":
+        cmd = None  # a finished run of this code and config: read it again
+    elif plan == "resume":
         cmd = _command(run_dir, ["--resume", str(run_dir)], data_dir)
     elif name != "default" and _start_from_default(
         run_dir, config, overrides, base, reusable, data_dir
@@ -138,15 +156,15 @@ def run_one(
     table = json.loads((run_dir / "stages.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     result = {"variant": name, "seed": seed, "dataset": dataset, "seconds": round(seconds, 1),
-              "train_seconds": summary["train_seconds"], "reused_stages": reused}  # fmt: skip
+              "train_seconds": summary["train_seconds"], "reused_stages": reused,
+              "command": command, "provenance": run_provenance(run_dir)}  # fmt: skip
     stages = [s["stage"] for s in summary["stages"]]
     pick = {"sasrec": stages[0], "retriever": stages[1], "fused": stages[-1]}
     for row in table:
         for model, stage in pick.items():
             if row["stage"] == stage:
                 for key in ("valid hit@10", "valid ndcg@10", "test hit@10", "test ndcg@10"):
-                    protocol = canonical_protocol(row["protocol"])  # runs of older code
-                    result[f"{model} {protocol} {key}"] = row[key]
+                    result[f"{model} {row['protocol']} {key}"] = row[key]
     weights = [s.get("sasrec_weight") for s in summary["stages"] if "sasrec_weight" in s]
     if weights:
         result["sasrec_weight"] = weights[-1]
@@ -202,6 +220,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--dataset", default="ml-100k-liked")
     parser.add_argument("--out", default="runs/ur4rec-quality")
+    parser.add_argument(
+        "--results", default=str(ROOT / "docs" / "results" / "ur4rec-quality.jsonl")
+    )
     parser.add_argument("--data-dir")
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
@@ -215,10 +236,27 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(n, int(s)) for n in names for s in args.seeds.split(",")]
+    command = "benchmarks/ur4rec_quality.py " + " ".join(sys.argv[1:])
+    # A variant that reuses stages needs its base's run first: bases go in the first round.
+    bases = {VARIANTS[n].base for n in names if VARIANTS[n].reuse}
+    rounds = [[j for j in jobs if j[0] in bases], [j for j in jobs if j[0] not in bases]]
+    results = []
+    for round_jobs in rounds:
+        results += _run_round(round_jobs, args, out, command)
+    order = {(n, s): i for i, (n, s) in enumerate(jobs)}
+    ok = [r for r in results if "error" not in r]
+    merge_rows(Path(args.results), ok, ("dataset", "variant", "seed"))
+    print_table(sorted(results, key=lambda r: order[(r["variant"], r["seed"])]))
+    print(f"wrote {args.results}")
+
+
+def _run_round(
+    jobs: list[tuple[str, int]], args: argparse.Namespace, out: Path, command: str
+) -> list[dict]:
     results = []
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         futures = [
-            pool.submit(run_one, n, s, args.dataset, out, args.data_dir, args.threads)
+            pool.submit(run_one, n, s, args.dataset, out, args.data_dir, args.threads, command)
             for n, s in jobs
         ]
         for future in as_completed(futures):
@@ -226,8 +264,7 @@ def main() -> None:
             results.append(result)
             with open(out / "results.jsonl", "a") as f:
                 f.write(json.dumps(result) + "\n")
-    order = {(n, s): i for i, (n, s) in enumerate(jobs)}
-    print_table(sorted(results, key=lambda r: order[(r["variant"], r["seed"])]))
+    return results
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "ur4rec"
 
 LAYERS = [
     {"errors", "version"},
-    {"io", "measures", "report_table"},
+    {"io", "measures", "report_table", "provenance"},
     {"config"},
     {"data"},
     {"text"},

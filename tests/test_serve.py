@@ -234,8 +234,8 @@ def test_report_renders_from_a_tiny_run(runs, kind: str, capsys) -> None:
         line for line in report.splitlines() if line.startswith(f"| this run ({kind}) | full")
     )
     assert f"| {summary['test']['hit@10']:.4f} | {summary['test']['ndcg@10']:.4f} |" in row
-    assert "| pop | full |" in report and "| ease | full |" in report
-    assert "| ease-recent | full |" in report
+    assert "| pop | full |" in report and "| ease (lambda " in report
+    assert "| ease-recent (lambda " in report
     assert (
         "protocol `sampled-with-history:99` not measured" in report
     )  # 20 items: no room for 99 negatives

@@ -13,7 +13,14 @@ from ur4rec.data.dataset import DATASET_ALIASES, DATASETS
 from ur4rec.data.prepare import open_dataset, prepare_dataset, prepared_folder
 from ur4rec.data.splits import SCHEMES, make_split
 from ur4rec.errors import Ur4recError
-from ur4rec.eval.baselines import BASELINES, EASE_RECENT, baseline_table, build_baseline
+from ur4rec.eval.baselines import (
+    BASELINES,
+    EASE_L2_GRID,
+    EASE_RECENT,
+    baseline_table,
+    build_baseline,
+    describe_baseline,
+)
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.eval.metrics import DEFAULT_KS
 from ur4rec.measures import PROTOCOL_NAMES, SAMPLED_99
@@ -48,6 +55,9 @@ def _print(obj: object, as_json: bool, text: str) -> None:
 def _print_metrics(result: dict[str, object], as_json: bool) -> None:
     """One evaluation result: what was measured, then a table of its @K metrics (or JSON)."""
     run = f" ({result['run']})" if "run" in result else ""
+    if "lambda" in result:
+        window = f"last {result['recent']} items" if result["recent"] else "whole history"
+        run = f" (lambda {result['lambda']:g} from {result['lambda_from']}, {window})"
     title = (
         f"{result['model']}{run} on {result['dataset']} ({result['scheme']}, {result['split']}, "
         f"protocol {result['protocol']}, {result['users']} users)"
@@ -81,11 +91,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.dataset, root=args.data_dir)
     split = make_split(dataset, args.scheme)
     evaluator = Evaluator(dataset, split, args.split, args.protocol, ks=args.ks)
-    model = build_baseline(args.model, dataset, split.train, args.l2, args.recent)
-    result = {"model": args.model, **evaluator.evaluate(model)}
+    model = build_baseline(args.model, dataset, split, args.l2, args.recent)
+    result = {"model": args.model, **evaluator.evaluate(model), **describe_baseline(model)}
     if args.model != "pop":
-        result["lambda"] = args.l2
-        result["recent"] = getattr(model, "recent", 0)
+        result["lambda_from"] = "--lambda" if args.l2 is not None else "validation"
     _print_metrics(result, args.json)
     return 0
 
@@ -418,7 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     base.add_argument("--split", default="test", choices=("valid", "test"))
     base.add_argument("--scheme", default="leave-one-out", choices=SCHEMES)
-    base.add_argument("--lambda", dest="l2", type=float, default=500.0, help="EASE L2 weight")
+    base.add_argument(
+        "--lambda",
+        dest="l2",
+        type=float,
+        help="EASE's L2 weight (default: chosen on the validation part over "
+        f"{', '.join(f'{x:g}' for x in EASE_L2_GRID)})",
+    )
     base.add_argument(
         "--recent",
         type=int,

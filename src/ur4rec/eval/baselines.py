@@ -1,4 +1,9 @@
-"""Non-sequential baselines (the ``pop`` and ``ease`` models), by their table names."""
+"""Non-sequential baselines (the ``pop`` and ``ease`` models), by their table names.
+
+EASE's lambda is chosen like any model's setting: on the validation part (full ranking,
+NDCG@10), over ``EASE_L2_GRID``, with the model fitted on the training part only. Both
+``ease`` (the whole history) and ``ease-recent`` (the last ``EASE_RECENT`` items) are tuned.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +12,60 @@ from collections.abc import Sequence
 from ur4rec.config import EaseConfig, RunConfig
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.prepare import open_dataset
-from ur4rec.data.splits import Prefixes, make_split
+from ur4rec.data.splits import Split, make_split
 from ur4rec.errors import Ur4recError
 from ur4rec.eval.evaluator import Evaluator, Scorer
 from ur4rec.measures import SAMPLED_99
 from ur4rec.models import ModelInputs, build_model
+from ur4rec.models.baselines import EASE
+from ur4rec.models.ease import ease_from_gram, ease_gram
 
 BASELINES = ("pop", "ease", "ease-recent")
-# EASE over each user's last 3 items, lambda 500: chosen on ml-100k-liked's validation split
-# (benchmarks/ease_recent.py), where it matches SASRec under full ranking.
+# How many of the last items ease-recent reads: chosen on ml-100k-liked's validation split by
+# benchmarks/baselines.py, which prints the sweep over it.
 EASE_RECENT = 3
+EASE_L2_GRID = (5.0, 10.0, 25.0, 50.0, 100.0, 150.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
+TUNE_METRIC = "ndcg@10"
+
+
+def ease_sweep(
+    dataset: Dataset,
+    split: Split,
+    recent: int = 0,
+    grid: Sequence[float] = EASE_L2_GRID,
+    metric: str = TUNE_METRIC,
+) -> list[dict[str, float]]:
+    """Validation ``metric`` (full ranking) of EASE fitted on the training part, per lambda."""
+    if not grid:
+        raise Ur4recError("the EASE lambda grid is empty")
+    gram = ease_gram(dataset, split.train)
+    valid = Evaluator(dataset, split, "valid", "full")
+    rows = []
+    for l2 in grid:
+        model = EASE(ease_from_gram(gram, float(l2)), recent, l2=float(l2))
+        rows.append({"lambda": float(l2), metric: float(valid.evaluate(model)[metric])})
+    return rows
+
+
+def tune_ease_l2(
+    dataset: Dataset, split: Split, recent: int = 0, grid: Sequence[float] = EASE_L2_GRID
+) -> float:
+    """The lambda with the best validation NDCG@10 (the smallest one among ties)."""
+    rows = ease_sweep(dataset, split, recent, grid)
+    best = max(rows, key=lambda r: (r[TUNE_METRIC], -r["lambda"]))
+    return best["lambda"]
 
 
 def build_baseline(
-    name: str, dataset: Dataset, train: Prefixes, l2: float = 500.0, recent: int | None = None
+    name: str,
+    dataset: Dataset,
+    split: Split,
+    l2: float | None = None,
+    recent: int | None = None,
 ) -> Scorer:
-    """``recent``: how many of the last items EASE reads (0: all; default: 0 for ``ease``,
-    EASE_RECENT for ``ease-recent``)."""
+    """The baseline fitted on ``split``'s training part. ``l2``: EASE's lambda (None: tuned
+    on the validation part); ``recent``: how many of the last items EASE reads (0: all;
+    default: 0 for ``ease``, EASE_RECENT for ``ease-recent``)."""
     if name not in BASELINES:
         raise Ur4recError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
     cfg = RunConfig()
@@ -31,9 +73,19 @@ def build_baseline(
         cfg.model.name = "pop"
     else:
         default = EASE_RECENT if name == "ease-recent" else 0
+        recent = default if recent is None else recent
+        if l2 is None:
+            l2 = tune_ease_l2(dataset, split, recent)
         cfg.model.name = "ease"
-        cfg.ease = EaseConfig(l2=l2, recent=default if recent is None else recent)
-    return build_model(ModelInputs(cfg, dataset, train))
+        cfg.ease = EaseConfig(l2=l2, recent=recent)
+    return build_model(ModelInputs(cfg, dataset, split.train))
+
+
+def describe_baseline(model: Scorer) -> dict[str, object]:
+    """The settings a baseline row reports (EASE's lambda and window)."""
+    if isinstance(model, EASE):
+        return {"lambda": model.l2, "recent": model.recent}
+    return {}
 
 
 def baseline_table(
@@ -46,9 +98,11 @@ def baseline_table(
     for name in datasets:
         dataset = open_dataset(name, root=root)
         split = make_split(dataset)
-        models = {m: build_baseline(m, dataset, split.train) for m in BASELINES}
+        models = {m: build_baseline(m, dataset, split) for m in BASELINES}
         for protocol in protocols:
             evaluator = Evaluator(dataset, split, part, protocol)
             for model_name, model in models.items():
-                rows.append({"model": model_name, **evaluator.evaluate(model)})
+                rows.append(
+                    {"model": model_name, **evaluator.evaluate(model), **describe_baseline(model)}
+                )
     return rows

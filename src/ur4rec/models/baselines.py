@@ -56,10 +56,11 @@ class EASE(FittedModel):
 
     name = "ease"
 
-    def __init__(self, weights: torch.Tensor, recent: int = 0) -> None:
+    def __init__(self, weights: torch.Tensor, recent: int = 0, l2: float | None = None) -> None:
         super().__init__()
         self.n_items = weights.shape[0]
         self.recent = recent
+        self.l2 = l2  # the lambda it was fitted with, for reports
         self.register_buffer("weights", weights)
 
     @classmethod
@@ -67,8 +68,8 @@ class EASE(FittedModel):
         cfg = inputs.cfg.ease
         if inputs.saved is not None:  # the matrix comes with the checkpoint
             n = inputs.dataset.n_items
-            return cls(torch.zeros(n, n), cfg.recent)
-        return cls(ease_weights(inputs.dataset, inputs.train, cfg.l2), cfg.recent)
+            return cls(torch.zeros(n, n), cfg.recent, cfg.l2)
+        return cls(ease_weights(inputs.dataset, inputs.train, cfg.l2), cfg.recent, cfg.l2)
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         return recent_item_scores(self.weights, batch.items, self.recent)

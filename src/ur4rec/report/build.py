@@ -19,7 +19,7 @@ from typing import Any
 from ur4rec.data.dataset import canonical_dataset
 from ur4rec.data.splits import make_split
 from ur4rec.errors import Ur4recError
-from ur4rec.eval.baselines import BASELINES, build_baseline
+from ur4rec.eval.baselines import BASELINES, build_baseline, describe_baseline
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_bytes, atomic_write_text
 from ur4rec.measures import SAMPLED_99, canonical_protocol
@@ -165,7 +165,7 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
     # -- results next to baselines ---------------------------------------------------------
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
-    baselines = {name: build_baseline(name, dataset, split.train) for name in BASELINES}
+    baselines = {name: build_baseline(name, dataset, split) for name in BASELINES}
     for protocol in PROTOCOLS:
         try:
             evaluator = Evaluator(dataset, split, "test", protocol)
@@ -175,15 +175,19 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
         rows.append({"model": f"this run ({cfg.model.name})", "protocol": protocol,
                      **_pick(evaluator.evaluate(model))})  # fmt: skip
         for name, baseline in baselines.items():
+            settings = describe_baseline(baseline)
+            label = f"{name} (lambda {settings['lambda']:g})" if settings else name
             rows.append(
-                {"model": name, "protocol": protocol, **_pick(evaluator.evaluate(baseline))}
+                {"model": label, "protocol": protocol, **_pick(evaluator.evaluate(baseline))}
             )
     popular = [r for r in rows if r["model"] == "pop" and r["protocol"] == SAMPLED_99]
     popularity = (
         f"Item popularity alone scores {popular[0]['hit@10']:.4f} Hit@10 there, so read it "
-        "next to the baselines, which are fitted on the same training split."
+        "next to the baselines, which are fitted on the same training split (EASE's "
+        "lambda chosen on the validation part)."
         if popular
-        else "Read it next to the baselines, which are fitted on the same training split."
+        else "Read it next to the baselines, which are fitted on the same training split "
+        "(EASE's lambda chosen on the validation part)."
     )
     parts.append(
         "## Results on the test split\n\n"

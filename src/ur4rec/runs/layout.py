@@ -22,6 +22,7 @@ from ur4rec.config import RunConfig, StageConfig, load_config
 from ur4rec.data.dataset import Dataset
 from ur4rec.errors import Ur4recError
 from ur4rec.io import atomic_write_json
+from ur4rec.provenance import describe, provenance, stale_reasons
 from ur4rec.runs.checkpoint import CheckpointError, load_checkpoint
 from ur4rec.version import __version__
 
@@ -52,6 +53,22 @@ def checkpoint_path(run_dir: Path, checkpoint: str = "best") -> Path:
 
 
 def write_run_info(run_dir: Path, dataset: Dataset, status: str, error: str | None = None) -> None:
+    """run.json: the data, the status and the run's provenance (the code that started it, the
+    config and data hashes; any other code that continued it is added under ``resumed_by``)."""
+    run_dir = Path(run_dir)
+    previous: dict[str, Any] = {}
+    if (run_dir / INFO).is_file():
+        try:
+            previous = json.loads((run_dir / INFO).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = {}
+    current = provenance((run_dir / CONFIG).read_text(encoding="utf-8"), dataset.content_hash)
+    started = previous.get("provenance") if isinstance(previous, dict) else None
+    resumed_by = list(previous.get("resumed_by", [])) if started else []
+    if started and current["code"]["source_hash"] not in {
+        c["source_hash"] for c in [started["code"], *resumed_by]
+    }:
+        resumed_by.append(current["code"])
     info = {
         "dataset": dataset.name,
         "data_hash": dataset.content_hash,
@@ -60,10 +77,35 @@ def write_run_info(run_dir: Path, dataset: Dataset, status: str, error: str | No
         "ur4rec_version": __version__,
         "status": status,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "provenance": started or current,
     }
+    if resumed_by:
+        info["resumed_by"] = resumed_by
     if error is not None:
         info["error"] = error
-    atomic_write_json(Path(run_dir) / INFO, info)
+    atomic_write_json(run_dir / INFO, info)
+
+
+def run_stale_reasons(
+    run_dir: Path, config_text: str | None = None, data_hash: str | None = None
+) -> list[str]:
+    """Why a run folder cannot stand for a run of the current code with ``config_text`` (the
+    wanted resolved config; default: its own) on data ``data_hash`` (default: its own): empty
+    when it can."""
+    run_dir = Path(run_dir)
+    try:
+        info = json.loads((run_dir / INFO).read_text(encoding="utf-8"))
+        own_config = (run_dir / CONFIG).read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return ["its run.json or config.yaml is missing or unreadable"]
+    if not isinstance(info, dict):
+        return ["its run.json is not an object"]
+    current = provenance(config_text or own_config, data_hash or info.get("data_hash"))
+    reasons = stale_reasons(info.get("provenance"), current)
+    for code in info.get("resumed_by", []):
+        if code.get("source_hash") != current["code"]["source_hash"]:
+            reasons.append(f"part of it was trained by other code ({describe(code)})")
+    return reasons
 
 
 def read_run_info(run_dir: Path) -> tuple[RunConfig, dict[str, Any]]:

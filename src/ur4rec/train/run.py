@@ -26,6 +26,7 @@ from ur4rec.runs.checkpoint import save_checkpoint
 from ur4rec.runs.layout import (
     BEST,
     CONFIG,
+    INFO,
     INPUTS,
     LAST,
     LOG_FILE,
@@ -70,6 +71,7 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG, dump_config(cfg))
         (run_dir / LOG_FILE).unlink(missing_ok=True)
+        (run_dir / INFO).unlink(missing_ok=True)  # a new start: new provenance
         write_run_info(run_dir, dataset, "running")
     except OSError as exc:
         raise Ur4recError(f"cannot write the run folder {run_dir}: {exc}") from None

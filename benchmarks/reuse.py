@@ -1,0 +1,133 @@
+"""What a benchmark may reuse: stored runs and ranks files only from the current code, the
+wanted config and the same data (ur4rec.provenance); anything else is set aside and rerun.
+
+    plan_run(run_dir, config_text) -> "reuse" | "resume" | "train"
+    cached_ranks(run_dir, cases)   -> per-user ranks, recomputed unless current
+    result_provenance(...)         -> what a result file records
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ur4rec.config import dump_config, load_config
+from ur4rec.io import atomic_write_bytes, atomic_write_text
+from ur4rec.provenance import code_version, provenance, stale_reasons
+from ur4rec.runs.layout import BEST, CONFIG, INFO, SUMMARY, run_stale_reasons
+
+RANKS = "ranks.npz"
+
+
+def wanted_config(config: Path, overrides: Iterable[str] = ()) -> str:
+    """The resolved config a benchmark would train, as the run folder would store it."""
+    return dump_config(load_config(config, list(overrides)))
+
+
+def set_aside(run_dir: Path, reasons: list[str]) -> None:
+    """Move a run that cannot be reused to RUN.stale (replacing an older one), and say why."""
+    target = run_dir.with_name(run_dir.name + ".stale")
+    shutil.rmtree(target, ignore_errors=True)
+    run_dir.rename(target)
+    print(f"{run_dir}: not reused ({'; '.join(reasons)}); moved to {target.name}", flush=True)
+
+
+def plan_run(run_dir: Path, config_text: str | None = None, data_hash: str | None = None) -> str:
+    """'reuse' a finished current run, 'resume' an unfinished current one, else 'train' (a
+    stale run of other code, another config or other data is set aside first)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file() or not (run_dir / INFO).is_file():
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            set_aside(run_dir, ["it is not a complete run folder"])
+        return "train"
+    reasons = run_stale_reasons(run_dir, config_text, data_hash)
+    if reasons:
+        set_aside(run_dir, reasons)
+        return "train"
+    return "reuse" if (run_dir / SUMMARY).is_file() else "resume"
+
+
+def find_run(
+    folders: Iterable[Path], config_text: str, data_hash: str | None = None
+) -> Path | None:
+    """A finished run of exactly this config, the current code and the data, among the run
+    folders directly inside ``folders`` (first found, by name); None if there is none."""
+    for folder in folders:
+        if not Path(folder).is_dir():
+            continue
+        for run_dir in sorted(Path(folder).iterdir()):
+            finished = (run_dir / SUMMARY).is_file() and (run_dir / INFO).is_file()
+            if finished and not run_stale_reasons(run_dir, config_text, data_hash):
+                return run_dir
+    return None
+
+
+def merge_rows(path: Path, rows: list[dict[str, Any]], key: tuple[str, ...]) -> None:
+    """Write ``rows`` into the JSON-lines file ``path`` atomically, replacing the stored rows
+    with the same ``key`` fields and keeping the others (runs measured by other calls)."""
+    path = Path(path)
+    new_keys = {tuple(r.get(k) for k in key) for r in rows}
+    kept = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if tuple(row.get(k) for k in key) not in new_keys:
+                    kept.append(row)
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in [*kept, *rows]))
+
+
+def _checkpoint_digest(run_dir: Path) -> str | None:
+    digest = run_dir / f"{BEST}.sha256"
+    return digest.read_text(encoding="utf-8").strip() if digest.is_file() else None
+
+
+def cached_ranks(
+    run_dir: Path, cases: list[tuple[str, str]], data_dir: str | None = None
+) -> dict[str, np.ndarray]:
+    """The run's per-user ranks for ``cases``, from its ranks.npz when that was computed by
+    the current code from the run's current best checkpoint, else computed and stored."""
+    from ur4rec.train.run import user_ranks
+
+    run_dir = Path(run_dir)
+    path = run_dir / RANKS
+    wanted = {f"{part} {protocol}" for part, protocol in cases}
+    stamp = {"code": code_version(), "checkpoint": _checkpoint_digest(run_dir)}
+    if path.is_file():
+        with np.load(path) as stored:
+            meta = json.loads(str(stored["provenance"])) if "provenance" in stored else None
+            fresh = meta is not None and not stale_reasons(meta, stamp)
+            if fresh and meta["checkpoint"] == stamp["checkpoint"] and wanted <= set(stored.files):
+                return {key: stored[key] for key in wanted}
+    ranks = user_ranks(run_dir, cases, data_dir=data_dir)
+    buffer = io.BytesIO()
+    np.savez(buffer, provenance=np.array(json.dumps(stamp)), **ranks)
+    atomic_write_bytes(path, buffer.getvalue())
+    return ranks
+
+
+def run_provenance(run_dir: Path) -> dict[str, Any]:
+    """The provenance a run records (run.json), for a result row made from it."""
+    info = json.loads((Path(run_dir) / INFO).read_text(encoding="utf-8"))
+    return info.get("provenance") or {}
+
+
+def result_provenance(
+    command: str, configs: Iterable[str] = (), data_hashes: Iterable[str] = ()
+) -> dict[str, Any]:
+    """What a benchmark's result file records: its command, the current code, and the hashes
+    of the configs and data it measured (sorted, deduplicated)."""
+    out = provenance()
+    out["command"] = command
+    configs, data = sorted(set(configs)), sorted(set(data_hashes))
+    if configs:
+        out["config_hashes"] = configs
+    if data:
+        out["data_hashes"] = data
+    return out
