@@ -68,7 +68,7 @@ def measure(run_dir: Path) -> list[dict[str, object]]:
     origin = run_provenance(run_dir)
     for part, protocol in CASES:
         result = evaluate(run_dir, protocol, part)
-        rows.append({"run": run_dir.name, **result, "provenance": origin})
+        rows.append({**result, "run": run_dir.name, "provenance": origin})
     return rows
 
 

@@ -18,7 +18,7 @@ from ur4rec.data.batches import HistoryBatch, TrainBatch
 from ur4rec.data.prepare import prepare_dataset
 from ur4rec.data.splits import PAD, make_split
 from ur4rec.data.windows import TrainWindows
-from ur4rec.models.ur4rec import UR4Rec
+from ur4rec.models.ur4rec import SASREC_GRID, UR4Rec
 from ur4rec.train.stages import configure
 
 N_USERS, N_ITEMS, TEXT_DIM, MAX_LEN = 5, 12, 16, 4
@@ -105,7 +105,6 @@ def test_memory_is_written_in_training_and_read_at_evaluation() -> None:
     before = model.memory.prev.clone(), model.memory.summary.clone()
     assert not model.memory.written.any()
     b = HistoryBatch(torch.tensor([1]), torch.tensor([[4, 5, 6, 7]]))
-    blank = model.score(b)
     step(model)
     assert model.memory.written.tolist() == [False, False, True, False, False, False, False, False]
     assert not torch.equal(model.memory.summary, before[1])
@@ -114,7 +113,6 @@ def test_memory_is_written_in_training_and_read_at_evaluation() -> None:
     model.memory.written.zero_()
     without = model.score(b)
     assert not torch.allclose(with_memory, without)
-    assert blank.shape == with_memory.shape
 
 
 def test_window_memory_never_holds_a_later_item(tmp_path: Path, cyclic_folder: Path) -> None:
@@ -260,7 +258,12 @@ def test_four_stage_run_end_to_end_through_the_cli(
     assert "protocol full" in (out / "stages.md").read_text()
     # fusion.method scalar (the config's) is calibrated on validation after each fused stage.
     weights = [s.get("sasrec_weight") for s in summary["stages"]]
-    assert weights[:2] == [None, None] and all(0.0 <= w <= 1.0 for w in weights[2:])
+    assert weights[:2] == [None, None] and set(weights[2:]) <= set(SASREC_GRID)
+    # The finished run scores with the last stage's calibrated weight.
+    from ur4rec.runs import load_run
+
+    _, _, loaded = load_run(out)
+    assert loaded.fusion.fixed_weight.item() == pytest.approx(weights[-1])
     assert main(["evaluate", str(out), "--protocol", "sampled:5", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["model"] == "ur4rec" and result["users"] == 40
@@ -491,14 +494,18 @@ def test_calibration_with_the_prior_matches_a_plain_evaluation(
         result.chosen["prior_weight"],
         result.metrics,
     )
-    assert 0.0 <= weight <= 1.0 and prior in PRIOR_GRID
+    assert weight in SASREC_GRID and prior in PRIOR_GRID
     assert model.fusion.prior_weight.item() == pytest.approx(prior)
     plain = valid.evaluate(model)
     assert metrics["ndcg@10"] == pytest.approx(plain["ndcg@10"])
-    # No combination on the grid beats the chosen one.
-    model.fusion.set_weight(1.0)
-    model.fusion.set_prior_weight(0.0)
-    assert valid.evaluate(model)["ndcg@10"] <= metrics["ndcg@10"] + 1e-12
+    # No combination on the whole grid beats the chosen one, each scored by a plain evaluation.
+    scores = {}
+    for w in SASREC_GRID:
+        for p in PRIOR_GRID:
+            model.apply_calibration({"sasrec_weight": w, "prior_weight": p})
+            scores[(w, p)] = valid.evaluate(model)["ndcg@10"]
+    assert max(scores.values()) <= metrics["ndcg@10"] + 1e-12
+    assert scores[(weight, prior)] == pytest.approx(metrics["ndcg@10"])
 
 
 def train_tiny(out: Path, stages: str, *overrides: str) -> dict:
