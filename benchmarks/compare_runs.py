@@ -125,8 +125,7 @@ def main() -> None:
         command = "benchmarks/compare_runs.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         origins = [run_provenance(Path(p.format(seed=s))) for p in (args.a, args.b) for s in seeds]
         for row in rows:
-            row.update(seeds=args.seeds, command=command, provenance=origins[0],
-                       run_provenance=origins)  # fmt: skip
+            row.update(seeds=args.seeds, command=command, run_provenance=origins)
         merge_rows(Path(args.results), rows, ("a", "b", "seeds", "split", "protocol"))
         print(f"wrote {args.results}")
 

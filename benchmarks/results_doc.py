@@ -6,7 +6,11 @@
 Each generated table sits between ``<!-- table: NAME -->`` and ``<!-- end table -->`` in the
 document; the text around it is left alone. A table is rendered from its result file under
 docs/results/ (written there by the benchmark named in it) and opens with the command that
-produced the file, read from the file itself. A table whose file is missing is left as it is.
+produced the file, read from the file itself, and the code it was computed by. Results carry
+their provenance (ur4rec.provenance): a result computed by other code than the package as it
+is now (another source hash), or one that records no provenance, is marked in its table (rows
+with "older code") until the command is run again. A table whose file is missing is left as
+it is.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ur4rec.measures import SAMPLED_99, canonical_protocol
+from ur4rec.provenance import describe, source_hash
 from ur4rec.report_table import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +40,47 @@ def _num(value: float) -> str:
 
 def _md(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return format_table(rows, columns, markdown=True)
+
+
+def is_current(origin: dict[str, Any] | None) -> bool:
+    """Was this result computed by the package's code as it is now?"""
+    code = (origin or {}).get("code") or {}
+    return code.get("source_hash") == source_hash()
+
+
+def code_line(origins: list[dict[str, Any] | None]) -> str:
+    """Which code computed a table's results: current, or how many are older."""
+    older = [o for o in origins if not is_current(o)]
+    if not older:
+        codes = {describe(o["code"]) for o in origins if o}
+        return f"Computed by the current code ({', '.join(sorted(codes))})."
+    known = sorted({describe(o["code"]) for o in older if o and o.get("code")})
+    where = f" ({', '.join(known)})" if known else " (no provenance recorded)"
+    return (
+        f"**Older code: {len(older)} of {len(origins)} results were computed by other code "
+        f"than the package as it is now{where}; they are marked and stand until the command is "
+        "run again.**"
+    )
+
+
+def _mark(label: str, origins: list[dict[str, Any] | None]) -> str:
+    return label if all(is_current(o) for o in origins) else f"{label} (older code)"
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return ""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+
+
+def _commands(rows: list[dict[str, Any]]) -> str:
+    commands = dict.fromkeys(r["command"] for r in rows if r.get("command"))
+    return "\n".join(f"`.venv/bin/python {c}`" for c in commands)
 
 
 def serve_load(path: Path) -> str:
@@ -69,7 +115,7 @@ def serve_load(path: Path) -> str:
     return (
         f"`.venv/bin/python {data['command']}` ({data['time'][:10]}; {data['workers']} server "
         f"process, {data['threads']} scoring thread, {data['cpus']} CPUs, "
-        f"{data['seconds_per_row']:g} s per row)\n\n"
+        f"{data['seconds_per_row']:g} s per row)\n{code_line([data.get('provenance')])}\n\n"
         + _md(rows, list(rows[0]))
         + f"\n\nSoak: {soak['requests']:,} POSTs with new texts and `explain=true`, "
         f"{soak['errors']} errors; server RSS {rss['start']:.0f} MiB after start, "
@@ -87,7 +133,7 @@ def encoder_precision(path: Path) -> str:
     return (
         f"`.venv/bin/python {d['command']}` ({d['time'][:10]}; native bfloat16: "
         f"{'yes' if d['native_bfloat16'] else 'no'}; {d['histories']} histories, "
-        f"{d['mean_tokens']:.0f} tokens on average)\n\n"
+        f"{d['mean_tokens']:.0f} tokens on average)\n{code_line([d.get('provenance')])}\n\n"
         f"Cosine float32 / bfloat16: min {d['cosine_min']:.5f}, mean {d['cosine_mean']:.5f}. "
         f"Top-10 identical for {100 * d['identical_top10_share']:.2f}% of the histories "
         f"(mean overlap {d['top10_agreement_mean']:.4f}, worst {d['top10_agreement_min']:.1f}).\n"
@@ -96,33 +142,181 @@ def encoder_precision(path: Path) -> str:
 
 
 def backbones(path: Path) -> str:
-    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    command = lines[0].get("command", "benchmarks/backbones.py") if lines else ""
+    lines = _jsonl(path)
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in lines:
         protocol = canonical_protocol(r["protocol"])  # rows of older code
         groups.setdefault((r["config"], protocol, r["split"]), []).append(r)
     rows = []
     for config in dict.fromkeys(r["config"] for r in lines):
+        origins = [r.get("provenance") for r in lines if r["config"] == config]
         for protocol in ("full", SAMPLED_99):
-            row: dict[str, Any] = {"config": config, "protocol": protocol}
+            row: dict[str, Any] = {"config": _mark(config, origins), "protocol": protocol}
             for split in ("valid", "test"):
                 cell = groups.get((config, protocol, split), [])
                 for metric in ("ndcg@10", "hit@10"):
-                    values = [float(r[metric]) for r in cell]
-                    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                    row[f"{split} {metric}"] = (
-                        f"{statistics.mean(values):.4f} ± {spread:.4f}" if values else ""
-                    )
+                    row[f"{split} {metric}"] = _mean_sd([float(r[metric]) for r in cell])
             row["seeds"] = len(groups.get((config, protocol, "test"), []))
             rows.append(row)
-    return f"`.venv/bin/python {command}`\n\n" + _md(rows, list(rows[0])) + "\n"
+    return (
+        _commands(lines)
+        + "\n"
+        + code_line([r.get("provenance") for r in lines])
+        + "\n\n"
+        + _md(rows, list(rows[0]))
+        + "\n"
+    )
+
+
+def _baselines_file(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def baselines(path: Path) -> str:
+    """Every baseline on valid and test under every protocol measured."""
+    d = _baselines_file(path)
+    rows = []
+    for r in d["table"]:
+        rows.append(
+            {
+                "dataset": r["dataset"],
+                "protocol": r["protocol"],
+                "model": r["model"],
+                "lambda": f"{r['lambda']:g}" if r.get("lambda") else "",
+                **{
+                    f"{part} {m}": f"{row[m]:.4f}"
+                    for part in ("valid", "test")
+                    for row in d["table"]
+                    if row["split"] == part
+                    and row["dataset"] == r["dataset"]
+                    and row["protocol"] == r["protocol"]
+                    and row["model"] == r["model"]
+                    for m in ("hit@10", "ndcg@10")
+                },
+            }
+        )
+    unique = list({(r["dataset"], r["protocol"], r["model"]): r for r in rows}.values())
+    return (
+        f"`.venv/bin/python {d['provenance']['command']}` ({d['time'][:10]}; EASE's lambda "
+        f"chosen per model and dataset on {d['tuned_on']}; ease-recent reads the last "
+        f"{d['ease_recent']} items)\n{code_line([d['provenance']])}\n\n"
+        + _md(unique, list(unique[0]))
+        + "\n"
+    )
+
+
+def ease_sweep(path: Path) -> str:
+    """Validation NDCG@10 of EASE per lambda and window, one block per dataset."""
+    d = _baselines_file(path)
+    blocks = []
+    for dataset in dict.fromkeys(r["dataset"] for r in d["sweep"]):
+        sweep = [r for r in d["sweep"] if r["dataset"] == dataset]
+        windows = list(dict.fromkeys(r["recent"] for r in sweep))
+        best = max(sweep, key=lambda r: r["ndcg@10"])
+        rows = []
+        for l2 in dict.fromkeys(r["lambda"] for r in sweep):
+            row: dict[str, Any] = {"lambda": f"{l2:g}"}
+            for w in windows:
+                cell = next(r for r in sweep if r["lambda"] == l2 and r["recent"] == w)
+                text = f"{cell['ndcg@10']:.4f}"
+                row["all items" if w == 0 else f"last {w}"] = (
+                    f"**{text}**" if cell is best else text
+                )
+            rows.append(row)
+        blocks.append(f"{dataset} (best in bold):\n\n" + _md(rows, list(rows[0])))
+    return (
+        f"`.venv/bin/python {d['provenance']['command']}` ({d['time'][:10]}; validation, full "
+        f"ranking, NDCG@10)\n{code_line([d['provenance']])}\n\n" + "\n\n".join(blocks) + "\n"
+    )
+
+
+QUALITY_MODELS = {"sasrec": "stage 1 (SASRec)", "retriever": "retriever alone", "fused": "fused"}
+
+
+def ur4rec_quality(path: Path) -> str:
+    """Variants x seeds of the four-stage run: each model's valid and test figures."""
+    lines = _jsonl(path)
+    rows = []
+    for dataset in dict.fromkeys(r["dataset"] for r in lines):
+        for variant in dict.fromkeys(r["variant"] for r in lines if r["dataset"] == dataset):
+            runs = [r for r in lines if r["dataset"] == dataset and r["variant"] == variant]
+            label = _mark(variant, [r.get("provenance") for r in runs])
+            for model, name in QUALITY_MODELS.items():
+                if model == "retriever" and all(
+                    "retriever full valid ndcg@10" not in r for r in runs
+                ):
+                    continue
+                row: dict[str, Any] = {"dataset": dataset, "variant": label, "model": name}
+                for protocol in ("full", SAMPLED_99):
+                    for key in ("valid ndcg@10", "test hit@10", "test ndcg@10"):
+                        values = [float(r[f"{model} {protocol} {key}"]) for r in runs
+                                  if f"{model} {protocol} {key}" in r]  # fmt: skip
+                        short = "1+99" if protocol == SAMPLED_99 else protocol
+                        row[f"{short} {key}"] = _mean_sd(values)
+                row["seeds"] = len(runs)
+                rows.append(row)
+            weights = [(r.get("sasrec_weight"), r.get("prior_weight")) for r in runs]
+            rows[-1]["weights (SASRec, prior)"] = ", ".join(
+                f"{w}/{p}" if p is not None else f"{w}" for w, p in weights
+            )
+    return (
+        _commands(lines)
+        + "\n"
+        + code_line([r.get("provenance") for r in lines])
+        + "\n\n"
+        + _md(rows, list(dict.fromkeys(k for r in rows for k in r)))
+        + "\n"
+    )
+
+
+def comparisons(path: Path) -> str:
+    """Paired differences A - B in NDCG@10, with the users' and the seeds' 95% intervals."""
+    lines = _jsonl(path)
+    rows = []
+    for r in lines:
+        d = r["difference"]
+        seeds = (
+            f" [{d['seeds_low']:+.4f}, {d['seeds_high']:+.4f}]" if d["seeds_low"] is not None
+            else ""
+        )  # fmt: skip
+        rows.append(
+            {
+                "A - B": _mark(f"{r['a']} - {r['b']}", r.get("run_provenance") or [None]),
+                "split": r["split"],
+                "protocol": r["protocol"],
+                "A NDCG@10": r["a ndcg@10"],
+                "B NDCG@10": r["b ndcg@10"],
+                "A - B [users' 95%] [seeds' 95%]": f"{d['mean']:+.4f} "
+                f"[{d['users_low']:+.4f}, {d['users_high']:+.4f}]{seeds}",
+                "seeds A better": f"{d['seeds_better']}/{d['seeds']}",
+            }
+        )
+    origins = [o for r in lines for o in (r.get("run_provenance") or [None])]
+    return _commands(lines) + "\n" + code_line(origins) + "\n\n" + _md(rows, list(rows[0])) + "\n"
+
+
+def sasrec_speed(path: Path) -> str:
+    d = json.loads(path.read_text(encoding="utf-8"))
+    return (
+        f"`.venv/bin/python {d['command']}` ({d['time'][:10]}; {d['threads']} torch threads)\n"
+        f"{code_line([d.get('provenance')])}\n\n"
+        f"SASRec on {d['dataset']} ({d['interactions']:,} interactions, "
+        f"{d['train_positions_per_epoch']:,} training positions per epoch): "
+        f"**{d['epoch_seconds_median']:.2f} s per epoch** (median), "
+        f"{d['full_eval_seconds_median']:.3f} s to rank every item for all "
+        f"{d['eval_users']} users under the full protocol, peak RSS {d['peak_rss_mib']:.0f} MiB.\n"
+    )
 
 
 TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "serve-load": ("serve-load.json", serve_load),
     "encoder-precision": ("encoder-precision.json", encoder_precision),
     "backbones": ("backbones.jsonl", backbones),
+    "baselines": ("baselines.json", baselines),
+    "ease-sweep": ("baselines.json", ease_sweep),
+    "ur4rec-quality": ("ur4rec-quality.jsonl", ur4rec_quality),
+    "comparisons": ("comparisons.jsonl", comparisons),
+    "sasrec-speed": ("sasrec-speed.json", sasrec_speed),
 }
 
 

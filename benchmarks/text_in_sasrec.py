@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,7 @@ import numpy as np
 import yaml
 
 from compare_runs import CASES, parse_seeds, print_comparison
-from reuse import cached_ranks, plan_run, wanted_config
+from reuse import cached_ranks, merge_rows, plan_run, run_provenance, wanted_config
 from ur4rec_quality import VARIANTS_FILE, slug
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--draws", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--results", default=str(ROOT / "docs" / "results" / "comparisons.jsonl"))
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
     cases = variants(Path(args.item_texts).resolve())
@@ -96,7 +98,13 @@ def main() -> None:
         }
         ranks = {job: future.result() for job, future in futures.items()}
     print(f"ml-100k-liked, UR4Rec stage 1 (SASRec), seeds {args.seeds}: NDCG@10, Hit@10")
-    print_comparison({n: [ranks[(n, s)] for s in seeds] for n in cases}, BASE, args.draws)
+    rows = print_comparison({n: [ranks[(n, s)] for s in seeds] for n in cases}, BASE, args.draws)
+    command = "benchmarks/text_in_sasrec.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    origins = [run_provenance(out / f"{slug(n)}-s{s}") for n, s in jobs]
+    for row in rows:
+        row.update(seeds=args.seeds, command=command, run_provenance=origins)
+    merge_rows(Path(args.results), rows, ("a", "b", "seeds", "split", "protocol"))
+    print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":
