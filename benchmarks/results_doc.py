@@ -295,6 +295,29 @@ def comparisons(path: Path) -> str:
     return _commands(lines) + "\n" + code_line(origins) + "\n\n" + _md(rows, list(rows[0])) + "\n"
 
 
+def sasrec_sweep(path: Path) -> str:
+    """SASRec's default and its variants on validation."""
+    d = json.loads(path.read_text(encoding="utf-8"))
+    rows = [
+        {
+            "variant": _mark(r["variant"], [r.get("provenance")]),
+            "valid ndcg@10": f"{r['valid ndcg@10']:.4f}",
+            "valid hit@10": f"{r['valid hit@10']:.4f}",
+            "best epoch": r["best epoch"],
+            "train s": f"{r['train seconds']:.0f}",
+        }
+        for r in d["rows"]
+    ]
+    return (
+        f"`.venv/bin/python {d['provenance']['command']}` ({d['time'][:10]}; {d['config']}, "
+        "seed 42, validation split, full ranking)\n"
+        + code_line([r.get("provenance") for r in d["rows"]])
+        + "\n\n"
+        + _md(rows, list(rows[0]))
+        + "\n"
+    )
+
+
 def sasrec_speed(path: Path) -> str:
     d = json.loads(path.read_text(encoding="utf-8"))
     return (
@@ -317,6 +340,7 @@ TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "ur4rec-quality": ("ur4rec-quality.jsonl", ur4rec_quality),
     "comparisons": ("comparisons.jsonl", comparisons),
     "sasrec-speed": ("sasrec-speed.json", sasrec_speed),
+    "sasrec-sweep": ("sasrec-sweep.json", sasrec_sweep),
 }
 
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every benchmark behind docs/results.md, then the document itself (about 90 minutes on 2
+# cores). Stored runs of the current code and the same config are reused, anything else is
+# trained again (benchmarks/reuse.py), so a rerun after a code change updates every row.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+Q=runs/ur4rec-quality/ml-100k-liked
+OUT=docs/results/comparisons.jsonl
+$PY benchmarks/baselines.py
+$PY benchmarks/ur4rec_quality.py --seeds 42,43,44 --parallel 2 --threads 1 \
+  --variants "default,SASRec and EASE prior without the retriever,no EASE prior"
+$PY benchmarks/backbones.py --seeds 42,43,44 --parallel 2 --threads 1 --configs \
+  ur4rec-ml-100k-liked,ur4rec-gru4rec-ml-100k-liked,sasrec-ml-100k-liked,gru4rec-ml-100k-liked,sasrec-ml-100k,gru4rec-ml-100k
+$PY benchmarks/text_in_sasrec.py --seeds 42-44 --parallel 2 --threads 1
+$PY benchmarks/compare_runs.py --a "$Q-default-s{seed}" --label-a "UR4Rec (default)" \
+  --b "runs/text-in-sasrec/SASRec_alone-s{seed}" --label-b "SASRec alone" --seeds 42-44 --results $OUT
+$PY benchmarks/compare_runs.py --a "$Q-default-s{seed}" --label-a "UR4Rec (default)" \
+  --b "$Q-SASRec_and_EASE_prior_without_the_retriever-s{seed}" \
+  --label-b "SASRec + EASE prior, no retriever" --seeds 42-44 --results $OUT
+$PY benchmarks/compare_runs.py --a "$Q-default-s{seed}" --label-a "UR4Rec (default)" \
+  --b "$Q-no_EASE_prior-s{seed}" --label-b "UR4Rec without the EASE prior" --seeds 42-44 --results $OUT
+$PY benchmarks/sasrec_quality.py
+# Timings last, on a quiet machine.
+$PY benchmarks/sasrec_speed.py
+$PY benchmarks/encoder_precision.py --run "$Q-default-s42"
+$PY benchmarks/serve_load.py --run "$Q-default-s42"
+$PY benchmarks/results_doc.py
