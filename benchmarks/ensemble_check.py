@@ -3,28 +3,35 @@ stage-1 SASRec models (SASRec + item texts) of the quality benchmark's default r
 
     .venv/bin/python benchmarks/ensemble_check.py --runs runs/ur4rec-quality --seeds 42,43,44
 
-Needs `benchmarks/ur4rec_quality.py --variants default --seeds 42,43,44` first. Prints NDCG@10
-of each single model, of the first two fused, and of all of them fused, for validation and
-test under the full and seed protocols: a ceiling check for what late fusion of the retriever
-could add.
+Needs `benchmarks/ur4rec_quality.py --variants default --seeds 42,43,44` first, on the current
+code (a run of other code is refused). Prints NDCG@10 of each single model, of the first two
+fused, and of all of them fused, for validation and test under the full and 1+99 protocols: a
+ceiling check for what late fusion of the retriever could add. Writes
+docs/results/ensemble.json (benchmarks/results_doc.py makes docs/results.md's table from it).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
+import time
 from pathlib import Path
 
 import torch
 
+from reuse import result_provenance, run_provenance
 from ur4rec.config import load_config
 from ur4rec.data.batches import HistoryBatch
 from ur4rec.data.prepare import open_dataset
 from ur4rec.eval.evaluator import Evaluator
+from ur4rec.io import atomic_write_json
 from ur4rec.measures import SAMPLED_99
 from ur4rec.models.fusion import standardise
 from ur4rec.runs import build
-from ur4rec.runs.layout import load_state_into
+from ur4rec.runs.layout import load_state_into, run_stale_reasons
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Ensemble:
@@ -41,10 +48,18 @@ def main() -> None:
     parser.add_argument("--dataset", default="ml-100k-liked")
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--data-dir")
+    parser.add_argument("--results", default=str(ROOT / "docs" / "results" / "ensemble.json"))
     args = parser.parse_args()
-    models = []
+    models, origins = [], []
     for seed in args.seeds.split(","):
         run = Path(args.runs) / f"{args.dataset}-default-s{seed}"
+        reasons = run_stale_reasons(run)
+        if reasons:
+            raise SystemExit(
+                f"{run}: {'; '.join(reasons)}; run benchmarks/ur4rec_quality.py --variants "
+                f"default --seeds {args.seeds} first"
+            )
+        origins.append(run_provenance(run))
         cfg = load_config(run / "config.yaml")
         dataset = open_dataset(cfg.data.dataset, root=args.data_dir)
         model, split, _ = build(cfg, dataset, args.data_dir)
@@ -53,18 +68,34 @@ def main() -> None:
         model.objective = "sasrec"
         models.append(model)
     print(f"NDCG@10 of stage-1 SASRec models, seeds {args.seeds}, {args.dataset}")
+    rows = []
     for part in ("valid", "test"):
         for protocol in ("full", SAMPLED_99):
             evaluator = Evaluator(dataset, split, part, protocol)
             single = [evaluator.evaluate(m)["ndcg@10"] for m in models]
             pair = evaluator.evaluate(Ensemble(models[:2]))["ndcg@10"]
             every = evaluator.evaluate(Ensemble(models))["ndcg@10"]
+            rows.append({"split": part, "protocol": protocol, "single": single,
+                         "first two fused": pair, "all fused": every})  # fmt: skip
             print(
                 f"{part:<5} {protocol:<4}  single "
                 + " ".join(f"{s:.4f}" for s in single)
                 + f" (mean {statistics.mean(single):.4f})  first two fused {pair:.4f}  "
                 f"all fused {every:.4f}"
             )
+    command = "benchmarks/ensemble_check.py " + " ".join(sys.argv[1:])
+    atomic_write_json(
+        args.results,
+        {
+            "provenance": result_provenance(command.strip()),
+            "run_provenance": origins,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "dataset": args.dataset,
+            "seeds": args.seeds,
+            "rows": rows,
+        },
+    )
+    print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ $PY benchmarks/compare_runs.py --a "$Q-default-s{seed}" --label-a "UR4Rec (defau
   --label-b "SASRec + EASE prior, no retriever" --seeds 42-44 --results $OUT
 $PY benchmarks/compare_runs.py --a "$Q-default-s{seed}" --label-a "UR4Rec (default)" \
   --b "$Q-no_EASE_prior-s{seed}" --label-b "UR4Rec without the EASE prior" --seeds 42-44 --results $OUT
+$PY benchmarks/ensemble_check.py
 $PY benchmarks/sasrec_quality.py
 # Timings last, on a quiet machine.
 $PY benchmarks/sasrec_speed.py

@@ -1,6 +1,7 @@
-"""Regenerate the tables in docs/results.md from the benchmarks' result files.
+"""Regenerate the tables in docs/results.md (and the README's headline table) from the
+benchmarks' result files.
 
-    .venv/bin/python benchmarks/results_doc.py            # rewrite docs/results.md in place
+    .venv/bin/python benchmarks/results_doc.py            # rewrite the documents in place
     .venv/bin/python benchmarks/results_doc.py --check    # exit 1 if a table is out of date
 
 Each generated table sits between ``<!-- table: NAME -->`` and ``<!-- end table -->`` in the
@@ -30,6 +31,8 @@ from ur4rec.report_table import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "results.md"
+# The documents with generated tables: the record, and the README's headline table.
+DOCS = (DOC, ROOT / "README.md")
 RESULTS = ROOT / "docs" / "results"
 BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
 
@@ -304,7 +307,6 @@ def sasrec_sweep(path: Path) -> str:
             "valid ndcg@10": f"{r['valid ndcg@10']:.4f}",
             "valid hit@10": f"{r['valid hit@10']:.4f}",
             "best epoch": r["best epoch"],
-            "train s": f"{r['train seconds']:.0f}",
         }
         for r in d["rows"]
     ]
@@ -316,6 +318,70 @@ def sasrec_sweep(path: Path) -> str:
         + _md(rows, list(rows[0]))
         + "\n"
     )
+
+
+def ensemble(path: Path) -> str:
+    """Stage-1 SASRec models alone and fused with each other (standardised scores summed)."""
+    d = json.loads(path.read_text(encoding="utf-8"))
+    rows = [
+        {
+            "split": r["split"],
+            "protocol": r["protocol"],
+            "single models": ", ".join(f"{x:.4f}" for x in r["single"])
+            + f" (mean {statistics.mean(r['single']):.4f})",
+            "first two fused": f"{r['first two fused']:.4f}",
+            "all fused": f"{r['all fused']:.4f}",
+        }
+        for r in d["rows"]
+    ]
+    return (
+        f"`.venv/bin/python {d['provenance']['command']}` ({d['time'][:10]}; {d['dataset']}, "
+        f"the stage-1 models of the default runs of seeds {d['seeds']}; NDCG@10)\n"
+        + code_line([d["provenance"], *d["run_provenance"]])
+        + "\n\n"
+        + _md(rows, list(rows[0]))
+        + "\n"
+    )
+
+
+def headline(path: Path) -> str:
+    """The README's table: test figures on ml-100k-liked of the baselines, SASRec alone and the
+    default UR4Rec, read from the baselines, backbones and quality result files."""
+    base = _baselines_file(path.parent / "baselines.json")
+    quality = [r for r in _jsonl(path) if r["dataset"] == "ml-100k-liked"]
+    sasrec = [r for r in _jsonl(path.parent / "backbones.jsonl")
+              if r["config"] == "sasrec-ml-100k-liked" and r["split"] == "test"]  # fmt: skip
+    columns = [(p, m) for p in ("full", SAMPLED_99) for m in ("hit@10", "ndcg@10")]
+    names = {"pop": "popularity", "ease": "EASE", "ease-recent": "EASE, last 3 items"}
+    rows: list[dict[str, Any]] = []
+    origins: list[dict[str, Any] | None] = [base["provenance"]]
+    for model, name in names.items():
+        cells = {(r["protocol"], m): r[m] for r in base["table"] for m in ("hit@10", "ndcg@10")
+                 if r["dataset"] == "ml-100k-liked" and r["split"] == "test"
+                 and r["model"] == model}  # fmt: skip
+        row = {"model on ml-100k-liked (test)": name}
+        row.update({_column(p, m): f"{cells[(p, m)]:.4f}" for p, m in columns})
+        rows.append(row)
+    row = {"model on ml-100k-liked (test)": f"SASRec alone ({len(sasrec) // 2} seeds)"}
+    for p, m in columns:
+        row[_column(p, m)] = _mean_sd([float(r[m]) for r in sasrec if r["protocol"] == p])
+    rows.append(row)
+    origins += [r.get("provenance") for r in sasrec]
+    default = [r for r in quality if r["variant"] == "default"]
+    row = {"model on ml-100k-liked (test)": f"UR4Rec, default ({len(default)} seeds)"}
+    for p, m in columns:
+        row[_column(p, m)] = _mean_sd([float(r[f"fused {p} test {m}"]) for r in default])
+    rows.append(row)
+    origins += [r.get("provenance") for r in default]
+    return (
+        "`bash benchmarks/record.sh` (baselines.py, backbones.py, ur4rec_quality.py); mean ± "
+        "sd over seeds. " + code_line(origins) + "\n\n" + _md(rows, list(rows[0])) + "\n"
+    )
+
+
+def _column(protocol: str, metric: str) -> str:
+    short = "1+99" if protocol == SAMPLED_99 else protocol
+    return f"{short} {metric.replace('hit', 'Hit').replace('ndcg', 'NDCG')}"
 
 
 def sasrec_speed(path: Path) -> str:
@@ -341,6 +407,8 @@ TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "comparisons": ("comparisons.jsonl", comparisons),
     "sasrec-speed": ("sasrec-speed.json", sasrec_speed),
     "sasrec-sweep": ("sasrec-sweep.json", sasrec_sweep),
+    "ensemble": ("ensemble.json", ensemble),
+    "headline": ("ur4rec-quality.jsonl", headline),
 }
 
 
@@ -361,17 +429,22 @@ def render(text: str, results: Path = RESULTS) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only say whether it is current")
-    parser.add_argument("--doc", default=str(DOC))
+    parser.add_argument("--doc", action="append", help="a document (default: " + ", ".join(
+        str(d.relative_to(ROOT)) for d in DOCS) + ")")  # fmt: skip
     args = parser.parse_args()
-    doc = Path(args.doc)
-    text = doc.read_text(encoding="utf-8")
-    new = render(text)
-    if args.check:
-        print("up to date" if new == text else f"{doc} is out of date: run {Path(__file__).name}")
-        return 0 if new == text else 1
-    if new != text:
-        doc.write_text(new, encoding="utf-8")
-    print(f"{doc}: {len(BLOCK.findall(new))} generated tables")
+    stale = []
+    for doc in [Path(d) for d in args.doc] if args.doc else DOCS:
+        text = doc.read_text(encoding="utf-8")
+        new = render(text)
+        if new != text:
+            stale.append(doc)
+            if not args.check:
+                doc.write_text(new, encoding="utf-8")
+        print(f"{doc}: {len(BLOCK.findall(new))} generated tables" + (
+            " (out of date)" if args.check and new != text else ""))  # fmt: skip
+    if args.check and stale:
+        print(f"run {Path(__file__).name} to update {', '.join(str(d) for d in stale)}")
+        return 1
     return 0
 
 

@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 from reuse import result_provenance
-from ur4rec.config import load_config
+from ur4rec.config import dump_config, load_config
 from ur4rec.data.prepare import open_dataset
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_json
+from ur4rec.provenance import text_hash
 from ur4rec.runs import build
 from ur4rec.train.trainer import Trainer
 
@@ -65,7 +66,9 @@ def main() -> None:
     command = "benchmarks/sasrec_speed.py " + " ".join(sys.argv[1:])
     result = {
         "command": command.strip(),
-        "provenance": result_provenance(command.strip(), data_hashes=[dataset.content_hash]),
+        "provenance": result_provenance(
+            command.strip(), [text_hash(dump_config(cfg))], [dataset.content_hash]
+        ),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "dataset": "ml-100k",
         "interactions": dataset.n_interactions,
