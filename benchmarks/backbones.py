@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from reuse import find_run, merge_rows, plan_run, run_provenance, wanted_config
+from reuse import command_line, find_run, merge_rows, plan_run, run_provenance, wanted_config
 from ur4rec.measures import SAMPLED_99
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ def main() -> int:
         search = [Path(p) for p in args.search.split(",") if p]
         runs = list(pool.map(lambda job: (job, train(*job, out, args.threads, search)), jobs))
     rows = []
-    command = "benchmarks/backbones.py " + " ".join(sys.argv[1:])
+    command = command_line(__file__)
     for (config, seed), run_dir in runs:
         for row in measure(run_dir):
             rows.append({"config": config, "seed": seed, "command": command, **row})

@@ -15,11 +15,10 @@ Choose on the valid figures; test is for reporting.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-from reuse import result_provenance
+from reuse import command_line, result_provenance
 from ur4rec.data.prepare import open_dataset
 from ur4rec.data.splits import make_split
 from ur4rec.eval.baselines import (
@@ -64,9 +63,9 @@ def main() -> int:
                 for model_name, model in models.items():
                     row = {"model": model_name, **evaluator.evaluate(model)}
                     table.append({**row, **describe_baseline(model)})
-    command = "benchmarks/baselines.py " + " ".join(sys.argv[1:])
+    command = command_line(__file__)
     result = {
-        "provenance": result_provenance(command.strip(), data_hashes=hashes),
+        "provenance": result_provenance(command, data_hashes=hashes),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "tuned_on": "valid, full ranking, ndcg@10",
         "ease_recent": EASE_RECENT,

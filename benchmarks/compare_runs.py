@@ -16,16 +16,14 @@ run's provenance) is merged into that file for docs/results.md.
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from reuse import cached_ranks, merge_rows, plan_run, run_provenance
+from reuse import cached_ranks, command_line, merge_rows, plan_run, run_provenance
 from ur4rec.config import load_config
 from ur4rec.eval.compare import ndcg_at, paired_difference
 from ur4rec.measures import SAMPLED_99
@@ -122,7 +120,7 @@ def main() -> None:
     print(f"A = {args.a}\nB = {args.b}\nseeds {args.seeds}")
     rows = print_comparison(names, label_b, args.draws)
     if args.results:
-        command = "benchmarks/compare_runs.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        command = command_line(__file__)
         origins = [run_provenance(Path(p.format(seed=s))) for p in (args.a, args.b) for s in seeds]
         for row in rows:
             row.update(seeds=args.seeds, command=command, run_provenance=origins)

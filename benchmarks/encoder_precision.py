@@ -17,13 +17,12 @@ import json
 import platform
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from reuse import result_provenance, run_provenance
+from reuse import command_line, result_provenance, run_provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,7 +79,7 @@ def main() -> int:
         vectors[precision] = torch.from_numpy(encoder.encode(texts, remember=False))
     cosine = (vectors["float32"] * vectors["bfloat16"]).sum(-1)
     tokens = statistics.mean(len(encoder.model.tokenizer(t)["input_ids"]) for t in texts)
-    command = "benchmarks/encoder_precision.py " + " ".join(sys.argv[1:])
+    command = command_line(__file__)
     result = {
         "command": command,
         "provenance": result_provenance(command),

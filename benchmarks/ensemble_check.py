@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from reuse import result_provenance, run_provenance
+from reuse import command_line, result_provenance, run_provenance
 from ur4rec.config import load_config
 from ur4rec.data.batches import HistoryBatch
 from ur4rec.data.prepare import open_dataset
@@ -83,11 +82,11 @@ def main() -> None:
                 + f" (mean {statistics.mean(single):.4f})  first two fused {pair:.4f}  "
                 f"all fused {every:.4f}"
             )
-    command = "benchmarks/ensemble_check.py " + " ".join(sys.argv[1:])
+    command = command_line(__file__)
     atomic_write_json(
         args.results,
         {
-            "provenance": result_provenance(command.strip()),
+            "provenance": result_provenance(command),
             "run_provenance": origins,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "dataset": args.dataset,

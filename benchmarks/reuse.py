@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import shutil
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,11 @@ from ur4rec.provenance import code_version, provenance, stale_reasons
 from ur4rec.runs.layout import BEST, CONFIG, INFO, SUMMARY, run_stale_reasons
 
 RANKS = "ranks.npz"
+
+
+def command_line(script: str) -> str:
+    """How this benchmark was called, as a shell would take it: 'benchmarks/NAME.py ARGS'."""
+    return " ".join(["benchmarks/" + Path(script).name, shlex.join(sys.argv[1:])]).strip()
 
 
 def wanted_config(config: Path, overrides: Iterable[str] = ()) -> str:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-from reuse import plan_run, result_provenance, run_provenance
+from reuse import command_line, plan_run, result_provenance, run_provenance
 from ur4rec.config import RunConfig, dump_config, load_config
 from ur4rec.io import atomic_write_json
 from ur4rec.report_table import format_table
@@ -68,11 +67,11 @@ def main() -> None:
             }
         )
         print(format_table(rows[-1:], ["variant", "valid ndcg@10", "best epoch"]), flush=True)
-    command = "benchmarks/sasrec_quality.py " + " ".join(sys.argv[1:])
+    command = command_line(__file__)
     atomic_write_json(
         args.results,
         {
-            "provenance": result_provenance(command.strip()),
+            "provenance": result_provenance(command),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": str(CONFIG.relative_to(ROOT)),
             "rows": rows,

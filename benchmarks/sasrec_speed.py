@@ -13,14 +13,13 @@ import argparse
 import json
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from reuse import result_provenance
+from reuse import command_line, result_provenance
 from ur4rec.config import dump_config, load_config
 from ur4rec.data.prepare import open_dataset
 from ur4rec.eval.evaluator import Evaluator
@@ -63,11 +62,11 @@ def main() -> None:
         start = time.perf_counter()
         evaluator.evaluate(model)
         eval_seconds.append(time.perf_counter() - start)
-    command = "benchmarks/sasrec_speed.py " + " ".join(sys.argv[1:])
+    command = command_line(__file__)
     result = {
-        "command": command.strip(),
+        "command": command,
         "provenance": result_provenance(
-            command.strip(), [text_hash(dump_config(cfg))], [dataset.content_hash]
+            command, [text_hash(dump_config(cfg))], [dataset.content_hash]
         ),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "dataset": "ml-100k",

@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from reuse import result_provenance, run_provenance  # noqa: E402
+from reuse import command_line, result_provenance, run_provenance  # noqa: E402
 from serve_latency import free_port, known_users, percentile, small_run  # noqa: E402
 from ur4rec.io import atomic_write_json  # noqa: E402
 
@@ -336,8 +336,8 @@ def main() -> None:
     atomic_write_json(
         out,
         {
-            "command": "benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
-            "provenance": result_provenance("benchmarks/serve_load.py " + " ".join(sys.argv[1:])),
+            "command": command_line(__file__),
+            "provenance": result_provenance(command_line(__file__)),
             "run": str(run_dir),
             "run_provenance": run_provenance(run_dir),
             "workers": args.workers,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,7 @@ import numpy as np
 import yaml
 
 from compare_runs import CASES, parse_seeds, print_comparison
-from reuse import cached_ranks, merge_rows, plan_run, run_provenance, wanted_config
+from reuse import cached_ranks, command_line, merge_rows, plan_run, run_provenance, wanted_config
 from ur4rec_quality import VARIANTS_FILE, slug
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +98,7 @@ def main() -> None:
         ranks = {job: future.result() for job, future in futures.items()}
     print(f"ml-100k-liked, UR4Rec stage 1 (SASRec), seeds {args.seeds}: NDCG@10, Hit@10")
     rows = print_comparison({n: [ranks[(n, s)] for s in seeds] for n in cases}, BASE, args.draws)
-    command = "benchmarks/text_in_sasrec.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command_line(__file__)
     origins = [run_provenance(out / f"{slug(n)}-s{s}") for n, s in jobs]
     for row in rows:
         row.update(seeds=args.seeds, command=command, run_provenance=origins)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from reuse import merge_rows, plan_run, run_provenance, wanted_config
+from reuse import command_line, merge_rows, plan_run, run_provenance, wanted_config
 from ur4rec.measures import SAMPLED_99
 from ur4rec.runs.layout import run_stale_reasons
 
@@ -158,8 +158,11 @@ def run_one(
     result = {"variant": name, "seed": seed, "dataset": dataset, "seconds": round(seconds, 1),
               "train_seconds": summary["train_seconds"], "reused_stages": reused,
               "command": command, "provenance": run_provenance(run_dir)}  # fmt: skip
-    stages = [s["stage"] for s in summary["stages"]]
-    pick = {"sasrec": stages[0], "retriever": stages[1], "fused": stages[-1]}
+    # SASRec alone and the retriever alone: the stages that train them on their own objective
+    # (a variant without a retriever stage has no retriever row); fused: the last stage.
+    pick = {s["objective"]: s["stage"] for s in reversed(summary["stages"])
+            if s["objective"] in ("sasrec", "retriever")}  # fmt: skip
+    pick["fused"] = summary["stages"][-1]["stage"]
     for row in table:
         for model, stage in pick.items():
             if row["stage"] == stage:
@@ -199,6 +202,8 @@ def print_table(results: list[dict]) -> None:
         for variant in dict.fromkeys(r["variant"] for r in ok):
             runs = [r for r in ok if r["variant"] == variant]
             for model in ("sasrec", "retriever", "fused"):
+                if any(f"{model} {protocol} test ndcg@10" not in r for r in runs):
+                    continue
                 cells = [variant, model]
                 for key in header[2:]:
                     cells.append(mean_spread([r[f"{model} {protocol} {key}"] for r in runs]))
@@ -236,7 +241,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(n, int(s)) for n in names for s in args.seeds.split(",")]
-    command = "benchmarks/ur4rec_quality.py " + " ".join(sys.argv[1:])
+    command = command_line(__file__)
     # A variant that reuses stages needs its base's run first: bases go in the first round.
     bases = {VARIANTS[n].base for n in names if VARIANTS[n].reuse}
     rounds = [[j for j in jobs if j[0] in bases], [j for j in jobs if j[0] not in bases]]
