@@ -55,8 +55,14 @@ def code_line(origins: list[dict[str, Any] | None]) -> str:
     """Which code computed a table's results: current, or how many are older."""
     older = [o for o in origins if not is_current(o)]
     if not older:
-        codes = {describe(o["code"]) for o in origins if o}
-        return f"Computed by the current code ({', '.join(sorted(codes))})."
+        commits = sorted({str(o["code"].get("commit") or "unknown")[:10] for o in origins if o})
+        dirty = any(o["code"].get("dirty") for o in origins if o)
+        return (
+            f"Computed by the current code (source hash {source_hash()[:12]}; run at "
+            f"commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}"
+            + (", with uncommitted changes to the package" if dirty else "")
+            + ")."
+        )
     known = sorted({describe(o["code"]) for o in older if o and o.get("code")})
     where = f" ({', '.join(known)})" if known else " (no provenance recorded)"
     return (
@@ -242,7 +248,10 @@ def ur4rec_quality(path: Path) -> str:
     rows = []
     for dataset in dict.fromkeys(r["dataset"] for r in lines):
         for variant in dict.fromkeys(r["variant"] for r in lines if r["dataset"] == dataset):
-            runs = [r for r in lines if r["dataset"] == dataset and r["variant"] == variant]
+            runs = sorted(
+                (r for r in lines if r["dataset"] == dataset and r["variant"] == variant),
+                key=lambda r: r["seed"],
+            )
             label = _mark(variant, [r.get("provenance") for r in runs])
             for model, name in QUALITY_MODELS.items():
                 if any(f"{model} full valid ndcg@10" not in r for r in runs):
@@ -257,7 +266,7 @@ def ur4rec_quality(path: Path) -> str:
                 row["seeds"] = len(runs)
                 rows.append(row)
             weights = [(r.get("sasrec_weight"), r.get("prior_weight")) for r in runs]
-            rows[-1]["weights (SASRec, prior)"] = ", ".join(
+            rows[-1]["weights (SASRec/prior) by seed"] = ", ".join(
                 f"{w}/{p}" if p is not None else f"{w}" for w, p in weights
             )
     return (
