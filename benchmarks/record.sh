@@ -10,6 +10,9 @@ OUT=docs/results/comparisons.jsonl
 $PY benchmarks/baselines.py
 $PY benchmarks/ur4rec_quality.py --seeds 42,43,44 --parallel 2 --threads 1 \
   --variants "default,SASRec and EASE prior without the retriever,no EASE prior"
+$PY benchmarks/ur4rec_quality.py --seeds 42,43,44 --parallel 2 --threads 1 --variants "LLM item \
+texts,LLM item texts pretrained retriever calibrated with the prior,LLM item texts SASRec and \
+EASE prior without the retriever"
 $PY benchmarks/backbones.py --seeds 42,43,44 --parallel 2 --threads 1 --configs \
   ur4rec-ml-100k-liked,ur4rec-gru4rec-ml-100k-liked,sasrec-ml-100k-liked,gru4rec-ml-100k-liked,sasrec-ml-100k,gru4rec-ml-100k
 $PY benchmarks/text_in_sasrec.py --seeds 42-44 --parallel 2 --threads 1
@@ -20,6 +23,14 @@ $PY benchmarks/compare_runs.py --a "$Q-default-s{seed}" --label-a "UR4Rec (defau
   --label-b "SASRec + EASE prior, no retriever" --seeds 42-44 --results $OUT
 $PY benchmarks/compare_runs.py --a "$Q-default-s{seed}" --label-a "UR4Rec (default)" \
   --b "$Q-no_EASE_prior-s{seed}" --label-b "UR4Rec without the EASE prior" --seeds 42-44 --results $OUT
+LLM=$Q-LLM_item_texts
+$PY benchmarks/compare_runs.py --a "${LLM}_pretrained_retriever_calibrated_with_the_prior-s{seed}" \
+  --label-a "UR4Rec, LLM item texts (pretrained, calibrated with the prior)" \
+  --b "${LLM}_SASRec_and_EASE_prior_without_the_retriever-s{seed}" \
+  --label-b "SASRec (LLM item texts) + EASE prior, no retriever" --seeds 42-44 --results $OUT
+$PY benchmarks/compare_runs.py --a "${LLM}_pretrained_retriever_calibrated_with_the_prior-s{seed}" \
+  --label-a "UR4Rec, LLM item texts (pretrained, calibrated with the prior)" \
+  --b "$Q-default-s{seed}" --label-b "UR4Rec (default)" --seeds 42-44 --results $OUT
 $PY benchmarks/ensemble_check.py
 $PY benchmarks/sasrec_quality.py
 # Timings last, on a quiet machine.
