@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark behind docs/results.md, then the document itself (about 90 minutes on 2
+# Every benchmark behind docs/results.md, then the document itself (about 100 minutes on 2
 # cores). Stored runs of the current code and the same config are reused, anything else is
 # trained again (benchmarks/reuse.py), so a rerun after a code change updates every row.
 set -euo pipefail
