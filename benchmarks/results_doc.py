@@ -76,6 +76,10 @@ def _mark(label: str, origins: list[dict[str, Any] | None]) -> str:
     return label if all(is_current(o) for o in origins) else f"{label} (older code)"
 
 
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
@@ -93,7 +97,7 @@ def _commands(rows: list[dict[str, Any]]) -> str:
 
 
 def serve_load(path: Path) -> str:
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = _json(path)
     by_scenario: dict[str, list[dict[str, Any]]] = {}
     for row in data["rows"]:
         by_scenario.setdefault(row["scenario"], []).append(row)
@@ -134,7 +138,7 @@ def serve_load(path: Path) -> str:
 
 
 def encoder_precision(path: Path) -> str:
-    d = json.loads(path.read_text(encoding="utf-8"))
+    d = _json(path)
     rows = [
         {"precision": precision, **{k: f"{v:.1f}" for k, v in threads.items()}}
         for precision, threads in d["encode_ms_p50"].items()
@@ -177,46 +181,34 @@ def backbones(path: Path) -> str:
     )
 
 
-def _baselines_file(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def baselines(path: Path) -> str:
     """Every baseline on valid and test under every protocol measured."""
-    d = _baselines_file(path)
-    rows = []
+    d = _json(path)
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in d["table"]:
-        rows.append(
-            {
-                "dataset": r["dataset"],
-                "protocol": r["protocol"],
-                "model": r["model"],
-                "lambda": f"{r['lambda']:g}" if r.get("lambda") else "",
-                **{
-                    f"{part} {m}": f"{row[m]:.4f}"
-                    for part in ("valid", "test")
-                    for row in d["table"]
-                    if row["split"] == part
-                    and row["dataset"] == r["dataset"]
-                    and row["protocol"] == r["protocol"]
-                    and row["model"] == r["model"]
-                    for m in ("hit@10", "ndcg@10")
-                },
-            }
-        )
-    unique = list({(r["dataset"], r["protocol"], r["model"]): r for r in rows}.values())
+        row = rows.setdefault(
+            (r["dataset"], r["protocol"], r["model"]),
+            {"dataset": r["dataset"], "protocol": r["protocol"], "model": r["model"],
+             "lambda": f"{r['lambda']:g}" if r.get("lambda") else ""},
+        )  # fmt: skip
+        for m in ("hit@10", "ndcg@10"):
+            row[f"{r['split']} {m}"] = f"{r[m]:.4f}"
+    # Columns in a fixed order: valid before test, whatever order the file has.
+    metrics = [f"{part} {m}" for part in ("valid", "test") for m in ("hit@10", "ndcg@10")]
+    columns = ["dataset", "protocol", "model", "lambda", *metrics]
+    unique = list(rows.values())
     return (
         f"`.venv/bin/python {d['provenance']['command']}` ({d['time'][:10]}; EASE's lambda "
         f"chosen per model and dataset on {d['tuned_on']}; ease-recent reads the last "
         f"{d['ease_recent']} items)\n{code_line([d['provenance']])}\n\n"
-        + _md(unique, list(unique[0]))
+        + _md(unique, columns)
         + "\n"
     )
 
 
 def ease_sweep(path: Path) -> str:
     """Validation NDCG@10 of EASE per lambda and window, one block per dataset."""
-    d = _baselines_file(path)
+    d = _json(path)
     blocks = []
     for dataset in dict.fromkeys(r["dataset"] for r in d["sweep"]):
         sweep = [r for r in d["sweep"] if r["dataset"] == dataset]
@@ -307,7 +299,7 @@ def comparisons(path: Path) -> str:
 
 def sasrec_sweep(path: Path) -> str:
     """SASRec's default and its variants on validation."""
-    d = json.loads(path.read_text(encoding="utf-8"))
+    d = _json(path)
     rows = [
         {
             "variant": _mark(r["variant"], [r.get("provenance")]),
@@ -329,7 +321,7 @@ def sasrec_sweep(path: Path) -> str:
 
 def ensemble(path: Path) -> str:
     """Stage-1 SASRec models alone and fused with each other (standardised scores summed)."""
-    d = json.loads(path.read_text(encoding="utf-8"))
+    d = _json(path)
     rows = [
         {
             "split": r["split"],
@@ -354,7 +346,7 @@ def ensemble(path: Path) -> str:
 def headline(path: Path) -> str:
     """The README's table: test figures on ml-100k-liked of the baselines, SASRec alone and the
     default UR4Rec, read from the baselines, backbones and quality result files."""
-    base = _baselines_file(path.parent / "baselines.json")
+    base = _json(path.parent / "baselines.json")
     quality = [r for r in _jsonl(path) if r["dataset"] == "ml-100k-liked"]
     sasrec = [r for r in _jsonl(path.parent / "backbones.jsonl")
               if r["config"] == "sasrec-ml-100k-liked" and r["split"] == "test"]  # fmt: skip
@@ -392,7 +384,7 @@ def _column(protocol: str, metric: str) -> str:
 
 
 def sasrec_speed(path: Path) -> str:
-    d = json.loads(path.read_text(encoding="utf-8"))
+    d = _json(path)
     return (
         f"`.venv/bin/python {d['command']}` ({d['time'][:10]}; {d['threads']} torch threads)\n"
         f"{code_line([d.get('provenance')])}\n\n"
