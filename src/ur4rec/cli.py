@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ur4rec.data.dataset import DATASET_ALIASES, DATASETS
 from ur4rec.data.prepare import open_dataset, prepare_dataset, prepared_folder
-from ur4rec.data.splits import SCHEMES, make_split
+from ur4rec.data.splits import SCHEMES, make_split, parse_scheme
 from ur4rec.errors import Ur4recError
 from ur4rec.eval.baselines import (
     BASELINES,
@@ -41,6 +41,14 @@ def _parse_ks(text: str) -> tuple[int, ...]:
     if not ks or min(ks) < 1:
         raise argparse.ArgumentTypeError(f"--ks must be positive, got {text!r}")
     return ks
+
+
+def _scheme(text: str) -> str:
+    try:
+        parse_scheme(text)
+    except Ur4recError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -426,7 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol", default="full", help=f"{PROTOCOL_NAMES} (default full; seed = {SAMPLED_99})"
     )
     base.add_argument("--split", default="test", choices=("valid", "test"))
-    base.add_argument("--scheme", default="leave-one-out", choices=SCHEMES)
+    base.add_argument(
+        "--scheme", default="leave-one-out", type=_scheme, help=f"one of: {', '.join(SCHEMES)}"
+    )
     base.add_argument(
         "--lambda",
         dest="l2",
@@ -487,8 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--split",
             dest="scheme",
             default="leave-one-out",
-            choices=SCHEMES,
-            help="split whose training part user texts see",
+            type=_scheme,
+            help=f"split whose training part user texts see ({', '.join(SCHEMES)})",
         )
         _common(p)
 

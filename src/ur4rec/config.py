@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from ur4rec.errors import Ur4recError
-from ur4rec.measures import PROTOCOL_NAMES, metric_ok, protocol_ok
+from ur4rec.measures import PROTOCOL_NAMES, metric_ok, protocol_ok, scheme_ok
 
 
 class ConfigError(Ur4recError):
@@ -27,7 +27,8 @@ class ConfigError(Ur4recError):
 @dataclass
 class DataConfig:
     dataset: str = "ml-100k"
-    scheme: Literal["leave-one-out", "ratio"] = "leave-one-out"
+    # leave-one-out, ratio, cold-items[:SHARE], cold-time[:QUANTILE] (data/splits.py)
+    scheme: str = "leave-one-out"
     max_len: int = 50  # most recent items a model reads
 
 
@@ -42,6 +43,9 @@ class ModelConfig:
     dropout: float = 0.2  # embedding and residual dropout
     attn_dropout: float = 0.2
     norm: Literal["pre", "post"] = "pre"
+    # With item text features (sasrec-content; UR4Rec's SASRec with sasrec_text_features): an
+    # item's ID vector may be at most this many times as long as its content vector; 0: any.
+    id_residual: float = 0.0
 
 
 @dataclass
@@ -378,6 +382,8 @@ def validate(cfg: RunConfig) -> None:
     _check(p, 0 <= cfg.seed < 2**63, "seed", "between 0 and 2**63 - 1", cfg.seed)
     _check(p, bool(d.dataset.strip()), "data.dataset", "a dataset name", d.dataset)
     _check(p, d.max_len >= 1, "data.max_len", ">= 1", d.max_len)
+    schemes = "leave-one-out, ratio, cold-items[:SHARE] or cold-time[:QUANTILE]"
+    _check(p, scheme_ok(d.scheme), "data.scheme", schemes, d.scheme)
     for key in ("hidden", "layers", "heads", "inner"):
         _check(p, getattr(m, key) >= 1, f"model.{key}", ">= 1", getattr(m, key))
     if m.heads >= 1 and m.hidden % m.heads:
@@ -385,6 +391,8 @@ def validate(cfg: RunConfig) -> None:
     for key in ("dropout", "attn_dropout"):
         value = getattr(m, key)
         _check(p, _finite(value) and 0 <= value < 1, f"model.{key}", "in [0, 1)", value)
+    _check(p, _finite(m.id_residual) and m.id_residual >= 0, "model.id_residual",
+           "a finite number >= 0 (0: unbounded)", m.id_residual)  # fmt: skip
     _check(p, lo.negatives >= 1, "loss.negatives", ">= 1", lo.negatives)
     _check(p, t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
     _check(p, t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)

@@ -1,5 +1,6 @@
-"""What results are measured with: metric names, cut-offs, and the names of evaluation
-protocols. Configs name these and eval/ computes them, so they sit below both."""
+"""What results are measured with: metric names, cut-offs, the names of evaluation
+protocols and of split schemes. Configs name these and data/ and eval/ compute them, so they
+sit below all three."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ SAMPLED_99 = "sampled-with-history:99"
 # Earlier names, still accepted.
 PROTOCOL_ALIASES = {"seed": SAMPLED_99}
 PROTOCOL_NAMES = "full, sampled:N, popsampled:N or sampled-with-history:N"
+# Split schemes (data/splits.py); the cold ones take an optional value after a colon.
+SCHEMES = ("leave-one-out", "ratio", "cold-items", "cold-time")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,33 @@ def metric_ok(name: str) -> bool:
 def protocol_ok(text: str) -> bool:
     try:
         parse_protocol(text)
+    except Ur4recError:
+        return False
+    return True
+
+
+def parse_scheme(scheme: str) -> tuple[str, float | None]:
+    """``"cold-items:0.3"`` -> ("cold-items", 0.3); a name without a value -> (name, None)."""
+    name, sep, value = str(scheme).partition(":")
+    if name not in SCHEMES:
+        raise Ur4recError(f"unknown split scheme {scheme!r}; known: {', '.join(SCHEMES)}")
+    if not sep:
+        return name, None
+    if name not in ("cold-items", "cold-time"):
+        raise Ur4recError(f"split scheme {name!r} takes no value, got {scheme!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    top = 0.66 if name == "cold-items" else 1.0  # cold-items also takes half as many again
+    if not 0 < number < top:
+        raise Ur4recError(f"split scheme {scheme!r}: the value must be in (0, {top})")
+    return name, number
+
+
+def scheme_ok(scheme: str) -> bool:
+    try:
+        parse_scheme(scheme)
     except Ur4recError:
         return False
     return True

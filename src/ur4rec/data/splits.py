@@ -9,6 +9,21 @@ in its own input and nothing later than a target is seen before it.
   test = the rest. The validation target is the first item after the train part and the
   test target the first item after the 90% prefix, each with everything before it as input.
   Users whose validation or test part would be empty are not evaluated on it.
+- ``cold-items`` (``cold-items:SHARE``): leave-one-out positions, but a fixed share of items
+  (default 0.2, drawn from a fixed seed within each popularity quintile, so cold items are not
+  only rare ones) plus half as many again for validation are new items: every interaction with
+  them is left out of the training part, so no model sees them as a target or an input during
+  training. Evaluation inputs keep them (a history is what the user did). Users whose
+  validation target is a test-only new item are not evaluated on validation, so model
+  selection never sees those items.
+- ``cold-time`` (``cold-time:QUANTILE``): a global time cut at the interactions' timestamp
+  quantile (default 0.6), the way new items arrive. Training is every interaction before the
+  cut; users with at least two interactions after it are evaluated on their last two items
+  (validation: the second last, test: the last), with everything before as input. Items first
+  seen after the cut are new, and so are users who start after it (no training items).
+
+In every scheme an item's training interactions decide its group: ``cold`` (none), ``tail``,
+``head`` (eval/groups.py).
 """
 
 from __future__ import annotations
@@ -20,9 +35,14 @@ import torch
 
 from ur4rec.data.dataset import Dataset
 from ur4rec.errors import Ur4recError
+from ur4rec.measures import SCHEMES, parse_scheme, scheme_ok
 
-SCHEMES = ("leave-one-out", "ratio")
+__all__ = ["SCHEMES", "parse_scheme", "scheme_ok"]  # the scheme grammar lives in measures.py
+
 PAD = -1
+COLD_SEED = 20261201  # which items are new: fixed, so every model and seed sees the same ones
+COLD_SHARE = 0.2  # cold-items: test-only new items; half as many more are validation's
+COLD_TIME_QUANTILE = 0.6
 
 
 @dataclass(frozen=True)
@@ -32,9 +52,25 @@ class Prefixes:
 
     users: np.ndarray  # int64 internal user indices
     lengths: np.ndarray  # int64 prefix lengths
+    # Items left out inside these prefixes (bool over items; cold-items' training part).
+    skip: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.users)
+
+    def items(self, dataset: Dataset, row: int) -> np.ndarray:
+        """Row ``row``'s items in order, without skipped items."""
+        user, length = int(self.users[row]), int(self.lengths[row])
+        seq = dataset.sequence(user)[:length]
+        return seq if self.skip is None else seq[~self.skip[seq]]
+
+    def positions(self, dataset: Dataset, row: int) -> np.ndarray:
+        """Where row ``row``'s kept items sit in the user's sequence."""
+        length = int(self.lengths[row])
+        index = np.arange(length)
+        if self.skip is None:
+            return index
+        return index[~self.skip[dataset.sequence(int(self.users[row]))[:length]]]
 
 
 @dataclass(frozen=True)
@@ -50,23 +86,64 @@ class Split:
         return self.valid if name == "valid" else self.test
 
 
+def cold_item_sets(
+    dataset: Dataset, share: float = COLD_SHARE, seed: int = COLD_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """(test-only, validation) new items as bool masks: within each popularity quintile of the
+    items that occur, a ``share`` of the items, then half as many again, at random."""
+    counts = np.bincount(dataset.item, minlength=dataset.n_items)
+    occurring = np.flatnonzero(counts > 0)
+    rng = np.random.default_rng(seed)
+    test = np.zeros(dataset.n_items, dtype=bool)
+    valid = np.zeros(dataset.n_items, dtype=bool)
+    # Quintiles by rank (stable on ties), so equal counts never make an empty stratum.
+    order = occurring[np.argsort(counts[occurring], kind="stable")]
+    for stratum in np.array_split(order, 5):
+        picked = rng.permutation(stratum)
+        n_test = round(share * len(stratum))
+        n_valid = round(share / 2 * len(stratum))
+        test[picked[:n_test]] = True
+        valid[picked[n_test : n_test + n_valid]] = True
+    return test, valid
+
+
 def make_split(dataset: Dataset, scheme: str = "leave-one-out") -> Split:
     lengths = dataset.lengths
     users = np.arange(dataset.n_users, dtype=np.int64)
-    if scheme == "leave-one-out":
+    kind, value = parse_scheme(scheme)
+    if kind == "cold-items":
+        test_new, valid_new = cold_item_sets(dataset, value or COLD_SHARE)
+        evaluated = lengths >= 3
+        train_len = np.where(evaluated, lengths - 2, lengths)
+        valid = Prefixes(users[evaluated], lengths[evaluated] - 2)
+        # Validation never measures a test-only new item.
+        keep = ~test_new[targets(dataset, valid)]
+        valid = Prefixes(valid.users[keep], valid.lengths[keep])
+        test = Prefixes(users[evaluated], lengths[evaluated] - 1)
+        train = Prefixes(users, train_len.astype(np.int64), skip=test_new | valid_new)
+        return Split(scheme, train, valid, test)
+    if kind == "cold-time":
+        cut = np.quantile(dataset.timestamp, value or COLD_TIME_QUANTILE)
+        owner = np.repeat(users, lengths)
+        # Sequences are chronological, so the interactions before the cut are a prefix.
+        train_len = np.bincount(owner[dataset.timestamp < cut], minlength=dataset.n_users)
+        train_len = train_len.astype(np.int64)
+        evaluated = lengths - train_len >= 2  # users without training items included
+        valid = Prefixes(users[evaluated], lengths[evaluated] - 2)
+        test = Prefixes(users[evaluated], lengths[evaluated] - 1)
+        return Split(scheme, Prefixes(users, train_len), valid, test)
+    if kind == "leave-one-out":
         evaluated = lengths >= 3
         train_len = np.where(evaluated, lengths - 2, lengths)
         valid = Prefixes(users[evaluated], lengths[evaluated] - 2)
         test = Prefixes(users[evaluated], lengths[evaluated] - 1)
-    elif scheme == "ratio":
+    else:  # ratio
         train_len = np.floor(lengths * 0.8).astype(np.int64)
         valid_end = np.floor(lengths * 0.9).astype(np.int64)
         has_valid = (valid_end > train_len) & (train_len > 0)
         has_test = lengths > valid_end
         valid = Prefixes(users[has_valid], train_len[has_valid])
         test = Prefixes(users[has_test], valid_end[has_test])
-    else:
-        raise Ur4recError(f"unknown split scheme {scheme!r}; known: {', '.join(SCHEMES)}")
     return Split(scheme, Prefixes(users, train_len.astype(np.int64)), valid, test)
 
 
@@ -101,7 +178,10 @@ def prefix_mask(dataset: Dataset, prefixes: Prefixes) -> np.ndarray:
     marks = np.zeros(dataset.n_interactions + 1, dtype=np.int64)
     np.add.at(marks, starts, 1)
     np.add.at(marks, starts + prefixes.lengths, -1)
-    return np.cumsum(marks[:-1]) > 0
+    mask = np.cumsum(marks[:-1]) > 0
+    if prefixes.skip is not None:
+        mask &= ~prefixes.skip[dataset.item]
+    return mask
 
 
 def interaction_counts(dataset: Dataset, prefixes: Prefixes) -> np.ndarray:

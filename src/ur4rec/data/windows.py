@@ -27,9 +27,11 @@ class TrainWindows:
         users: list[int] = []
         later: list[int] = []  # the next later window of the same user, or -1
         last_window = np.full(dataset.n_users, -1, dtype=np.int64)
-        for user, length in zip(train.users.tolist(), train.lengths.tolist(), strict=True):
-            seq = dataset.sequence(user)[:length]
-            end = length
+        for row, user in enumerate(train.users.tolist()):
+            # Without the items the training part leaves out (new items of a cold split);
+            # positions count the training items, as the template snapshots do.
+            seq = train.items(dataset, row)
+            end = len(seq)
             while end >= 2:
                 start = max(0, end - max_len - 1)
                 window = np.full(max_len + 1, PAD, dtype=np.int64)

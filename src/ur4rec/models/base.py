@@ -67,6 +67,16 @@ class ModelInputs:
     saved: dict[str, Any] | None = None
 
 
+def trained_items(inputs: ModelInputs) -> torch.Tensor:
+    """[n_items] bool: the items that occur in the training part. The others are new items to
+    the model: they have no trained ID vector (models use a zero one, so a content vector or
+    an unknown token is all that is left) and are no class of the training softmax, which
+    would only ever teach a model to rank them last."""
+    from ur4rec.data.splits import interaction_counts
+
+    return torch.from_numpy(interaction_counts(inputs.dataset, inputs.train) > 0)
+
+
 class RecModel(nn.Module):
     """A sequential recommender: histories in, a score per item out."""
 

@@ -23,6 +23,9 @@ class ItemVectorCache(nn.Module):
             self._item_cache = self.item_vectors().detach()
         return self._item_cache
 
+    def clear_item_cache(self) -> None:
+        self._item_cache = None
+
     def train(self, mode: bool = True) -> ItemVectorCache:
         self._item_cache = None
         return super().train(mode)

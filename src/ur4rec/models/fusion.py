@@ -14,6 +14,13 @@ z_retriever, with w from the method:
 
 With ``prior: ease`` a third, untrained branch (EASE over the user's last items) is added as
 ``prior_weight * z_prior``.
+
+A new item (never in training) is scored by the branches that can score it: the retriever
+always (it reads text), SASRec only when it reads item text (``sasrec_text_features``), EASE
+never. A branch that cannot is standardised over the trained items alone, so the new items'
+placeholder scores do not shift everyone's units; for a new item its weight goes to the
+retriever (SASRec) or it adds nothing, its mean (EASE). Otherwise an untrained ID branch would
+push every new item below the trained ones.
 """
 
 from __future__ import annotations
@@ -26,9 +33,14 @@ from torch import nn
 from ur4rec.config import FusionConfig
 
 
-def standardise(scores: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    mean = scores.mean(dim=-1, keepdim=True)
-    std = scores.std(dim=-1, keepdim=True)
+def standardise(
+    scores: torch.Tensor, eps: float = 1e-6, over: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Zero mean, unit spread per row; the statistics over the columns ``over`` ([n] bool)
+    when given."""
+    sample = scores if over is None else scores[..., over]
+    mean = sample.mean(dim=-1, keepdim=True)
+    std = sample.std(dim=-1, keepdim=True)
     return (scores - mean) / (std + eps)
 
 
@@ -54,6 +66,15 @@ class Fusion(nn.Module):
         self.register_buffer("fixed_weight", torch.tensor(float(cfg.sasrec_weight)))
         if cfg.prior != "none":  # only then: checkpoints without a prior still load
             self.register_buffer("prior_weight", torch.tensor(float(cfg.prior_weight)))
+        # Items never seen in training (set_new_items); not saved: they follow from the data.
+        self.register_buffer("new_items", None, persistent=False)
+        self.sasrec_scores_new = True
+
+    def set_new_items(self, new: torch.Tensor, sasrec_scores_them: bool) -> None:
+        """``new`` [n_items] bool: items without training interactions; whether the SASRec
+        branch can score them (it reads item text)."""
+        self.register_buffer("new_items", new.bool() if bool(new.any()) else None, persistent=False)
+        self.sasrec_scores_new = sasrec_scores_them
 
     def set_progress(self, progress: float) -> None:
         self.progress.fill_(min(max(progress, 0.0), 1.0))
@@ -83,9 +104,19 @@ class Fusion(nn.Module):
         """(fused scores, SASRec weight); fused scores are standardised units. ``prior``
         (the untrained EASE branch's scores) is added with its own weight."""
         w = self.sasrec_weight(seq_state, ret_state)
-        fused = w * standardise(seq_scores) + (1 - w) * standardise(ret_scores)
+        new = self.new_items
+        warm = None if new is None else ~new
+        z_ret = standardise(ret_scores)
+        if new is None or self.sasrec_scores_new:
+            fused = w * standardise(seq_scores) + (1 - w) * z_ret
+        else:
+            fused = w * standardise(seq_scores, over=warm) + (1 - w) * z_ret
+            fused = torch.where(new, z_ret, fused)
         if prior is not None:
-            fused = fused + self.prior_weight * standardise(prior)
+            z_prior = standardise(prior, over=warm)
+            if new is not None:
+                z_prior = z_prior.masked_fill(new, 0.0)
+            fused = fused + self.prior_weight * z_prior
         return fused, w
 
     def set_weight(self, weight: float) -> None:

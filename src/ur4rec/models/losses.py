@@ -6,9 +6,19 @@ import torch
 import torch.nn.functional as F
 
 
-def full_softmax_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over all items: ``logits`` [N, n_items], ``targets`` [N]."""
-    return F.cross_entropy(logits, targets)
+def full_softmax_ce(
+    logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy over all items: ``logits`` [N, n_items], ``targets`` [N]; ``known``
+    [n_items] (bool) limits the classes to the items seen in training."""
+    return F.cross_entropy(only_known(logits, known), targets)
+
+
+def only_known(logits: torch.Tensor, known: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` with the columns of items not seen in training at -inf (no class at all)."""
+    if known is None or bool(known.all()):
+        return logits
+    return logits.masked_fill(~known, float("-inf"))
 
 
 def bce_with_negatives(

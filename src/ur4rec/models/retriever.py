@@ -1,7 +1,7 @@
 """The text user-preference retriever: a user tower matched against an item tower by cosine.
 
 Item tower: the item's description embedding through a trainable projection, plus an optional
-item ID embedding.
+item ID embedding (zero for items never seen in training, which the text alone places).
 
 User tower, at every position of a history: the user's preference-text embedding, plus the
 items so far (description + ID vectors) attention-pooled with causal masking, plus an
@@ -89,9 +89,21 @@ class Retriever(ItemVectorCache):
         self.moe = MixtureOfExperts(d, d, max(cfg.experts, 1), cfg.router, cfg.top_k)
         self.dropout = nn.Dropout(cfg.dropout)
         self.max_len = max_len
+        self.register_buffer("known", None, persistent=False)  # trained items; None: all
         if self.item_id is not None:
             nn.init.normal_(self.item_id.weight, std=0.02)
             self.item_id.weight.data[n_items].zero_()
+
+    def set_known_items(self, known: torch.Tensor) -> None:
+        """The items seen in training ([n_items] bool); the others get no ID vector."""
+        self.register_buffer("known", known.bool(), persistent=False)
+        self.clear_item_cache()
+
+    def _item_ids(self) -> torch.Tensor:
+        ids = self.item_id.weight  # n_items + 1 rows, the last (padding) zero
+        if self.known is not None:
+            ids = ids * torch.cat([self.known, self.known.new_zeros(1)])[:, None]
+        return ids
 
     def item_vectors(self) -> torch.Tensor:
         """[n_items, dim], L2-normalised."""
@@ -99,7 +111,7 @@ class Retriever(ItemVectorCache):
             return self._item_cache
         vectors = self.item_proj(self.item_text)
         if self.item_id is not None:
-            vectors = vectors + self.item_id.weight[: self.n_items]
+            vectors = vectors + self._item_ids()[: self.n_items]
         return F.normalize(vectors, dim=-1)
 
     def cache_item_vectors(self) -> torch.Tensor:
@@ -116,7 +128,7 @@ class Retriever(ItemVectorCache):
         else:
             tokens = self.history_proj(self.item_text[safe])
         if self.item_id is not None:
-            tokens = tokens + self.item_id(torch.where(valid, items, self.n_items))
+            tokens = tokens + self._item_ids()[torch.where(valid, items, self.n_items)]
         positions = (valid.cumsum(dim=1) - 1).clamp(min=0)
         return (tokens + self.pos_emb(positions)) * valid[..., None]
 

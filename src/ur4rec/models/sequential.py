@@ -4,6 +4,12 @@ the next-item loss. A subclass (SASRec, GRU4Rec) creates its layers and writes `
 Histories arrive left-padded with PAD (-1), the most recent item last. ``encode`` returns a
 hidden state per position, zero at padding; the user's vector is the state at the last real
 item, scored against every item's vector by a dot product.
+
+An item that never occurs in training (a new item) has a zero ID vector: in a history it is an
+unknown token, and an ID-only model scores it 0 for every user, which ranks it among the
+items the user is neither drawn to nor away from. With item features (content embeddings) it
+keeps its content vector, so it is ranked like the items whose content it shares. The training
+softmax never has it as a class (models/base.py ``trained_items``).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from ur4rec.config import LossConfig, ModelConfig, RunConfig
 from ur4rec.data.batches import HistoryBatch, TrainBatch
 from ur4rec.data.splits import PAD, interaction_counts
 from ur4rec.models import losses
-from ur4rec.models.base import ModelInputs, RecModel
+from ur4rec.models.base import ModelInputs, RecModel, trained_items
 from ur4rec.models.cache import ItemVectorCache
 
 
@@ -39,6 +45,7 @@ class SequentialModel(ItemVectorCache, RecModel):
         # model is trained by that model's loss.
         self.loss_cfg = LossConfig()
         self.sampler: NegativeSampler | None = None
+        self.register_buffer("known", None, persistent=False)  # trained items; None: all
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -49,6 +56,11 @@ class SequentialModel(ItemVectorCache, RecModel):
         self.max_len = max_len
         self.cfg = cfg
         self.item_emb = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=n_items)
+
+    def set_known_items(self, known: torch.Tensor) -> None:
+        """The items seen in training ([n_items] bool); the others get no ID vector."""
+        self.register_buffer("known", known.bool(), persistent=False)
+        self.clear_item_cache()
 
     def _item_features(self, item_features: torch.Tensor | None) -> None:
         self.feature_proj = None
@@ -71,17 +83,30 @@ class SequentialModel(ItemVectorCache, RecModel):
         if cfg.loss.sampler == "popularity":
             popularity = torch.from_numpy(interaction_counts(inputs.dataset, inputs.train))
         model.loss_cfg = cfg.loss
-        model.sampler = NegativeSampler(inputs.dataset.n_items, popularity)
+        known = trained_items(inputs)
+        model.set_known_items(known)
+        model.sampler = NegativeSampler(inputs.dataset.n_items, popularity, known)
         return model
 
     def item_vectors(self) -> torch.Tensor:
         """[n_items, hidden]: what histories are made of and what users are matched against."""
         if self._item_cache is not None:
             return self._item_cache
-        vectors = self.item_emb.weight[: self.n_items]
-        if self.feature_proj is not None:
-            vectors = vectors + self.feature_proj(self.item_features)
-        return vectors
+        ids = self.item_emb.weight[: self.n_items]
+        if self.known is not None:
+            ids = ids * self.known[:, None]
+        if self.feature_proj is None:
+            return ids
+        content = self.feature_proj(self.item_features)
+        bound = self.cfg.id_residual
+        if bound > 0:
+            # The ID part may move an item at most `bound` times its content vector's length
+            # away from it, so content keeps its structure and a new item (ID part 0) stays
+            # comparable with trained ones (Pembek et al., RecSys 2025).
+            limit = bound * content.detach().norm(dim=1, keepdim=True)
+            norm = ids.norm(dim=1, keepdim=True)
+            ids = ids * torch.clamp(limit / (norm + 1e-12), max=1.0)
+        return content + ids
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, L, H] for left-padded histories [B, L]; zero at padding."""
@@ -127,7 +152,7 @@ class SequentialModel(ItemVectorCache, RecModel):
 
     def training_loss(self, batch: TrainBatch, generator: torch.Generator) -> torch.Tensor:
         if self.sampler is None:
-            self.sampler = NegativeSampler(self.n_items)
+            self.sampler = NegativeSampler(self.n_items, known=self.known)
         return self.next_item_loss(
             batch.inputs, batch.targets, self.loss_cfg, self.sampler, generator
         )
@@ -147,7 +172,7 @@ class SequentialModel(ItemVectorCache, RecModel):
         hidden, target = states[keep], targets[keep]
         vectors = self.item_vectors()
         if loss.kind == "ce":
-            return losses.full_softmax_ce(hidden @ vectors.T, target)
+            return losses.full_softmax_ce(hidden @ vectors.T, target, self.known)
         pos_logits = (hidden * vectors[target]).sum(dim=1)
         if loss.kind == "bce":
             negatives = sampler.sample((len(target), loss.negatives), generator)
@@ -163,16 +188,23 @@ class SequentialModel(ItemVectorCache, RecModel):
 
 
 class NegativeSampler:
-    """Draws negative items uniformly or in proportion to training popularity."""
+    """Draws negative items uniformly or in proportion to training popularity, among the
+    items seen in training (``known``; all when None)."""
 
-    def __init__(self, n_items: int, popularity: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        popularity: torch.Tensor | None = None,
+        known: torch.Tensor | None = None,
+    ) -> None:
         self.n_items = n_items
+        allowed = torch.ones(n_items) if known is None else known.double()
         if popularity is None:
-            self.probs = torch.full((n_items,), 1.0 / n_items)
+            weights = allowed.double()
         else:
-            weights = popularity.double() + 1e-9  # never-seen items stay drawable, rarely
-            self.probs = (weights / weights.sum()).float()
-        self.uniform = popularity is None
+            weights = (popularity.double() + 1e-9) * allowed
+        self.probs = (weights / weights.sum()).float()
+        self.uniform = popularity is None and (known is None or bool(known.all()))
 
     def sample(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
         count = math.prod(shape)

@@ -34,6 +34,7 @@ from ur4rec.models.base import (
     ValidationSet,
     model_class,
     register,
+    trained_items,
 )
 from ur4rec.models.ease import ease_weights, recent_item_scores
 from ur4rec.models.fusion import Fusion
@@ -97,6 +98,7 @@ class UR4Rec(RecModel):
         # Per-position preference texts for training (set_training_user_texts).
         self.register_buffer("train_user_text", None, persistent=False)
         self.register_buffer("train_user_text_rows", None, persistent=False)
+        self.register_buffer("known", None, persistent=False)  # trained items; None: all
 
     @classmethod
     def build(cls, inputs: ModelInputs) -> UR4Rec:
@@ -122,6 +124,7 @@ class UR4Rec(RecModel):
             text_encoder=encoder, user_texts=texts.user_texts, prior=prior,
         )  # fmt: skip
         model.fusion_cfg = cfg.fusion
+        model.set_known_items(trained_items(inputs))
         if model.memory is not None and windows is not None:
             model.memory.bind(windows.later, windows.last_window)
         if texts.snapshots is not None and windows is not None:
@@ -135,6 +138,14 @@ class UR4Rec(RecModel):
             )
             model.set_training_user_texts(texts.snapshots, torch.from_numpy(rows))
         return model
+
+    def set_known_items(self, known: torch.Tensor) -> None:
+        """The items seen in training: the rest have no ID vectors, no training class and are
+        scored by the branches that read text (models/fusion.py)."""
+        self.register_buffer("known", known.bool(), persistent=False)
+        self.sasrec.set_known_items(known)
+        self.retriever.set_known_items(known)
+        self.fusion.set_new_items(~known, self.sasrec.feature_proj is not None)
 
     def set_training_user_texts(self, embeddings: torch.Tensor, rows: torch.Tensor) -> None:
         """Preference texts for training positions: ``rows[w, j]`` indexes ``embeddings`` with
@@ -393,14 +404,15 @@ class UR4Rec(RecModel):
             ret_state = vectors[keep]
             ret_logits = self.retriever.logits(ret_state)
             loss = loss + self.retriever_cfg.load_balance * balance
+        known = self.known
         if self.objective == "sasrec":
-            return loss + F.cross_entropy(seq_logits, target)
+            return loss + losses.full_softmax_ce(seq_logits, target, known)
         ret_loss = self._retriever_loss(ret_logits, target, generator)
         if self.objective == "retriever":
             return loss + ret_loss
         fused, _ = self.fusion(seq_logits, ret_logits, seq_state, ret_state)
-        fused_loss = F.cross_entropy(fused * self.fusion.log_scale.exp(), target)
-        seq_loss = F.cross_entropy(seq_logits, target)
+        fused_loss = losses.full_softmax_ce(fused * self.fusion.log_scale.exp(), target, known)
+        seq_loss = losses.full_softmax_ce(seq_logits, target, known)
         return loss + fused_loss + self.fusion.branch_loss(seq_loss, ret_loss)
 
     def _retriever_loss(
@@ -408,16 +420,18 @@ class UR4Rec(RecModel):
     ) -> torch.Tensor:
         kind = self.retriever_cfg.loss
         if kind == "full":
-            return F.cross_entropy(logits, target)
+            return losses.full_softmax_ce(logits, target, self.known)
         if kind == "in_batch":
             # The batch's own targets are the candidates: a softmax over the columns they use.
             columns, index = torch.unique(target, return_inverse=True)
             return F.cross_entropy(logits[:, columns], index)
         # mined: the model's own hardest items plus as many uniform ones.
         k = min(self.retriever_cfg.negatives, self.n_items - 1)
-        masked = logits.detach().scatter(1, target[:, None], float("-inf"))
+        masked = losses.only_known(logits.detach(), self.known)
+        masked = masked.scatter(1, target[:, None], float("-inf"))
         hard = masked.topk(k, dim=1).indices
-        uniform = torch.randint(self.n_items, (len(target), k), generator=generator)
+        pool = torch.arange(self.n_items) if self.known is None else self.known.nonzero()[:, 0]
+        uniform = pool[torch.randint(len(pool), (len(target), k), generator=generator)]
         negatives = torch.cat([hard, uniform], dim=1)
         pos = logits.gather(1, target[:, None]).squeeze(1)
         neg = logits.gather(1, negatives)

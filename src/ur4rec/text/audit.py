@@ -112,7 +112,7 @@ def audit_texts(
         if text is None:
             missing += 1
             continue
-        train = dataset.sequence(user)[: split.train.lengths[user]].tolist()
+        train = split.train.items(dataset, user).tolist()
         training_titles = " ".join(normalise(dataset.item_info[i].title) for i in train)
 
         def counts(item: int, text: str = text, training_titles: str = training_titles) -> bool:

@@ -30,16 +30,17 @@ class UserHistory:
 def training_histories(dataset: Dataset, split: Split) -> list[UserHistory]:
     """One history per user: the items of the split's training part only."""
     out = []
-    for user, length in zip(split.train.users.tolist(), split.train.lengths.tolist(), strict=True):
+    train = split.train
+    for row, user in enumerate(train.users.tolist()):
         start = int(dataset.offsets[user])
         items = tuple(
             SeenItem(
-                dataset.item_ids[item],
-                dataset.item_info[item],
+                dataset.item_ids[dataset.item[start + k]],
+                dataset.item_info[dataset.item[start + k]],
                 float(dataset.rating[start + k]),
                 int(dataset.timestamp[start + k]),
             )
-            for k, item in enumerate(dataset.sequence(user)[:length].tolist())
+            for k in train.positions(dataset, row).tolist()
         )
         out.append(UserHistory(dataset.user_ids[user], items))
     return out
