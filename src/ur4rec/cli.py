@@ -22,6 +22,7 @@ from ur4rec.eval.baselines import (
     describe_baseline,
 )
 from ur4rec.eval.evaluator import Evaluator
+from ur4rec.eval.groups import FEW_USERS, GroupSpec
 from ur4rec.eval.metrics import DEFAULT_KS
 from ur4rec.measures import PROTOCOL_NAMES, SAMPLED_99
 from ur4rec.report_table import format_table
@@ -51,6 +52,24 @@ def _scheme(text: str) -> str:
     return text
 
 
+def _group_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tail-below", type=int, default=GroupSpec.tail_below, metavar="N",
+        help="targets with fewer training interactions are tail (0: cold); default %(default)s",
+    )  # fmt: skip
+    parser.add_argument(
+        "--short-max", type=int, default=GroupSpec.short_max, metavar="N",
+        help="histories of at most N items are short; default %(default)s",
+    )  # fmt: skip
+
+
+def _group_spec(args: argparse.Namespace) -> GroupSpec:
+    try:
+        return GroupSpec(args.tail_below, args.short_max)
+    except ValueError as exc:
+        raise Ur4recError(str(exc)) from None
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data folder (default: $UR4REC_DATA or the user cache)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -63,7 +82,7 @@ def _print(obj: object, as_json: bool, text: str) -> None:
 def _print_metrics(result: dict[str, object], as_json: bool) -> None:
     """One evaluation result: what was measured, then a table of its @K metrics (or JSON)."""
     run = f" ({result['run']})" if "run" in result else ""
-    if "lambda" in result:
+    if "lambda" in result and result["lambda"] is not None:
         window = f"last {result['recent']} items" if result["recent"] else "whole history"
         run = f" (lambda {result['lambda']:g} from {result['lambda_from']}, {window})"
     title = (
@@ -71,7 +90,17 @@ def _print_metrics(result: dict[str, object], as_json: bool) -> None:
         f"protocol {result['protocol']}, {result['users']} users)"
     )
     columns = [c for c in result if "@" in c]
-    _print(result, as_json, title + "\n" + format_table([result], columns))
+    text = title + "\n" + format_table([result], columns)
+    groups = result.get("groups")
+    if isinstance(groups, dict):
+        text += f"\n\nby group ({result['group_legend']}; * fewer than {FEW_USERS} users)\n"
+        shown = [c for c in columns if c.endswith("@10")]
+        rows = [
+            {"group": f"{name}{'*' if 0 < g['users'] < FEW_USERS else ''}", **g}
+            for name, g in groups.items()
+        ]
+        text += format_table(rows, ["group", "users", *shown])
+    _print(result, as_json, text)
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
@@ -98,10 +127,15 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.dataset, root=args.data_dir)
     split = make_split(dataset, args.scheme)
-    evaluator = Evaluator(dataset, split, args.split, args.protocol, ks=args.ks)
-    model = build_baseline(args.model, dataset, split, args.l2, args.recent)
+    evaluator = Evaluator(
+        dataset, split, args.split, args.protocol, ks=args.ks, groups=_group_spec(args)
+    )
+    model = build_baseline(
+        args.model, dataset, split, args.l2, args.recent, root=args.data_dir,
+        item_texts=args.item_texts,
+    )  # fmt: skip
     result = {"model": args.model, **evaluator.evaluate(model), **describe_baseline(model)}
-    if args.model != "pop":
+    if args.model.startswith("ease"):
         result["lambda_from"] = "--lambda" if args.l2 is not None else "validation"
     _print_metrics(result, args.json)
     return 0
@@ -183,6 +217,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         checkpoint=args.checkpoint,
         ks=args.ks,
+        groups=_group_spec(args),
     )
     _print_metrics(result, args.json)
     return 0
@@ -427,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument(
         "model",
         choices=BASELINES,
-        help="pop (training popularity), ease (whole history) or ease-recent (last items)",
+        help="pop (training popularity), ease (whole history), ease-recent (last items) or "
+        "text-knn (the last items' texts)",
     )
     base.add_argument("--dataset", required=True, choices=DATASET_NAMES, metavar="DATASET")
     base.add_argument(
@@ -447,9 +483,15 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument(
         "--recent",
         type=int,
-        help=f"EASE reads the last N items only (0: all; ease-recent default {EASE_RECENT})",
+        help=f"EASE or text-knn reads the last N items only (0: all; ease-recent default "
+        f"{EASE_RECENT}, text-knn 5)",
     )
     base.add_argument("--ks", type=_parse_ks, default=DEFAULT_KS, help="cut-offs, e.g. 5,10,20")
+    base.add_argument(
+        "--item-texts", default="template",
+        help="text-knn: item texts, template or a JSON file keyed by raw item id",
+    )  # fmt: skip
+    _group_args(base)
     _common(base)
     base.set_defaults(func=cmd_baseline)
 
@@ -481,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=("valid", "test"))
     ev.add_argument("--checkpoint", default="best", choices=("best", "last"))
     ev.add_argument("--ks", type=_parse_ks, default=DEFAULT_KS, help="cut-offs, e.g. 5,10,20")
+    _group_args(ev)
     _common(ev)
     ev.set_defaults(func=cmd_evaluate)
 

@@ -142,6 +142,13 @@ class EaseConfig:
 
 
 @dataclass
+class TextKnnConfig:
+    """The ``text-knn`` model."""
+
+    recent: int = 5  # the user's last N items' texts (0: the whole history)
+
+
+@dataclass
 class StageConfig:
     name: str = "stage"
     epochs: int = 50
@@ -166,6 +173,7 @@ class RunConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     ease: EaseConfig = field(default_factory=EaseConfig)
+    text_knn: TextKnnConfig = field(default_factory=TextKnnConfig)
     # Training in stages (each trains some modules under an objective); none: one plain run.
     stages: list[StageConfig] = field(default_factory=list)
 
@@ -434,6 +442,8 @@ def validate(cfg: RunConfig) -> None:
     _check(p, bool(m.name.strip()), "model.name", "a model name", m.name)
     _check(p, _finite(cfg.ease.l2) and cfg.ease.l2 > 0, "ease.l2", "a finite number > 0",
            cfg.ease.l2)  # fmt: skip
+    _check(p, cfg.text_knn.recent >= 0, "text_knn.recent", ">= 0 (0: whole history)",
+           cfg.text_knn.recent)  # fmt: skip
     _check(p, cfg.ease.recent >= 0, "ease.recent", ">= 0 (0: whole history)", cfg.ease.recent)
     for i, stage in enumerate(cfg.stages):
         key = f"stages[{i}] ({stage.name})"

@@ -1,4 +1,4 @@
-"""Non-sequential baselines (the ``pop`` and ``ease`` models), by their table names.
+"""Baselines fitted rather than trained (``pop``, ``ease``, ``text-knn``), by their table names.
 
 EASE's lambda is chosen like any model's setting: on the validation part (full ranking,
 NDCG@10), over ``EASE_L2_GRID``, with the model fitted on the training part only. Both
@@ -19,8 +19,10 @@ from ur4rec.measures import SAMPLED_99
 from ur4rec.models import ModelInputs, build_model
 from ur4rec.models.baselines import EASE
 from ur4rec.models.ease import ease_from_gram, ease_gram
+from ur4rec.models.text_knn import TextKNN
 
-BASELINES = ("pop", "ease", "ease-recent")
+BASELINES = ("pop", "ease", "ease-recent", "text-knn")
+ID_BASELINES = BASELINES[:3]  # the ones that need no text encoder (quickstart's table)
 # How many of the last items ease-recent reads: chosen on ml-100k-liked's validation split by
 # benchmarks/baselines.py, which prints the sweep over it.
 EASE_RECENT = 3
@@ -62,15 +64,28 @@ def build_baseline(
     split: Split,
     l2: float | None = None,
     recent: int | None = None,
+    root: str | None = None,
+    item_texts: str = "template",
 ) -> Scorer:
     """The baseline fitted on ``split``'s training part. ``l2``: EASE's lambda (None: tuned
-    on the validation part); ``recent``: how many of the last items EASE reads (0: all;
-    default: 0 for ``ease``, EASE_RECENT for ``ease-recent``)."""
+    on the validation part); ``recent``: how many of the last items EASE or text-kNN reads
+    (0: all; default: 0 for ``ease``, EASE_RECENT for ``ease-recent``, 5 for ``text-knn``);
+    ``item_texts``: text-kNN's item texts (template or a file); ``root``: the data folder."""
     if name not in BASELINES:
         raise Ur4recError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
     cfg = RunConfig()
+    texts = None
     if name == "pop":
         cfg.model.name = "pop"
+    elif name == "text-knn":
+        from ur4rec.text.features import text_features
+
+        cfg.model.name = "text-knn"
+        cfg.data.dataset, cfg.data.scheme = dataset.name, split.scheme
+        cfg.text.item_texts = item_texts
+        if recent is not None:
+            cfg.text_knn.recent = recent
+        texts = text_features(cfg, dataset, root)
     else:
         default = EASE_RECENT if name == "ease-recent" else 0
         recent = default if recent is None else recent
@@ -78,13 +93,15 @@ def build_baseline(
             l2 = tune_ease_l2(dataset, split, recent)
         cfg.model.name = "ease"
         cfg.ease = EaseConfig(l2=l2, recent=recent)
-    return build_model(ModelInputs(cfg, dataset, split.train))
+    return build_model(ModelInputs(cfg, dataset, split.train, texts=texts))
 
 
 def describe_baseline(model: Scorer) -> dict[str, object]:
     """The settings a baseline row reports (EASE's lambda and window)."""
     if isinstance(model, EASE):
         return {"lambda": model.l2, "recent": model.recent}
+    if isinstance(model, TextKNN):
+        return {"recent": model.recent}
     return {}
 
 
@@ -98,7 +115,7 @@ def baseline_table(
     for name in datasets:
         dataset = open_dataset(name, root=root)
         split = make_split(dataset)
-        models = {m: build_baseline(m, dataset, split) for m in BASELINES}
+        models = {m: build_baseline(m, dataset, split) for m in ID_BASELINES}
         for protocol in protocols:
             evaluator = Evaluator(dataset, split, part, protocol)
             for model_name, model in models.items():

@@ -16,6 +16,7 @@ from ur4rec.data.batches import HistoryBatch
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.splits import PAD, Split, interaction_counts, padded_prefixes, targets
 from ur4rec.errors import NonFiniteScoresError
+from ur4rec.eval.groups import GroupSpec, group_metrics, user_groups
 from ur4rec.eval.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
 from ur4rec.eval.protocols import draw_negatives
 from ur4rec.measures import Protocol, parse_protocol
@@ -42,6 +43,7 @@ class Evaluator:
         protocol: str | Protocol = "full",
         ks: tuple[int, ...] = DEFAULT_KS,
         batch_size: int = 1024,
+        groups: GroupSpec | None = None,
     ) -> None:
         self.dataset = dataset
         self.split = split
@@ -51,13 +53,18 @@ class Evaluator:
         self.batch_size = batch_size
         self.prefixes = split.part(part)
         self.targets = targets(dataset, self.prefixes)
+        self.group_spec = groups or GroupSpec()
+        train_counts = interaction_counts(dataset, split.train)
+        self.groups = user_groups(
+            train_counts, self.targets, self.prefixes.lengths, self.group_spec
+        )
         self.negatives: np.ndarray | None = None
         if self.protocol.kind != "full":
             histories = [
                 dataset.sequence(u)[:n]
                 for u, n in zip(self.prefixes.users, self.prefixes.lengths, strict=True)
             ]
-            popularity = interaction_counts(dataset, split.train)
+            popularity = train_counts
             self.negatives = draw_negatives(
                 self.protocol, self.targets, histories, dataset.n_items, popularity, part
             )
@@ -94,15 +101,23 @@ class Evaluator:
         return out
 
     def evaluate(self, scorer: Scorer) -> dict[str, object]:
-        """Metrics plus what they were measured on, in the JSON shape the CLI prints."""
-        metrics = metrics_from_ranks(self.ranks(scorer), self.ks)
+        """Metrics plus what they were measured on, in the JSON shape the CLI prints; under
+        ``groups`` the same metrics per user group (eval/groups.py)."""
+        return self.result(self.ranks(scorer))
+
+    def result(self, ranks: torch.Tensor | np.ndarray) -> dict[str, object]:
+        """``evaluate``'s answer for already computed ranks (e.g. stored ones)."""
+        ranks = torch.as_tensor(np.asarray(ranks))
         return {
             "dataset": self.dataset.name,
             "protocol": self.protocol.name,
             "split": self.part,
             "scheme": self.split.scheme,
             "users": len(self),
-            **metrics,
+            **metrics_from_ranks(ranks, self.ks),
+            "groups": group_metrics(ranks, self.groups, self.ks),
+            "group_rules": self.group_spec.describe(),
+            "group_legend": self.group_spec.legend(),
         }
 
     def _check(self, scores: torch.Tensor, batch: HistoryBatch) -> None:

@@ -76,9 +76,15 @@ class SequentialModel(ItemVectorCache, RecModel):
         return cls(n_items, max_len, cfg, item_features=item_features)  # type: ignore[call-arg]
 
     @classmethod
+    def item_features_of(cls, inputs: ModelInputs) -> torch.Tensor | None:
+        """The fixed item features the model reads (None: item ids only)."""
+        return None
+
+    @classmethod
     def build(cls, inputs: ModelInputs) -> SequentialModel:
         cfg = inputs.cfg
-        model = cls.create(inputs.dataset.n_items, cfg.data.max_len, cfg.model, None)
+        features = cls.item_features_of(inputs)
+        model = cls.create(inputs.dataset.n_items, cfg.data.max_len, cfg.model, features)
         popularity = None
         if cfg.loss.sampler == "popularity":
             popularity = torch.from_numpy(interaction_counts(inputs.dataset, inputs.train))

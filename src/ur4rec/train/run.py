@@ -20,6 +20,7 @@ from ur4rec.data.prepare import open_dataset
 from ur4rec.data.splits import make_split
 from ur4rec.errors import Ur4recError
 from ur4rec.eval.evaluator import Evaluator
+from ur4rec.eval.groups import GroupSpec
 from ur4rec.io import atomic_write_json, atomic_write_text
 from ur4rec.models import check_config
 from ur4rec.runs.checkpoint import save_checkpoint
@@ -216,10 +217,13 @@ def evaluate(
     data_dir: str | None = None,
     checkpoint: str = "best",
     ks: tuple[int, ...] | None = None,
+    groups: GroupSpec | None = None,
 ) -> dict[str, Any]:
     cfg, dataset, model = load_run(run_dir, data_dir, checkpoint)
     split = make_split(dataset, cfg.data.scheme)
-    evaluator = Evaluator(dataset, split, part, protocol, **({"ks": ks} if ks else {}))
+    evaluator = Evaluator(
+        dataset, split, part, protocol, groups=groups, **({"ks": ks} if ks else {})
+    )
     return {"model": cfg.model.name, "run": str(run_dir), **evaluator.evaluate(model)}
 
 
