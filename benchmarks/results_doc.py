@@ -396,7 +396,55 @@ def sasrec_speed(path: Path) -> str:
     )
 
 
+def cold_start(path: Path) -> str:
+    """Every model on one split by group (benchmarks/cold_start.py): test NDCG@10 and Hit@10
+    (mean over seeds), the validation cold figure that chose the fused model's rival, and the
+    paired differences."""
+    data = _json(path)
+    origin = data.get("provenance")
+    seeds = data["seeds"]
+    first = data["rows"][0]["test"]
+    groups = [g for g in ("all", "warm", "cold", "tail", "head", "short", "long") if g in first]
+    rows = []
+    for r in data["rows"]:
+        row: dict[str, Any] = {"model": _mark(r["label"], [origin])}
+        for g in groups:
+            cell = r["test"][g]
+            if "ndcg@10" not in cell:
+                row[f"{g} ({first[g]['users']})"] = ""
+                continue
+            spread = f" ± {cell['ndcg@10 sd']:.4f}" if len(seeds) > 1 else ""
+            figure = f"{cell['ndcg@10']:.4f}{spread} / {cell['hit@10']:.3f}"
+            row[f"{g} ({first[g]['users']})"] = figure
+        cold = r["valid"].get("cold", {})
+        row["valid cold NDCG@10"] = f"{cold['ndcg@10']:.4f}" if "ndcg@10" in cold else ""
+        rows.append(row)
+    pairs = []
+    for c in data["comparisons"]:
+        seeds_ci = (
+            f" [{c['seeds_low']:+.4f}, {c['seeds_high']:+.4f}]" if c["seeds_low"] is not None
+            else ""
+        )  # fmt: skip
+        pairs.append({
+            "A - B": f"{c['a']} - {c['b']}", "group": c["group"],
+            "A - B [users' 95%] [seeds' 95%]": f"{c['mean']:+.4f} "
+            f"[{c['users_low']:+.4f}, {c['users_high']:+.4f}]{seeds_ci}",
+            "seeds A better": f"{c['seeds_better']}/{c['seeds']}",
+            "B chosen by": c.get("chosen_by", ""),
+        })  # fmt: skip
+    head = (
+        f"`.venv/bin/python {origin['command']}` ({data['scheme']} split of {data['dataset']}, "
+        f"test, {data['protocol']} ranking, seeds {', '.join(map(str, seeds))}; each cell: "
+        "NDCG@10" + (" ± sd over seeds" if len(seeds) > 1 else "") + " / Hit@10; users per "
+        "group in the header)\n" + code_line([origin]) + "\n\n"
+    )
+    return head + _md(rows, list(rows[0])) + "\n\n" + _md(pairs, list(pairs[0])) + "\n"
+
+
 TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
+    "cold-items": ("cold-start-cold-items.json", cold_start),
+    "cold-time": ("cold-start-cold-time.json", cold_start),
+    "cold-loo": ("cold-start-leave-one-out.json", cold_start),
     "serve-load": ("serve-load.json", serve_load),
     "encoder-precision": ("encoder-precision.json", encoder_precision),
     "backbones": ("backbones.jsonl", backbones),
