@@ -56,8 +56,10 @@ def test_gru4rec_ignores_padding() -> None:
             ["data.dataset=ml-100k", *TINY_UR4REC, "model.backbone=gru4rec", "fusion.prior=ease"],
         ),
         ("sasrec-ml-100k.yaml", [*TINY, "model.name=ease", "ease.recent=2"]),
+        ("sasrec-ml-100k.yaml", [*TINY, "model.name=sasrec-content", "model.id_residual=0.5"]),
+        ("sasrec-ml-100k.yaml", [*TINY, "model.name=text-knn", "data.scheme=cold-items"]),
     ],
-    ids=["gru4rec", "ur4rec-on-gru4rec", "ease"],
+    ids=["gru4rec", "ur4rec-on-gru4rec", "ease", "sasrec-content", "text-knn-cold"],
 )
 def test_a_model_trains_evaluates_recommends_serves_and_reports(
     cyclic_folder: Path, tmp_path: Path, capsys, config: str, overrides: list[str]
@@ -77,6 +79,7 @@ def test_a_model_trains_evaluates_recommends_serves_and_reports(
     assert main(["report", str(out)]) == 0
     report = (out / "REPORT.md").read_text()
     assert "## What was trained" in report and "## Results on the test split" in report
+    assert "## By group" in report and "text-knn" in report
 
 
 def test_the_public_api(cyclic_folder: Path, tmp_path: Path) -> None:

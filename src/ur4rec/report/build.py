@@ -21,6 +21,7 @@ from ur4rec.data.splits import make_split
 from ur4rec.errors import Ur4recError
 from ur4rec.eval.baselines import BASELINES, build_baseline, describe_baseline
 from ur4rec.eval.evaluator import Evaluator
+from ur4rec.eval.groups import FEW_USERS
 from ur4rec.io import atomic_write_bytes, atomic_write_text
 from ur4rec.measures import SAMPLED_99, canonical_protocol
 from ur4rec.report_table import format_table
@@ -165,21 +166,32 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
     # -- results next to baselines ---------------------------------------------------------
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
-    baselines = {name: build_baseline(name, dataset, split) for name in BASELINES}
+    baselines = {name: build_baseline(name, dataset, split, root=data_dir) for name in BASELINES}
+    by_group: list[dict[str, Any]] = []
+    group_users: dict[str, int] = {}
+    legend = ""
     for protocol in PROTOCOLS:
         try:
             evaluator = Evaluator(dataset, split, "test", protocol)
         except Ur4recError as exc:  # e.g. the 1+99 protocol needs 99 negatives per user
             skipped.append(f"protocol `{protocol}` not measured: {exc}")
             continue
-        rows.append({"model": f"this run ({cfg.model.name})", "protocol": protocol,
-                     **_pick(evaluator.evaluate(model))})  # fmt: skip
+        scorers = {f"this run ({cfg.model.name})": model}
         for name, baseline in baselines.items():
             settings = describe_baseline(baseline)
-            label = f"{name} (lambda {settings['lambda']:g})" if settings else name
-            rows.append(
-                {"model": label, "protocol": protocol, **_pick(evaluator.evaluate(baseline))}
+            scorers[f"{name} (lambda {settings['lambda']:g})" if "lambda" in settings else name] = (
+                baseline
             )
+        for label, scorer in scorers.items():
+            result = evaluator.evaluate(scorer)
+            rows.append({"model": label, "protocol": protocol, **_pick(result)})
+            if protocol == "full":
+                groups = result["groups"]
+                group_users = {g: v["users"] for g, v in groups.items()}
+                legend = str(result["group_legend"])
+                by_group.append({"model": label, **{
+                    f"{g} ({v['users']})": v.get("ndcg@10") for g, v in groups.items()
+                }})  # fmt: skip
     popular = [r for r in rows if r["model"] == "pop" and r["protocol"] == SAMPLED_99]
     popularity = (
         f"Item popularity alone scores {popular[0]['hit@10']:.4f} Hit@10 there, so read it "
@@ -198,6 +210,19 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
         + _md(rows, ["model", "protocol", *METRICS])
         + "".join(f"\n\n{line}." for line in skipped)
     )
+    if by_group:
+        few = [g for g, n in group_users.items() if 0 < n < FEW_USERS]
+        parts.append(
+            "## By group (test, full ranking, NDCG@10)\n\n"
+            f"Users grouped by the case ({legend}); the count of users is in each header."
+            + (
+                f" Fewer than {FEW_USERS} users in {', '.join(few)}: read those as noise."
+                if few
+                else ""
+            )
+            + "\n\n"
+            + _md(by_group, list(by_group[0]))
+        )
 
     # -- stage table --------------------------------------------------------------------------
     stages_path = run_dir / "stages.json"
