@@ -39,7 +39,7 @@ from ur4rec.data.splits import make_split
 from ur4rec.eval.baselines import build_baseline, describe_baseline
 from ur4rec.eval.compare import ndcg_at, paired_difference
 from ur4rec.eval.evaluator import Evaluator
-from ur4rec.eval.groups import GROUPS
+from ur4rec.eval.groups import GROUPS, group_metrics
 from ur4rec.io import atomic_write_json
 from ur4rec.provenance import text_hash
 from ur4rec.runs.layout import load_state_into
@@ -102,16 +102,9 @@ def stage_model(run_dir: Path, objective: str, data_dir: str | None) -> Any:
 
 
 def group_ndcg(ranks: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    out = {"all": {"users": len(ranks), "ndcg@10": float(ndcg_at(ranks).mean()),
-                   "hit@10": float((ranks < 10).mean())}}  # fmt: skip
-    for name in GROUPS:
-        mask = groups[name]
-        if mask.any():
-            out[name] = {"users": int(mask.sum()), "ndcg@10": float(ndcg_at(ranks[mask]).mean()),
-                         "hit@10": float((ranks[mask] < 10).mean())}  # fmt: skip
-        else:
-            out[name] = {"users": 0}
-    return out
+    """NDCG@10 and Hit@10 of all users and of each group (eval/groups.py)."""
+    everyone = {"all": np.ones(len(ranks), dtype=bool)}
+    return group_metrics(ranks, {**everyone, **groups}, ks=(10,))
 
 
 def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:

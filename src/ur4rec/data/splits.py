@@ -60,9 +60,7 @@ class Prefixes:
 
     def items(self, dataset: Dataset, row: int) -> np.ndarray:
         """Row ``row``'s items in order, without skipped items."""
-        user, length = int(self.users[row]), int(self.lengths[row])
-        seq = dataset.sequence(user)[:length]
-        return seq if self.skip is None else seq[~self.skip[seq]]
+        return dataset.sequence(int(self.users[row]))[self.positions(dataset, row)]
 
     def positions(self, dataset: Dataset, row: int) -> np.ndarray:
         """Where row ``row``'s kept items sit in the user's sequence."""

@@ -45,7 +45,7 @@ class TextKNN(FittedModel):
         valid = items != PAD
         # Count real items from the right: 1 for the most recent, whatever the padding.
         from_end = valid.flip(1).cumsum(1).flip(1)
-        used = valid & (from_end <= self.recent if self.recent > 0 else valid)
+        used = valid if self.recent <= 0 else valid & (from_end <= self.recent)
         vectors = self.item_text[items.clamp(min=0)] * used[..., None]
         return F.normalize(vectors.sum(dim=1), dim=1)  # an empty history: zeros, all scores 0
 
