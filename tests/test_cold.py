@@ -154,6 +154,20 @@ def test_content_sasrec_scores_a_new_item_by_its_text(skewed: Dataset) -> None:
     assert model.uses_text and set(model.inference_inputs()) == {"item_text"}
 
 
+def test_id_dropout_drops_whole_id_vectors_in_training_only(skewed: Dataset) -> None:
+    torch.manual_seed(0)
+    inputs = _inputs(skewed, "leave-one-out", "sasrec-content", id_dropout=0.5)
+    model = ContentSASRec.build(inputs)
+    content = model.feature_proj(model.item_features).detach()
+    model.train()
+    dropped = (model.item_vectors() - content).detach().norm(dim=1) == 0
+    assert 0.3 < float(dropped.float().mean()) < 0.7  # about half, whole vectors
+    model.eval()
+    assert not bool(((model.item_vectors() - content).detach().norm(dim=1) == 0).any())
+    with pytest.raises(ConfigError, match="model.id_dropout"):
+        load_config(None, ["model.id_dropout=1"])
+
+
 def test_fusion_gives_a_new_items_id_branch_weight_to_the_text_branch() -> None:
     fusion = Fusion(FusionConfig(method="fixed", sasrec_weight=0.4, prior="ease"), 4, 4)
     fusion.set_prior_weight(0.5)

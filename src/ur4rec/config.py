@@ -46,6 +46,10 @@ class ModelConfig:
     # With item text features (sasrec-content; UR4Rec's SASRec with sasrec_text_features): an
     # item's ID vector may be at most this many times as long as its content vector; 0: any.
     id_residual: float = 0.0
+    # In training, each trained item's ID vector is dropped with this probability at every
+    # step, so the model also learns to rank from content alone, as it must for new items
+    # (DropoutNet, Volkovs et al. 2017). Needs item text features.
+    id_dropout: float = 0.0
 
 
 @dataclass
@@ -97,6 +101,7 @@ class RetrieverConfig:
     router: Literal["dense", "topk"] = "dense"
     top_k: int = 2
     item_ids: bool = True  # add an item ID embedding to the text projection
+    id_dropout: float = 0.0  # training: drop each item's ID vector with this probability
     sequence: bool = True  # attention-pool the user's recent training items
     preference_text: bool = True
     temperature: float = 0.07
@@ -401,6 +406,8 @@ def validate(cfg: RunConfig) -> None:
         _check(p, _finite(value) and 0 <= value < 1, f"model.{key}", "in [0, 1)", value)
     _check(p, _finite(m.id_residual) and m.id_residual >= 0, "model.id_residual",
            "a finite number >= 0 (0: unbounded)", m.id_residual)  # fmt: skip
+    _check(p, _finite(m.id_dropout) and 0 <= m.id_dropout < 1, "model.id_dropout",
+           "a probability in [0, 1)", m.id_dropout)  # fmt: skip
     _check(p, lo.negatives >= 1, "loss.negatives", ">= 1", lo.negatives)
     _check(p, t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
     _check(p, t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)
@@ -429,6 +436,8 @@ def validate(cfg: RunConfig) -> None:
            "a finite number >= 0", r.load_balance)  # fmt: skip
     _check(p, _finite(r.dropout) and 0 <= r.dropout < 1, "retriever.dropout", "in [0, 1)",
            r.dropout)  # fmt: skip
+    _check(p, _finite(r.id_dropout) and 0 <= r.id_dropout < 1, "retriever.id_dropout",
+           "a probability in [0, 1)", r.id_dropout)  # fmt: skip
     for key in ("sasrec_weight", "curriculum_start"):
         value = getattr(f, key)
         _check(p, _finite(value) and 0 <= value <= 1, f"fusion.{key}", "in [0, 1]", value)

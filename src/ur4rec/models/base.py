@@ -67,6 +67,17 @@ class ModelInputs:
     saved: dict[str, Any] | None = None
 
 
+def grown_embedding(old: nn.Embedding, added: int) -> nn.Embedding:
+    """``old`` (n + 1 rows, the last for padding) with ``added`` zero rows before the padding
+    row: the ID vectors of items that have none."""
+    n = old.num_embeddings - 1
+    grown = nn.Embedding(n + added + 1, old.embedding_dim, padding_idx=n + added)
+    with torch.no_grad():
+        grown.weight.zero_()
+        grown.weight[:n] = old.weight[:n]
+    return grown
+
+
 def trained_items(inputs: ModelInputs) -> torch.Tensor:
     """[n_items] bool: the items that occur in the training part. The others are new items to
     the model: they have no trained ID vector (models use a zero one, so a content vector or
@@ -138,6 +149,15 @@ class RecModel(nn.Module):
     def item_text_vectors(self) -> torch.Tensor | None:
         """[n_items, text_dim] item text embeddings, for models that read text."""
         return None
+
+    def add_items(self, item_text: torch.Tensor) -> None:
+        """Append items that arrived after training, from their text embeddings [m, text_dim]
+        (the run's sentence encoder). They take the indices n_items .. n_items + m - 1 and are
+        scored as any item never seen in training is: from text alone, no weight changes."""
+        raise Ur4recError(
+            f"model {self.name!r} reads no item text, so it cannot score an item it was not "
+            "trained on; add items to a text model's run (ur4rec, sasrec-content, text-knn)"
+        )
 
     def describe_config(self, cfg: RunConfig) -> str:
         """One paragraph for a report: what this model is, as configured."""

@@ -22,7 +22,9 @@ from torch import nn
 
 from ur4rec.config import RetrieverConfig
 from ur4rec.data.splits import PAD
+from ur4rec.models.base import grown_embedding
 from ur4rec.models.cache import ItemVectorCache
+from ur4rec.models.sequential import id_keep_mask
 
 
 class MixtureOfExperts(nn.Module):
@@ -99,10 +101,31 @@ class Retriever(ItemVectorCache):
         self.register_buffer("known", known.bool(), persistent=False)
         self.clear_item_cache()
 
+    def add_items(self, item_text: torch.Tensor) -> None:
+        """Items that arrived after training: their text, no ID vector."""
+        added, cached = len(item_text), self._item_cache
+        self.register_buffer(
+            "item_text", torch.cat([self.item_text, item_text.float()]), persistent=False
+        )
+        if self.item_id is not None:
+            self.item_id = grown_embedding(self.item_id, added)
+        known = self.known if self.known is not None else torch.ones(self.n_items, dtype=bool)
+        self.n_items += added
+        self.set_known_items(torch.cat([known, known.new_zeros(added)]))
+        if cached is not None and self._history_cache is not None:
+            # Serving: only the new rows (text alone, no ID vector), not the whole catalogue.
+            with torch.no_grad():
+                text = item_text.float()
+                self._item_cache = torch.cat([cached, F.normalize(self.item_proj(text), dim=-1)])
+                self._history_cache = torch.cat([self._history_cache, self.history_proj(text)])
+
     def _item_ids(self) -> torch.Tensor:
         ids = self.item_id.weight  # n_items + 1 rows, the last (padding) zero
         if self.known is not None:
             ids = ids * torch.cat([self.known, self.known.new_zeros(1)])[:, None]
+        if self.training and self.cfg.id_dropout > 0:
+            keep = id_keep_mask(self.n_items, self.cfg.id_dropout)
+            ids = ids * torch.cat([keep, keep.new_zeros(1)])[:, None]
         return ids
 
     def item_vectors(self) -> torch.Tensor:

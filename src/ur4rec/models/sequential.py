@@ -23,7 +23,7 @@ from ur4rec.config import LossConfig, ModelConfig, RunConfig
 from ur4rec.data.batches import HistoryBatch, TrainBatch
 from ur4rec.data.splits import PAD, interaction_counts
 from ur4rec.models import losses
-from ur4rec.models.base import ModelInputs, RecModel, trained_items
+from ur4rec.models.base import ModelInputs, RecModel, grown_embedding, trained_items
 from ur4rec.models.cache import ItemVectorCache
 
 
@@ -61,6 +61,33 @@ class SequentialModel(ItemVectorCache, RecModel):
         """The items seen in training ([n_items] bool); the others get no ID vector."""
         self.register_buffer("known", known.bool(), persistent=False)
         self.clear_item_cache()
+
+    def add_items(self, item_text: torch.Tensor | None) -> None:
+        """New items from their text embeddings (None: no features, as in an ID-only
+        component of UR4Rec, whose new items then score 0)."""
+        if (item_text is None) != (self.feature_proj is None):
+            super().add_items(item_text)  # a model without features cannot place them
+        added = len(item_text) if item_text is not None else 0
+        cached = self._item_cache
+        if item_text is not None:
+            self.register_buffer(
+                "item_features", torch.cat([self.item_features, item_text.float()]),
+                persistent=False,
+            )  # fmt: skip
+        self.item_emb = grown_embedding(self.item_emb, added)
+        known = self.known if self.known is not None else torch.ones(self.n_items, dtype=bool)
+        self.n_items += added
+        self.set_known_items(torch.cat([known, known.new_zeros(added)]))
+        if self.sampler is not None:
+            self.sampler = NegativeSampler(self.n_items, known=self.known)
+        if cached is not None:  # serving: only the new rows (content alone, no ID part)
+            with torch.no_grad():
+                rows = (
+                    self.feature_proj(item_text.float())
+                    if self.feature_proj is not None and item_text is not None
+                    else cached.new_zeros(added, cached.shape[1])
+                )
+            self._item_cache = torch.cat([cached, rows])
 
     def _item_features(self, item_features: torch.Tensor | None) -> None:
         self.feature_proj = None
@@ -104,6 +131,8 @@ class SequentialModel(ItemVectorCache, RecModel):
         if self.feature_proj is None:
             return ids
         content = self.feature_proj(self.item_features)
+        if self.training and self.cfg.id_dropout > 0:
+            ids = ids * id_keep_mask(self.n_items, self.cfg.id_dropout)[:, None]
         bound = self.cfg.id_residual
         if bound > 0:
             # The ID part may move an item at most `bound` times its content vector's length
@@ -191,6 +220,12 @@ class SequentialModel(ItemVectorCache, RecModel):
         return losses.sampled_softmax(
             pos_logits, neg_logits, valid, log_q[target], log_q[negatives][None, :]
         )
+
+
+def id_keep_mask(n_items: int, drop: float) -> torch.Tensor:
+    """[n_items] 0/1: which items keep their ID vector in this training step. A dropped item
+    is seen as a new one is (content only), so content alone learns to rank it."""
+    return (torch.rand(n_items) >= drop).float()
 
 
 class NegativeSampler:

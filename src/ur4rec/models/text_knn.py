@@ -49,6 +49,11 @@ class TextKNN(FittedModel):
         vectors = self.item_text[items.clamp(min=0)] * used[..., None]
         return F.normalize(vectors.sum(dim=1), dim=1)  # an empty history: zeros, all scores 0
 
+    def add_items(self, item_text: torch.Tensor) -> None:
+        vectors = F.normalize(item_text.float(), dim=1)
+        self.register_buffer("item_text", torch.cat([self.item_text, vectors]), persistent=False)
+        self.n_items = self.item_text.shape[0]
+
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         return self.user_vectors(batch.items) @ self.item_text.T
 

@@ -147,6 +147,28 @@ class UR4Rec(RecModel):
         self.retriever.set_known_items(known)
         self.fusion.set_new_items(~known, self.sasrec.feature_proj is not None)
 
+    def add_items(self, item_text: torch.Tensor) -> None:
+        """New items: the text-reading branches place them; an ID-only SASRec branch gives
+        its weight for them to the retriever, and the EASE prior (fitted on the trained
+        catalogue) scores them 0."""
+        added = len(item_text)
+        self.sasrec.add_items(item_text if self.sasrec.feature_proj is not None else None)
+        self.retriever.add_items(item_text)
+        known = self.known if self.known is not None else torch.ones(self.n_items, dtype=bool)
+        self.n_items += added
+        self.set_known_items(torch.cat([known, known.new_zeros(added)]))
+
+    def _prior_scores(self, items: torch.Tensor) -> torch.Tensor:
+        """EASE over the last items, [B, n_items]; items added after fitting score 0 and
+        count for nothing in a history."""
+        assert self.prior is not None
+        fitted = len(self.prior)
+        if self.prior_recent > 0:
+            items = items[:, -self.prior_recent :]
+        items = items.masked_fill(items >= fitted, PAD)
+        scores = recent_item_scores(self.prior, items)
+        return F.pad(scores, (0, self.n_items - fitted))
+
     def set_training_user_texts(self, embeddings: torch.Tensor, rows: torch.Tensor) -> None:
         """Preference texts for training positions: ``rows[w, j]`` indexes ``embeddings`` with
         the text written from the items before window w's j-th target. Without them every
@@ -267,7 +289,10 @@ class UR4Rec(RecModel):
             out["retriever"], out["retriever_state"] = scores, vector
             out["router"] = weights[:, -1]
         if self.objective == "fused" and self.prior is not None:
-            out["prior"] = recent_item_scores(self.prior, items, self.prior_recent)
+            out["prior"] = self._prior_scores(items)
+            # Always this wide, so every user's row stacks into one matrix.
+            width = self.prior_recent if self.prior_recent > 0 else self.sasrec.max_len
+            out["prior_items"] = F.pad(items, (width, 0), value=PAD)[:, -width:]
         return out
 
     def _rerank(
@@ -309,6 +334,7 @@ class UR4Rec(RecModel):
         if self.reranker is None:  # the scores follow from the states: recomputed later
             out.pop("sasrec", None)
             out.pop("retriever", None)
+            out.pop("prior", None)  # from prior_items: so items added later are scored too
         return out
 
     def scores_from_states(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -317,6 +343,8 @@ class UR4Rec(RecModel):
             out["sasrec"] = out["sasrec_state"] @ self.sasrec.item_vectors().T
         if "retriever_state" in out and "retriever" not in out:
             out["retriever"] = self.retriever.logits(out["retriever_state"])
+        if "prior_items" in out and "prior" not in out:
+            out["prior"] = self._prior_scores(out["prior_items"])
         out["score"] = self.combine(out)
         return out
 
