@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ur4rec.data.dataset import DATASET_ALIASES, DATASETS
 from ur4rec.data.prepare import open_dataset, prepare_dataset, prepared_folder
@@ -373,7 +374,10 @@ def _format_recommendations(result: dict) -> str:
                 parts.append(
                     f'matches "{why["preference_sentence"]}" ({why["preference_similarity"]:.2f})'
                 )
-            lines.append(f"  {rec['rank']}. {rec['title']}: " + "; ".join(parts))
+            line = f"  {rec['rank']}. {rec['title']}: " + "; ".join(parts)
+            if why.get("sentence"):
+                line += f"\n     {why['sentence']}"
+            lines.append(line)
     text = head + "\n" + format_table(rows, list(rows[0]) if rows else ["rank"])
     if extras:
         text += "\n" + "\n".join(extras)
@@ -389,15 +393,98 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     if (args.user is None) == (args.history is None):
         raise Ur4recError("give exactly one of --user RAW_ID or --history ID,ID,...")
+    mode = "none" if args.no_explain else args.explain
+    explainer = llm_explainer(args) if mode == "llm" else None
     recommender = Recommender(Path(args.run_dir), args.data_dir, args.checkpoint)
-    explain = not args.no_explain
+    explain = mode != "none"
     if args.user is not None:
         result = recommender.recommend_user(args.user, args.k, explain)
     else:
         history = [h.strip() for h in args.history.split(",") if h.strip()]
         result = recommender.recommend_history(history, args.k, args.text, explain)
     out = result.to_json()
+    if explainer is not None:
+        out = explainer.explain(out)
     _print(out, args.json, _format_recommendations(out))
+    return 0
+
+
+def llm_explainer(args: argparse.Namespace) -> Any:
+    """The LLM explainer of ``--explain llm`` (its answers cached in DATA_DIR/llm-cache)."""
+    from ur4rec.serve.explain import explainer_from_spec
+
+    if not args.llm_model:
+        raise Ur4recError("--explain llm needs --llm-model (e.g. gpt-4o-mini, or your server's)")
+    return explainer_from_spec(llm_spec(args))
+
+
+def llm_spec(args: argparse.Namespace) -> dict[str, Any] | None:
+    from ur4rec.data.sources import data_dir
+
+    if not args.llm_model:
+        return None
+    return {
+        "base_url": args.llm_base_url, "model": args.llm_model, "api_key_env": args.api_key_env,
+        "timeout": args.llm_timeout, "cache": str(data_dir(args.data_dir) / "llm-cache"),
+    }  # fmt: skip
+
+
+def llm_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--llm-base-url",
+        default=os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+        help="explain llm: OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or OpenAI)",
+    )
+    parser.add_argument("--llm-model", help="explain llm: the LLM's name at that endpoint")
+    parser.add_argument(
+        "--api-key-env", default="OPENAI_API_KEY",
+        help="environment variable holding the API key (never a file)",
+    )  # fmt: skip
+    parser.add_argument("--llm-timeout", type=float, default=20.0, help="seconds per sentence")
+
+
+def read_items_file(path: Path) -> list[Any]:
+    """New items from a JSON-lines file, one ``{"id", "title", "text", "metadata"?}`` per
+    line; every problem is named with its line."""
+    from ur4rec.runs.overlay import parse_item
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Ur4recError(f"cannot read items file {path}: {exc}") from None
+    items = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise Ur4recError(f"{path} line {number}: not JSON ({exc.msg})") from None
+        items.append(parse_item(obj, f"{path} line {number}"))
+    if not items:
+        raise Ur4recError(f"{path} holds no items")
+    return items
+
+
+def cmd_items_add(args: argparse.Namespace) -> int:
+    from ur4rec.serve.recommender import Recommender
+
+    items = read_items_file(Path(args.file))
+    recommender = Recommender(Path(args.run_dir), args.data_dir)
+    added = recommender.add_items(items)
+    out = {"added": added, "items": recommender.dataset.n_items}
+    _print(out, args.json, f"added {len(added)} item(s); the catalogue has {out['items']} now")
+    return 0
+
+
+def cmd_items_list(args: argparse.Namespace) -> int:
+    from ur4rec.runs.layout import read_run_info
+    from ur4rec.runs.overlay import read_overlay
+
+    cfg, _ = read_run_info(Path(args.run_dir))
+    items = [item.to_json() for item in read_overlay(Path(args.run_dir), cfg.text.encoder).items]
+    lines = [f"{item['id']}\t{item['title']}" for item in items] or ["no items added"]
+    _print({"items": items}, args.json, "\n".join(lines))
     return 0
 
 
@@ -423,6 +510,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         Path(args.run_dir), args.data_dir, args.checkpoint, args.host, args.port,
         args.threads, args.workers, args.access_log, args.cache_size,
         args.encoder_precision, args.encoder_threads or _default_encoder_threads(args.workers),
+        llm=llm_spec(args),
     )  # fmt: skip
     return 0
 
@@ -595,10 +683,31 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--history", help="an ad-hoc history of raw item ids, oldest first: 50,172")
     rec.add_argument("--text", help="with --history: the new user's preference text (UR4Rec)")
     rec.add_argument("-k", type=int, default=10, help="how many items (default 10)")
-    rec.add_argument("--no-explain", action="store_true", help="leave out the explanations")
+    rec.add_argument(
+        "--explain", default="evidence", choices=("evidence", "llm", "none"),
+        help="evidence (default): nearest history item and preference sentence; llm: also "
+        "a sentence in words from an LLM (falls back to the evidence); none",
+    )  # fmt: skip
+    rec.add_argument("--no-explain", action="store_true", help="the same as --explain none")
+    llm_args(rec)
     rec.add_argument("--checkpoint", default="best", choices=("best", "last"))
     _common(rec)
     rec.set_defaults(func=cmd_recommend)
+
+    items = commands.add_parser("items", help="items added after training").add_subparsers(
+        dest="items_command", required=True
+    )
+    add = items.add_parser("add", help="add new items to a run, scored from their text")
+    add.add_argument("run_dir", help="a run folder of a text model (ur4rec, sasrec-content, ..)")
+    add.add_argument(
+        "--file", required=True, help='JSON lines: {"id", "title", "text", "metadata"?} each'
+    )
+    _common(add)
+    add.set_defaults(func=cmd_items_add)
+    ls = items.add_parser("list", help="the items added to a run")
+    ls.add_argument("run_dir", help="a run folder")
+    _common(ls)
+    ls.set_defaults(func=cmd_items_list)
 
     srv = commands.add_parser("serve", help="serve a run over HTTP (FastAPI + uvicorn)")
     srv.add_argument("run_dir", help="a run folder written by `ur4rec train`")
@@ -627,6 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads while encoding a new text (default: the CPUs / workers)",
     )
     srv.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    llm_args(srv)  # explain=llm
     srv.add_argument("--data-dir", help="data folder (default: $UR4REC_DATA or the user cache)")
     srv.set_defaults(func=cmd_serve)
 

@@ -114,6 +114,18 @@ class Dataset:
             raise Ur4recError(f"unknown item id {raw_id!r} in dataset {self.name}")
         return index
 
+    def add_items(self, raw_ids: list[str], infos: list[ItemInfo]) -> None:
+        """Append catalogue items that have no interactions (items that arrived after the
+        data was prepared); they take the next indices."""
+        taken = [raw for raw in raw_ids if raw in self._item_lookup()]
+        if taken or len(set(raw_ids)) != len(raw_ids):
+            raise DataError(f"item id(s) already in dataset {self.name}: {taken or raw_ids}")
+        lookup = self._item_lookup()
+        for raw in raw_ids:
+            lookup[raw] = len(self.item_ids)
+            self.item_ids.append(raw)
+        self.item_info.extend(infos)
+
     def _user_lookup(self) -> dict[str, int]:
         if not hasattr(self, "_users_cache"):
             self._users_cache = {raw: i for i, raw in enumerate(self.user_ids)}

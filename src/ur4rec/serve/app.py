@@ -1,10 +1,11 @@
 """The HTTP service: a FastAPI app around one loaded :class:`Recommender`.
 
 GET (or HEAD) /health, GET /users/{raw_id}/recommendations?k=10, POST /recommendations (a new
-user's history and optional preference text); the OpenAPI schema is at /openapi.json, docs at
+user's history and optional preference text), POST /items (an item that arrived after
+training, scored from its text; runs/overlay.py); the OpenAPI schema is at /openapi.json, docs at
 /docs (Swagger UI served from the package itself, so it works offline). Unknown ids answer
-404, a bad k or body 422, a body over the size limit 413; an unexpected failure 500 with no
-traceback or path.
+404, a bad k or body 422, an item id that exists 409, a body over the size limit 413; an
+unexpected failure 500 with no traceback or path.
 
 Model work never runs on the event loop: one worker thread does all of it, so /health and
 request parsing stay responsive under load. Requests that arrive while the worker is busy are
@@ -23,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ur4rec.errors import Ur4recError
+from ur4rec.runs.overlay import DuplicateItemError, parse_item
 from ur4rec.serve.recommender import (
     MAX_K,
     HistoryQuery,
@@ -45,6 +47,7 @@ from ur4rec.version import __version__
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_HISTORY = 2000
+MAX_ITEM_TEXT = 20_000
 
 
 class ItemRefOut(BaseModel):
@@ -57,6 +60,7 @@ class ExplanationOut(BaseModel):
     preference_similarity: float | None = None
     history_item: ItemRefOut | None = None
     history_similarity: float | None = None
+    sentence: str | None = Field(None, description="with explain=llm: the evidence in words")
 
 
 class RecommendationOut(BaseModel):
@@ -97,7 +101,9 @@ class HistoryRequest(BaseModel):
     )
     preference_text: StrictStr | None = Field(None, max_length=4000)
     k: StrictInt = Field(10, ge=1, le=MAX_K)
-    explain: StrictBool = False
+    explain: StrictBool | Literal["llm"] = Field(
+        False, description="true: evidence per item; llm: also a sentence written by an LLM"
+    )
 
     @field_validator("history")
     @classmethod
@@ -111,6 +117,29 @@ class HistoryRequest(BaseModel):
     @classmethod
     def _text_is_text(cls, value: str | None) -> str | None:
         return None if value is None else _utf8(value)
+
+
+class NewItemRequest(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    id: StrictStr | StrictInt = Field(description="the item's raw id, new to the catalogue")
+    title: StrictStr | None = Field(None, max_length=500, description="default: the id")
+    text: StrictStr = Field(
+        min_length=1, max_length=MAX_ITEM_TEXT, description="what the item is, in words"
+    )
+    metadata: dict[str, Any] | None = Field(None, description="e.g. year, genres")
+
+    @field_validator("text", "title")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not _utf8(value).strip():
+            raise ValueError("must not be empty or blank")
+        return value
+
+
+class NewItemOut(BaseModel):
+    item: str
+    items: int = Field(description="items in the catalogue now")
 
 
 class Health(BaseModel):
@@ -215,13 +244,23 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+NO_LLM = "explain=llm: this service has no LLM backend (ur4rec serve --llm-model ...); the "
+NO_LLM += "evidence is given instead"
+
+
+def create_app(
+    recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES, explainer: Any = None
+) -> FastAPI:
+    """``explainer``: an :class:`ur4rec.serve.explain.LLMExplainer` for ``explain=llm``."""
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ur4rec-model")
+    # LLM calls wait on the network: their own threads, never the model's.
+    writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ur4rec-llm")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         worker.shutdown(wait=False, cancel_futures=True)
+        writers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPIOffline(
         lifespan=lifespan,
@@ -236,6 +275,10 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -
     @app.exception_handler(UnknownIdError)
     async def unknown_id(request: Request, exc: UnknownIdError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(DuplicateItemError)
+    async def duplicate_item(request: Request, exc: DuplicateItemError) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
 
     @app.exception_handler(Ur4recError)
     async def bad_request(request: Request, exc: Ur4recError) -> JSONResponse:
@@ -276,6 +319,7 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -
         one more, each answer rendered to JSON here (off the event loop); a request that
         fails alone gets its own error, not the batch's."""
         results: list[Any] = [None] * len(requests)
+        recommender.sync_items()  # items another worker or `ur4rec items add` added
         for explain in (False, True):
             rows = [
                 i
@@ -304,29 +348,63 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES) -
 
     batcher = MicroBatcher(score_many, worker)
 
-    async def answer(request: Any) -> Response:
+    async def answer(request: Any, in_words: bool = False) -> Response:
         result = await batcher.submit(request)
         if isinstance(result, Exception):
             raise result
+        if in_words:
+            out = json.loads(result)
+            if explainer is None:
+                out.setdefault("notes", []).append(NO_LLM)
+            else:
+                loop = asyncio.get_running_loop()
+                out = await loop.run_in_executor(writers, explainer.explain, out)
+            result = json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode()
         return Response(result, media_type="application/json")
 
     @app.get("/users/{raw_id}/recommendations", response_model=RecommendationsOut)
     async def for_user(
         raw_id: str,
         k: int = Query(10, ge=1, le=MAX_K, description="how many items"),
-        explain: bool = Query(False, description="add an explanation to each item"),
+        explain: str = Query(
+            "false", description="true: evidence per item; llm: also a sentence by an LLM"
+        ),
     ) -> Response:
+        mode = _explain_mode(explain)
         recommender.user_index(raw_id)  # an unknown id fails alone, with a 404
-        return await answer((raw_id, k, explain))
+        return await answer((raw_id, k, mode is not False), in_words=mode == "llm")
 
     @app.post("/recommendations", response_model=RecommendationsOut)
     async def for_history(body: HistoryRequest) -> Response:
         history = [str(item) for item in body.history]
         recommender.item_indices(history)  # unknown ids fail alone, with a 404
-        return await answer(HistoryQuery(history, body.k, body.preference_text, body.explain))
+        query = HistoryQuery(history, body.k, body.preference_text, body.explain is not False)
+        return await answer(query, in_words=body.explain == "llm")
+
+    @app.post("/items", response_model=NewItemOut, status_code=201)
+    async def add_item(body: NewItemRequest) -> dict[str, Any]:
+        """Add an item that arrived after training: recommendable from the next request,
+        kept in the run's item overlay. 409 if the id exists, 422 for an empty text."""
+        spec = body.model_dump(exclude_none=True)
+        item = parse_item(spec, "item")
+        loop = asyncio.get_running_loop()
+        # On the model thread, between scoring calls: no request sees half an update.
+        await loop.run_in_executor(worker, recommender.add_items, [item])
+        return {"item": item.id, "items": recommender.dataset.n_items}
 
     app.add_middleware(BodySizeLimit, limit=max_body_bytes)
     return app
+
+
+def _explain_mode(value: str) -> bool | str:
+    mode = value.strip().lower()
+    if mode in ("llm",):
+        return "llm"
+    if mode in ("true", "1", "yes", "on"):
+        return True
+    if mode in ("false", "0", "no", "off"):
+        return False
+    raise HTTPException(422, "explain must be true, false or llm")
 
 
 def _render(result: Recommendations) -> bytes:
@@ -366,6 +444,7 @@ def serve(
     cache_size: int = 4096,
     encoder_precision: str = "auto",
     encoder_threads: int | None = None,
+    llm: dict[str, Any] | None = None,
 ) -> None:
     """Run the service until interrupted (uvicorn). The run is loaded before the port opens,
     so a bad run folder fails here, with its own message; ``workers`` > 1 starts that many
@@ -373,8 +452,10 @@ def serve(
     vectors kept per process (new preference texts and template texts of new histories).
     ``encoder_precision`` and ``encoder_threads`` set how new texts are encoded: by default
     in bfloat16 where the CPU has it natively, on all of the process's CPUs (scoring stays
-    on ``threads``)."""
+    on ``threads``). ``llm``: the backend for ``explain=llm`` (serve/explain.py)."""
     import uvicorn
+
+    from ur4rec.serve.explain import explainer_from_spec
 
     _tune_process(threads)
     encoder = {"encoder_precision": encoder_precision, "encoder_threads": encoder_threads}
@@ -383,7 +464,7 @@ def serve(
     )
     options = {"host": host, "port": port, "access_log": access_log, "log_level": "info"}
     if workers <= 1:
-        app = create_app(recommender)
+        app = create_app(recommender, explainer=explainer_from_spec(llm))
         _freeze_heap()
         uvicorn.run(app, **options)
         return
@@ -395,6 +476,7 @@ def serve(
             "checkpoint": checkpoint,
             "threads": threads,
             "cache_size": cache_size,
+            "llm": llm,
             **encoder,
         }
     )
@@ -414,6 +496,8 @@ def app_from_environment() -> FastAPI:
         encoder_precision=spec["encoder_precision"],
         encoder_threads=spec["encoder_threads"],
     )
-    app = create_app(recommender)
+    from ur4rec.serve.explain import explainer_from_spec
+
+    app = create_app(recommender, explainer=explainer_from_spec(spec.get("llm")))
     _freeze_heap()
     return app

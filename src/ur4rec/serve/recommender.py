@@ -52,6 +52,7 @@ class Explanation:
     preference_similarity: float | None = None
     history_item: ItemRef | None = None
     history_similarity: float | None = None
+    sentence: str | None = None  # in words, from the evidence above (serve/explain.py)
 
 
 @dataclass
@@ -172,17 +173,81 @@ class Recommender:
         self._encoder_threads = encoder_threads
         # Ad-hoc histories get the template the run's user texts came from (files: titled).
         self._template_titles = self.cfg.text.user_texts != "template-aspects"
+        self.trained_items = self.dataset.n_items  # the catalogue the run was trained on
+        self._added = 0  # items of the run's overlay applied so far
+        self._overlay_seen: tuple[int, int] | None = None
+        self.sync_items(refresh=False)
         # no_grad, not inference_mode: these tensors outlive the block and may meet autograd.
         with torch.no_grad():
             self.model.prepare_for_inference()
+            self._refresh_items()
+            self._known_states = self._precompute_known_users()
+        self._prior_weight: float | None = self.model.describe().get("prior_weight")
+        if preload_encoder and self.model.uses_text:
+            self._encode(["warm-up"])  # loads the model and runs it once
+
+    def _refresh_items(self) -> None:
+        """What serving keeps per item, from the model's cached item vectors (which
+        ``add_items`` extends row by row)."""
+        with torch.no_grad():
             self.item_text = self.model.item_text_vectors()  # sentence-encoder space, or None
             # Explanations' "nearest history item" is measured in the model's own item space.
             self.item_space = F.normalize(self.model.item_space(), dim=-1)
-            self._known_states = self._precompute_known_users()
-        self._prior_weight: float | None = self.model.describe().get("prior_weight")
-        self.titles = [display_title(info) for info in self.dataset.item_info]
-        if preload_encoder and self.model.uses_text:
-            self._encode(["warm-up"])  # loads the model and runs it once
+        titles = getattr(self, "titles", [])
+        self.titles = titles + [display_title(i) for i in self.dataset.item_info[len(titles) :]]
+
+    # -- items added after training (runs/overlay.py) -----------------------------------
+    def sync_items(self, refresh: bool = True) -> int:
+        """Apply the items in the run's overlay that this process has not applied yet (added
+        by ``ur4rec items add`` or another worker); returns how many. Cheap when nothing
+        changed: one stat of the overlay file."""
+        from ur4rec.runs.overlay import overlay_signature, read_overlay
+
+        signature = overlay_signature(self.run_dir)
+        if signature == self._overlay_seen:
+            return 0
+        count = self._apply(read_overlay(self.run_dir, self.cfg.text.encoder), refresh)
+        self._overlay_seen = signature
+        return count
+
+    def _apply(self, overlay: Any, refresh: bool = True) -> int:
+        # The overlay only grows: what this process has not applied is its tail.
+        from ur4rec.runs.overlay import apply_items
+
+        fresh = overlay.items[self._added :]
+        if fresh:
+            apply_items(self.dataset, self.model, fresh, overlay.vectors[self._added :])
+            self._added = len(overlay.items)
+            if refresh:
+                self._refresh_items()
+        return len(fresh)
+
+    def add_items(self, items: Sequence[Any]) -> list[str]:
+        """Add new items (:class:`ur4rec.runs.overlay.NewItem`) to the catalogue: their texts
+        are encoded, persisted in the run's overlay and scored from the next request on.
+        Returns their ids. Call it from the thread that scores (the service does)."""
+        from ur4rec.runs.overlay import DuplicateItemError, append_items, check_new
+
+        if not self.model.uses_text:
+            raise Ur4recError(
+                f"this run's model ({self.kind}) reads no item text: it cannot score an item "
+                "it was not trained on"
+            )
+        items = list(items)
+        self.sync_items()
+        check_new(items, set(self.dataset.item_ids))  # fail before encoding anything
+        # The service's encoder (bfloat16 where native: cosine >= 0.9999 to float32, measured
+        # in benchmarks/encoder_precision.py); the vectors are kept, so a restart agrees.
+        vectors = self._encode([item.text for item in items])
+        catalogue = set(self.dataset.item_ids[: self.trained_items])
+        try:
+            written = append_items(self.run_dir, items, vectors, self.cfg.text.encoder, catalogue)
+        except DuplicateItemError:
+            self.sync_items()  # another process added it meanwhile
+            raise
+        overlay, self._overlay_seen = written  # it holds any other process's items too
+        self._apply(overlay)
+        return [item.id for item in items]
 
     # -- ids ------------------------------------------------------------------------------
     @property
