@@ -1,15 +1,19 @@
 """New items, rare items and short histories: every model on one split, measured by group.
 
-    .venv/bin/python benchmarks/cold_start.py --scheme cold-items --seeds 42,43,44
+    .venv/bin/python benchmarks/cold_start.py --scheme cold-items --seeds 42,43,44 --llm-texts
     .venv/bin/python benchmarks/cold_start.py --scheme cold-time --seeds 42
-    .venv/bin/python benchmarks/cold_start.py --scheme leave-one-out --seeds 42,43,44
+    .venv/bin/python benchmarks/cold_start.py --scheme leave-one-out --seeds 42,43,44 \
+        --default-ur4rec
 
 Rows: popularity, EASE (whole history and last 3 items, lambda tuned on validation), text-kNN
 (template and LLM item descriptions), SASRec (ids only), SASRec over content embeddings
 (configs/cold/sasrec-content.yaml), and from the default UR4Rec run the retriever alone (its
-retriever stage) and the fused model. Trained rows are `ur4rec train` runs in subprocesses
-(``--parallel`` at once, ``--threads`` each), one per seed, reused while they are runs of the
-current code and config (benchmarks/reuse.py); the fitted rows do not depend on the seed.
+retriever stage) and the fused model; with ``--llm-texts`` also content SASRec and UR4Rec on
+the LLM item descriptions instead of the template texts, and with ``--default-ur4rec`` the
+main job's UR4Rec config (made for warm items) beside the cold one. Trained rows are
+`ur4rec train` runs in subprocesses (``--parallel`` at once, ``--threads`` each), one per
+seed, reused while they are runs of the current code and config (benchmarks/reuse.py); the
+fitted rows do not depend on the seed.
 
 Every figure is full ranking on ml-100k-liked. Groups (eval/groups.py): the test target's
 training interactions (cold 0, warm >= 1: tail 1-19, head >= 20) and the input history's
@@ -53,6 +57,10 @@ TRAINED = {
     "sasrec-content": ROOT / "configs" / "cold" / "sasrec-content.yaml",
     "ur4rec": ROOT / "configs" / "cold" / "ur4rec.yaml",
 }
+# --llm-texts: the content models again with the LLM item descriptions instead of templates.
+LLM_TRAINED = {"sasrec-content-llm": "sasrec-content", "ur4rec-llm": "ur4rec"}
+# --default-ur4rec: the main job's UR4Rec config (made for warm items) beside the cold one.
+DEFAULT_UR4REC = {"ur4rec-default": ROOT / "configs" / "ur4rec-ml-100k-liked.yaml"}
 LABELS = {
     "pop": "popularity",
     "ease": "EASE",
@@ -63,14 +71,19 @@ LABELS = {
     "sasrec-content": "SASRec over content embeddings",
     "retriever": "UR4Rec's retriever alone",
     "ur4rec": "UR4Rec, fused",
+    "sasrec-content-llm": "SASRec over content embeddings (LLM descriptions)",
+    "ur4rec-llm": "UR4Rec, fused (LLM descriptions)",
+    "ur4rec-default": "UR4Rec, fused (the main job's config)",
 }
 FUSED = "ur4rec"
 
 
 def train(name: str, scheme: str, seed: int, out: Path, threads: int, data_dir: str | None) -> Path:
     run_dir = out / f"{name}-s{seed}"
-    config = TRAINED[name]
+    config = {**TRAINED, **DEFAULT_UR4REC}[LLM_TRAINED.get(name, name)]
     overrides = [f"data.scheme={scheme}", f"seed={seed}"]
+    if name in LLM_TRAINED:
+        overrides.append(f"text.item_texts={LLM_ITEMS}")
     plan = plan_run(run_dir, wanted_config(config, overrides))
     if plan == "reuse":
         return run_dir
@@ -137,6 +150,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="run folders (default runs/cold-start/SCHEME)")
     parser.add_argument("--results", type=Path, help="default docs/results/cold-start-SCHEME.json")
     parser.add_argument("--data-dir")
+    parser.add_argument(
+        "--llm-texts", action="store_true",
+        help="also train the content models on the LLM item descriptions",
+    )  # fmt: skip
+    parser.add_argument(
+        "--default-ur4rec", action="store_true",
+        help="also train the main job's UR4Rec config (ur4rec-ml-100k-liked.yaml)",
+    )  # fmt: skip
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     slug = args.scheme.replace(":", "-")
@@ -144,7 +165,9 @@ def main() -> None:
     results = args.results or ROOT / "docs" / "results" / f"cold-start-{slug}.json"
     out.mkdir(parents=True, exist_ok=True)
 
-    jobs = [(name, seed) for seed in seeds for name in TRAINED]
+    trained = [*TRAINED, *(LLM_TRAINED if args.llm_texts else ())]
+    trained += [*(DEFAULT_UR4REC if args.default_ur4rec else ())]
+    jobs = [(name, seed) for seed in seeds for name in trained]
     with ThreadPoolExecutor(args.parallel) as pool:
         done = pool.map(
             lambda job: train(job[0], args.scheme, job[1], out, args.threads, args.data_dir), jobs
@@ -169,6 +192,10 @@ def main() -> None:
                         for p, e in evaluators.items()}  # fmt: skip
     trained_rows = {"sasrec": ("sasrec", None), "sasrec-content": ("sasrec-content", None),
                     "retriever": ("ur4rec", "retriever"), FUSED: ("ur4rec", None)}  # fmt: skip
+    if args.llm_texts:
+        trained_rows.update({name: (name, None) for name in LLM_TRAINED})
+    if args.default_ur4rec:
+        trained_rows.update({name: (name, None) for name in DEFAULT_UR4REC})
     for label, (name, objective) in trained_rows.items():
         per_part: dict[str, list[np.ndarray]] = {"valid": [], "test": []}
         for seed in seeds:
@@ -196,12 +223,29 @@ def main() -> None:
         comparisons.append({"a": FUSED, "b": rival, "group": "cold", "chosen_by": "valid cold",
                             **paired(ranks[FUSED]["test"], ranks[rival]["test"],
                                      groups["test"]["cold"])})  # fmt: skip
-    for group in ("all", *GROUPS):
-        mask = groups["test"].get(group, np.ones(len(evaluators["test"]), dtype=bool))
-        if mask.any():
-            fused, sasrec = ranks[FUSED]["test"], ranks["sasrec"]["test"]
-            comparisons.append({"a": FUSED, "b": "sasrec", "group": group,
-                                **paired(fused, sasrec, mask)})  # fmt: skip
+    for a in [FUSED, *(n for n in DEFAULT_UR4REC if n in ranks)]:
+        for group in ("all", *GROUPS):
+            mask = groups["test"].get(group, np.ones(len(evaluators["test"]), dtype=bool))
+            if mask.any():
+                comparisons.append(
+                    {
+                        "a": a,
+                        "b": "sasrec",
+                        "group": group,
+                        **paired(ranks[a]["test"], ranks["sasrec"]["test"], mask),
+                    }
+                )
+        for group in ("tail", "cold"):  # where text should win: against the text baseline
+            mask = groups["test"][group]
+            if mask.any():
+                comparisons.append(
+                    {
+                        "a": a,
+                        "b": "text-knn",
+                        "group": group,
+                        **paired(ranks[a]["test"], ranks["text-knn"]["test"], mask),
+                    }
+                )
     configs = [(runs[(n, s)] / "config.yaml").read_text() for n, s in jobs]
 
     document = {

@@ -9,7 +9,9 @@ sd over seeds), and A - B in NDCG@10 with a 95% interval from resampling users a
 seeds (eval/compare.py). Ranks are computed once per run and kept in its ranks.npz, reused
 only while the code and the checkpoint are the same; a run of other code is set aside and
 trained again from its own config (benchmarks/reuse.py). The runs must share the dataset and
-split; --a and --b are paths with {seed} in them. With --results the comparison (and every
+split; --a and --b are paths with {seed} in them. ``--groups`` repeats every comparison per
+group of users (eval/groups.py: the target's training interactions, the history's length).
+With --results the comparison (and every
 run's provenance) is merged into that file for docs/results.md.
 """
 
@@ -68,31 +70,64 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def group_masks(run_dir: Path, data_dir: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """part -> group -> users mask (eval/groups.py, default thresholds) for a run's split, in
+    the order of its ranks; "all" is everyone."""
+    from ur4rec.data.prepare import open_dataset
+    from ur4rec.data.splits import make_split
+    from ur4rec.eval.evaluator import Evaluator
+
+    cfg = load_config(Path(run_dir) / "config.yaml")
+    dataset = open_dataset(cfg.data.dataset, root=data_dir)
+    split = make_split(dataset, cfg.data.scheme)
+    out = {}
+    for part in ("valid", "test"):
+        evaluator = Evaluator(dataset, split, part)
+        out[part] = {"all": np.ones(len(evaluator), dtype=bool), **evaluator.groups}
+    return out
+
+
 def print_comparison(
-    names: dict[str, list[dict[str, np.ndarray]]], baseline: str, draws: int = 2000
+    names: dict[str, list[dict[str, np.ndarray]]],
+    baseline: str,
+    draws: int = 2000,
+    groups: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> list[dict[str, Any]]:
     """``names``: label -> per-seed ranks (same seeds, same order); each label other than
-    ``baseline`` is compared with it. Returns one row per case and compared label."""
+    ``baseline`` is compared with it, on every user and, with ``groups`` (``group_masks``), on
+    each group of users. Returns one row per case, group and compared label."""
     rows = []
     for part, protocol in CASES:
         key = f"{part} {protocol}"
-        print(f"\n{key}")
-        width = max(len(n) for n in names)
-        means = {}
-        for name, runs in names.items():
-            ndcg = [float(ndcg_at(r[key]).mean()) for r in runs]
-            hit = [float((r[key] < 10).mean()) for r in runs]
-            means[name] = ndcg
-            print(f"  {name:<{width}}  NDCG@10 {mean_sd(ndcg)}  Hit@10 {mean_sd(hit)}")
-        base = np.stack([ndcg_at(r[key]) for r in names[baseline]])
-        for name, runs in names.items():
-            if name != baseline:
-                diff = paired_difference(np.stack([ndcg_at(r[key]) for r in runs]), base, draws)
-                print(f"  {name} - {baseline}: {diff}")
-                rows.append({"a": name, "b": baseline, "split": part, "protocol": protocol,
-                             "a ndcg@10": mean_sd(means[name]),
-                             "b ndcg@10": mean_sd(means[baseline]),
-                             "difference": asdict(diff)})  # fmt: skip
+        masks = groups[part] if groups else {"all": None}
+        for group, mask in masks.items():
+            if mask is not None and not mask.any():
+                continue
+            users = "" if mask is None else f", {group} ({int(mask.sum())} users)"
+            print(f"\n{key}{users}")
+            width = max(len(n) for n in names)
+            means = {}
+            for name, runs in names.items():
+                picked = [r[key] if mask is None else r[key][mask] for r in runs]
+                ndcg = [float(ndcg_at(r).mean()) for r in picked]
+                hit = [float((r < 10).mean()) for r in picked]
+                means[name] = ndcg
+                print(f"  {name:<{width}}  NDCG@10 {mean_sd(ndcg)}  Hit@10 {mean_sd(hit)}")
+
+            def per_user(
+                runs: list[dict[str, np.ndarray]], key: str = key, mask: Any = mask
+            ) -> np.ndarray:
+                return np.stack([ndcg_at(r[key] if mask is None else r[key][mask]) for r in runs])
+
+            base = per_user(names[baseline])
+            for name, runs in names.items():
+                if name != baseline:
+                    diff = paired_difference(per_user(runs), base, draws)
+                    print(f"  {name} - {baseline}: {diff}")
+                    rows.append({"a": name, "b": baseline, "split": part, "protocol": protocol,
+                                 "group": group, "a ndcg@10": mean_sd(means[name]),
+                                 "b ndcg@10": mean_sd(means[baseline]),
+                                 "difference": asdict(diff)})  # fmt: skip
     return rows
 
 
@@ -108,6 +143,10 @@ def main() -> None:
     parser.add_argument(
         "--results", help="merge the comparison into this JSON-lines file (docs/results/...)"
     )
+    parser.add_argument(
+        "--groups", action="store_true",
+        help="also compare per group of users (cold/warm/tail/head/short/long, eval/groups.py)",
+    )  # fmt: skip
     args = parser.parse_args()
     if "{seed}" not in args.a or "{seed}" not in args.b:
         parser.error("--a and --b must contain {seed}")
@@ -118,13 +157,16 @@ def main() -> None:
         label_b: [ranks_of(Path(args.b.format(seed=s)), args.data_dir) for s in seeds],
     }
     print(f"A = {args.a}\nB = {args.b}\nseeds {args.seeds}")
-    rows = print_comparison(names, label_b, args.draws)
+    groups = group_masks(Path(args.a.format(seed=seeds[0])), args.data_dir) if args.groups else None
+    rows = print_comparison(names, label_b, args.draws, groups)
     if args.results:
         command = command_line(__file__)
         origins = [run_provenance(Path(p.format(seed=s))) for p in (args.a, args.b) for s in seeds]
         for row in rows:
             row.update(seeds=args.seeds, command=command, run_provenance=origins)
-        merge_rows(Path(args.results), rows, ("a", "b", "seeds", "split", "protocol"))
+        for row in rows:
+            row.setdefault("group", "all")
+        merge_rows(Path(args.results), rows, ("a", "b", "seeds", "split", "protocol", "group"))
         print(f"wrote {args.results}")
 
 

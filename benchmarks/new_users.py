@@ -48,6 +48,8 @@ LABELS = {
     "text-knn": "text-kNN (template texts)",
     "ur4rec-template": "UR4Rec, text from the few items (template)",
     "ur4rec-preference": "UR4Rec, the user's preference text",
+    "ur4rec-default-template": "UR4Rec, main job's config, text from the few items",
+    "ur4rec-default-preference": "UR4Rec, main job's config, the user's preference text",
 }
 
 
@@ -111,22 +113,28 @@ def main() -> None:
     knn = build_baseline("text-knn", dataset, split, root=args.data_dir)
     for _ in seeds:
         ranks["text-knn"].append(ranks_of(knn, items, targets, None))
+    names = ["sasrec", "sasrec-content", "ur4rec"]
+    if all((runs / f"ur4rec-default-s{seed}" / "summary.json").is_file() for seed in seeds):
+        names.append("ur4rec-default")  # cold_start.py --default-ur4rec trained it
+    else:
+        for label in ("ur4rec-default-template", "ur4rec-default-preference"):
+            del ranks[label]
     for seed in seeds:
-        for name in ("sasrec", "sasrec-content", "ur4rec"):
+        for name in names:
             run_dir = runs / f"{name}-s{seed}"
             if not (run_dir / "summary.json").is_file():
                 raise SystemExit(f"{run_dir} is missing: run benchmarks/cold_start.py first")
             used[f"{name}-s{seed}"] = run_dir
             model = load_run(run_dir, args.data_dir)[2]
             model.prepare_for_inference()
-            if name != "ur4rec":
+            if not name.startswith("ur4rec"):
                 ranks[name].append(ranks_of(model, items, targets, None))
                 continue
-            ranks["ur4rec-template"].append(ranks_of(model, items, targets, template_vectors))
+            ranks[f"{name}-template"].append(ranks_of(model, items, targets, template_vectors))
             users = torch.from_numpy(split.test.users)
             none: list[Any] = [None] * len(users)
             own = model.preference_vectors(users, none, none)
-            ranks["ur4rec-preference"].append(ranks_of(model, items, targets, own))
+            ranks[f"{name}-preference"].append(ranks_of(model, items, targets, own))
     stacked = {label: np.stack(r) for label, r in ranks.items()}
     everyone = {"all": np.ones(len(targets), dtype=bool)}
     table = []

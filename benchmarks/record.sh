@@ -34,9 +34,14 @@ $PY benchmarks/compare_runs.py --a "${LLM}_pretrained_retriever_calibrated_with_
 $PY benchmarks/ensemble_check.py
 # New items, rare items and short histories, by group (about 45 minutes on 2 cores for the
 # three schemes).
-$PY benchmarks/cold_start.py --scheme cold-items --seeds 42,43,44 --parallel 2 --threads 1
+$PY benchmarks/cold_start.py --scheme cold-items --seeds 42,43,44 --parallel 2 --threads 1 --llm-texts
 $PY benchmarks/cold_start.py --scheme cold-time --seeds 42 --parallel 2 --threads 1
 $PY benchmarks/cold_start.py --scheme leave-one-out --seeds 42,43,44 --parallel 2 --threads 1
+$PY benchmarks/new_users.py --scheme leave-one-out --seeds 42,43,44
+$PY benchmarks/compare_runs.py --a "runs/cold-start/leave-one-out/ur4rec-s{seed}" \
+  --label-a "UR4Rec (cold config)" --b "runs/cold-start/leave-one-out/sasrec-s{seed}" \
+  --label-b "SASRec alone (cold config)" --seeds 42-44 --groups
+$PY benchmarks/add_items.py --run runs/cold-start/cold-items/ur4rec-s42
 $PY benchmarks/sasrec_quality.py
 # Timings last, on a quiet machine.
 $PY benchmarks/sasrec_speed.py

@@ -286,6 +286,7 @@ def comparisons(path: Path) -> str:
                 "A - B": _mark(f"{r['a']} - {r['b']}", r.get("run_provenance") or [None]),
                 "split": r["split"],
                 "protocol": r["protocol"],
+                "users": r.get("group", "all"),
                 "A NDCG@10": r["a ndcg@10"],
                 "B NDCG@10": r["b ndcg@10"],
                 "A - B [users' 95%] [seeds' 95%]": f"{d['mean']:+.4f} "
@@ -441,7 +442,58 @@ def cold_start(path: Path) -> str:
     return head + _md(rows, list(rows[0])) + "\n\n" + _md(pairs, list(pairs[0])) + "\n"
 
 
+def new_users(path: Path) -> str:
+    """Test users served as new users with a few items (benchmarks/new_users.py)."""
+    data = _json(path)
+    origin = data.get("provenance")
+    seeds = data["seeds"]
+    rows = []
+    for r in data["rows"]:
+        cell = r["test"]["all"]
+        spread = f" ± {cell['ndcg@10 sd']:.4f}" if len(seeds) > 1 else ""
+        rows.append({"model": _mark(r["label"], [origin]),
+                     "NDCG@10": f"{cell['ndcg@10']:.4f}{spread}",
+                     "Hit@10": f"{cell['hit@10']:.4f}"})  # fmt: skip
+    pairs = [
+        {"A - B": f"{c['a']} - {c['b']}",
+         "A - B [users' 95%] [seeds' 95%]": f"{c['mean']:+.4f} [{c['users_low']:+.4f}, "
+         f"{c['users_high']:+.4f}]" + (f" [{c['seeds_low']:+.4f}, {c['seeds_high']:+.4f}]"
+                                        if c["seeds_low"] is not None else ""),
+         "seeds A better": f"{c['seeds_better']}/{c['seeds']}"}
+        for c in data["comparisons"]
+    ]  # fmt: skip
+    head = (
+        f"`.venv/bin/python {origin['command']}` ({data['users']} test users of the "
+        f"{data['scheme']} split of {data['dataset']}, each with only their last "
+        f"{data['history']} items, as users the model has never seen; {data['protocol']} "
+        f"ranking, seeds {', '.join(map(str, seeds))})\n" + code_line([origin]) + "\n\n"
+    )
+    return head + _md(rows, list(rows[0])) + "\n\n" + _md(pairs, list(pairs[0])) + "\n"
+
+
+def add_items(path: Path) -> str:
+    """POST /items on a running service (benchmarks/add_items.py)."""
+    d = _json(path)
+    origin = d.get("provenance")
+    rows = [
+        {"measure": "POST /items p50 / p99 (target p50 <= 50 ms)",
+         "figure": f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f} ms over {d['items_posted']} items"},
+        {"measure": "a duplicate id", "figure": f"HTTP {d['duplicate_status']}"},
+        {"measure": "the twin of a one-item history: top-1 / in the top 10",
+         "figure": f"{d['twin_top1']:.0%} / {d['twin_top10']:.0%} of {d['probes']}"},
+        {"measure": "items after a restart / expected",
+         "figure": f"{d['items_after_restart']} / {d['items_expected']}"},
+    ]  # fmt: skip
+    head = (
+        f"`.venv/bin/python {origin['command']}` ({d['model']} on {d['dataset']}, "
+        f"{d['cpus']} CPUs, the service's defaults)\n" + code_line([origin]) + "\n\n"
+    )
+    return head + _md(rows, ["measure", "figure"]) + "\n"
+
+
 TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
+    "new-users": ("new-users-leave-one-out.json", new_users),
+    "add-items": ("add-items.json", add_items),
     "cold-items": ("cold-start-cold-items.json", cold_start),
     "cold-time": ("cold-start-cold-time.json", cold_start),
     "cold-loo": ("cold-start-leave-one-out.json", cold_start),

@@ -198,6 +198,15 @@ def test_an_item_added_to_a_fused_run_is_served(runs) -> None:
         {"id": "late", "title": "Late", "text": item_text(recommender.dataset.item_info[3])}
     )
     recommender.add_items([item])
+    model = recommender.model
+    cached = (model.sasrec._item_cache, model.retriever._item_cache, model.retriever._history_cache)
+    assert all(c is not None and len(c) == n + 1 for c in cached)  # extended, still cached
+    model.sasrec.clear_item_cache()
+    model.retriever.clear_item_cache()
+    torch.testing.assert_close(model.sasrec.item_vectors(), cached[0])
+    torch.testing.assert_close(model.retriever.item_vectors(), cached[1])
+    torch.testing.assert_close(model.retriever.history_proj(model.retriever.item_text), cached[2])
+    model.prepare_for_inference()
     everything = recommender.recommend_user(user, k=n + 1)
     late = [r for r in everything.items if r.item == "late"]
     assert late and set(late[0].scores) == {"sasrec", "retriever", "prior"}

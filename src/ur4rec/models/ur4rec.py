@@ -156,7 +156,9 @@ class UR4Rec(RecModel):
         self.retriever.add_items(item_text)
         known = self.known if self.known is not None else torch.ones(self.n_items, dtype=bool)
         self.n_items += added
-        self.set_known_items(torch.cat([known, known.new_zeros(added)]))
+        # Not set_known_items: that would drop the branches' item caches just extended.
+        self.register_buffer("known", torch.cat([known, known.new_zeros(added)]), persistent=False)
+        self.fusion.set_new_items(~self.known, self.sasrec.feature_proj is not None)
 
     def _prior_scores(self, items: torch.Tensor) -> torch.Tensor:
         """EASE over the last items, [B, n_items]; items added after fitting score 0 and
