@@ -1,6 +1,6 @@
 """POST /items on a running `ur4rec serve`: latency, and whether an added item is recommended.
 
-    .venv/bin/python benchmarks/add_items.py --run runs/ur4rec-quality/ml-100k-liked-default-s42
+    .venv/bin/python benchmarks/add_items.py --run runs/cold-start/cold-items/ur4rec-s42
 
 The run folder is copied to a temporary folder first (the service writes its item overlay
 beside the run, and the benchmark must leave the original as it was). The service starts in
@@ -10,7 +10,8 @@ over one keep-alive connection, each with an LLM description from
 the atomic overlay write and the model update). Then, for ``--probes`` catalogue items h, an
 item whose text is h's own item text is added, and a new user whose history is h alone asks
 for 10 items: the rank of the added twin is recorded (a text model should place it near the
-top). Writes docs/results/add-items.json; benchmarks/results_doc.py renders it.
+top). Merges one row per run into docs/results/add-items.jsonl; benchmarks/results_doc.py
+renders it.
 """
 
 from __future__ import annotations
@@ -30,13 +31,12 @@ from pathlib import Path
 
 import httpx
 
-from reuse import command_line, result_provenance, run_provenance
+from reuse import command_line, merge_rows, result_provenance, run_provenance
 from serve_latency import free_port, percentile
-from ur4rec.io import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 LLM_ITEMS = ROOT.parent / "shared" / "seed-llm-texts" / "item_descriptions.json"
-OUT = ROOT / "docs" / "results" / "add-items.json"
+OUT = ROOT / "docs" / "results" / "add-items.jsonl"
 
 
 def start(run_dir: Path, data_dir: str | None) -> tuple[subprocess.Popen[str], str]:
@@ -143,7 +143,7 @@ def main() -> None:
         "run_provenance": run_provenance(source),
         "provenance": result_provenance(command_line(__file__)),
     }
-    atomic_write_json(OUT, result)
+    merge_rows(OUT, [result], ("run",))
     print(
         f"{cfg.model.name} on {cfg.data.dataset}: POST /items p50 {result['p50_ms']} ms, "
         f"p99 {result['p99_ms']} ms over {len(latencies)}; duplicate -> {duplicate}; the twin "

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark behind docs/results.md, then the document itself (about 150 minutes on 2
+# Every benchmark behind docs/results.md, then the document itself (about 180 minutes on 2
 # cores). Stored runs of the current code and the same config are reused, anything else is
 # trained again (benchmarks/reuse.py), so a rerun after a code change updates every row.
 set -euo pipefail
@@ -32,16 +32,18 @@ $PY benchmarks/compare_runs.py --a "${LLM}_pretrained_retriever_calibrated_with_
   --label-a "UR4Rec, LLM item texts (pretrained, calibrated with the prior)" \
   --b "$Q-default-s{seed}" --label-b "UR4Rec (default)" --seeds 42-44 --results $OUT
 $PY benchmarks/ensemble_check.py
-# New items, rare items and short histories, by group (about 45 minutes on 2 cores for the
+# New items, rare items and short histories, by group (about 75 minutes on 2 cores for the
 # three schemes).
 $PY benchmarks/cold_start.py --scheme cold-items --seeds 42,43,44 --parallel 2 --threads 1 --llm-texts
 $PY benchmarks/cold_start.py --scheme cold-time --seeds 42 --parallel 2 --threads 1
-$PY benchmarks/cold_start.py --scheme leave-one-out --seeds 42,43,44 --parallel 2 --threads 1
+$PY benchmarks/cold_start.py --scheme leave-one-out --seeds 42,43,44 --parallel 2 --threads 1 \
+  --default-ur4rec
 $PY benchmarks/new_users.py --scheme leave-one-out --seeds 42,43,44
 $PY benchmarks/compare_runs.py --a "runs/cold-start/leave-one-out/ur4rec-s{seed}" \
   --label-a "UR4Rec (cold config)" --b "runs/cold-start/leave-one-out/sasrec-s{seed}" \
   --label-b "SASRec alone (cold config)" --seeds 42-44 --groups
 $PY benchmarks/add_items.py --run runs/cold-start/cold-items/ur4rec-s42
+$PY benchmarks/add_items.py --run runs/cold-start/cold-items/sasrec-content-s42
 $PY benchmarks/sasrec_quality.py
 # Timings last, on a quiet machine.
 $PY benchmarks/sasrec_speed.py

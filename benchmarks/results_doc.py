@@ -472,28 +472,32 @@ def new_users(path: Path) -> str:
 
 
 def add_items(path: Path) -> str:
-    """POST /items on a running service (benchmarks/add_items.py)."""
-    d = _json(path)
-    origin = d.get("provenance")
+    """POST /items on a running service, one row per run (benchmarks/add_items.py)."""
+    lines = _jsonl(path)
     rows = [
-        {"measure": "POST /items p50 / p99 (target p50 <= 50 ms)",
-         "figure": f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f} ms over {d['items_posted']} items"},
-        {"measure": "a duplicate id", "figure": f"HTTP {d['duplicate_status']}"},
-        {"measure": "the twin of a one-item history: top-1 / in the top 10",
-         "figure": f"{d['twin_top1']:.0%} / {d['twin_top10']:.0%} of {d['probes']}"},
-        {"measure": "items after a restart / expected",
-         "figure": f"{d['items_after_restart']} / {d['items_expected']}"},
+        {"model": _mark(f"{d['model']} ({Path(d['run']).name})", [d.get("provenance")]),
+         "POST /items p50 / p99 (ms)": f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f}",
+         "items": str(d["items_posted"]),
+         "duplicate id": f"HTTP {d['duplicate_status']}",
+         "twin of a one-item history: top-1 / top-10": f"{d['twin_top1']:.0%} / "
+         f"{d['twin_top10']:.0%} of {d['probes']}",
+         "items after a restart / expected": f"{d['items_after_restart']} / "
+         f"{d['items_expected']}"}
+        for d in lines
     ]  # fmt: skip
+    origins = [d.get("provenance") for d in lines]
     head = (
-        f"`.venv/bin/python {origin['command']}` ({d['model']} on {d['dataset']}, "
-        f"{d['cpus']} CPUs, the service's defaults)\n" + code_line([origin]) + "\n\n"
+        _commands([d["provenance"] for d in lines]) + f" ({lines[0]['dataset']}, "
+        f"{lines[0]['cpus']} CPUs, the service's defaults; target: p50 <= 50 ms)\n"
+        + code_line(origins)
+        + "\n\n"
     )
-    return head + _md(rows, ["measure", "figure"]) + "\n"
+    return head + _md(rows, list(rows[0])) + "\n"
 
 
 TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "new-users": ("new-users-leave-one-out.json", new_users),
-    "add-items": ("add-items.json", add_items),
+    "add-items": ("add-items.jsonl", add_items),
     "cold-items": ("cold-start-cold-items.json", cold_start),
     "cold-time": ("cold-start-cold-time.json", cold_start),
     "cold-loo": ("cold-start-leave-one-out.json", cold_start),
