@@ -290,3 +290,44 @@ def test_http_explain_llm(runs, tmp_path) -> None:
                 assert bad.status_code == 422
     finally:
         fake.close()
+
+
+def test_every_worker_process_serves_an_item_added_through_one(runs) -> None:
+    import subprocess
+    import sys
+
+    (runs["text-knn"] / OVERLAY).unlink(missing_ok=True)
+    port = _free_port()
+    cmd = [sys.executable, "-m", "ur4rec.cli", "serve", str(runs["text-knn"]), "--port", str(port),
+           "--workers", "2", "--data-dir", str(runs["data"])]  # fmt: skip
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                httpx.get(f"{url}/health", timeout=1).raise_for_status()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        recommender = Recommender(runs["text-knn"], str(runs["data"]))
+        liked = recommender.dataset.item_ids[9]
+        text = item_text(recommender.dataset.item_info[9])
+        added = httpx.post(f"{url}/items", json={"id": "shared-1", "text": text})
+        assert added.status_code == 201, added.text
+        from concurrent.futures import ThreadPoolExecutor
+
+        def top(_: int) -> str:  # a new connection each time
+            answer = httpx.post(f"{url}/recommendations", json={"history": [liked], "k": 1})
+            return answer.json()["items"][0]["item"]
+
+        with ThreadPoolExecutor(8) as pool:  # concurrent, so that both workers answer some
+            assert set(pool.map(top, range(48))) == {"shared-1"}
+        again = httpx.post(f"{url}/items", json={"id": "shared-1", "text": text})
+        assert again.status_code == 409  # whichever worker answers knows it
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        (runs["text-knn"] / OVERLAY).unlink(missing_ok=True)
