@@ -2,7 +2,6 @@
 persisted in the run's overlay."""
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-import uvicorn
 
 from ur4rec.cli import main
 from ur4rec.config import load_config
@@ -24,7 +22,7 @@ from ur4rec.text.templates import item_text
 from ur4rec.train import run
 
 from .conftest import cyclic_ratings, write_ml100k
-from .test_serve import _free_port
+from .test_serve import _free_port, serving
 from .test_trainer import TINY
 from .test_ur4rec import TINY_UR4REC
 
@@ -107,19 +105,8 @@ def test_bad_items_are_named(obj: object, problem: str) -> None:
 def served(runs) -> Iterator[tuple[str, Recommender]]:
     (runs["text-knn"] / OVERLAY).unlink(missing_ok=True)
     recommender = Recommender(runs["text-knn"], str(runs["data"]))
-    config = uvicorn.Config(
-        create_app(recommender), host="127.0.0.1", port=_free_port(), log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{config.port}", recommender
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(recommender)) as url:
+        yield url, recommender
 
 
 def test_an_item_added_over_http_is_recommended_and_kept(served, runs) -> None:

@@ -1,6 +1,7 @@
 """Recommend, explain and serve: a tiny UR4Rec run and a tiny SASRec run, queried through the
 CLI and through a real HTTP server on 127.0.0.1."""
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -121,13 +123,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(recommender: Recommender) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread on a free loopback port: its base URL."""
     port = _free_port()
-    config = uvicorn.Config(
-        create_app(recommender, max_body_bytes=4096), host="127.0.0.1", port=port,
-        log_level="warning",
-    )  # fmt: skip
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
@@ -135,9 +135,17 @@ def server(recommender: Recommender) -> Iterator[str]:
     while not instance.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(recommender: Recommender) -> Iterator[str]:
+    with serving(create_app(recommender, max_body_bytes=4096)) as url:
+        yield url
 
 
 def test_http_health_and_openapi(server: str) -> None:
