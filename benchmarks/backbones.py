@@ -18,15 +18,19 @@ Choose by the valid columns; the test columns are for reporting.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from reuse import command_line, find_run, merge_rows, plan_run, run_provenance, wanted_config
+from reuse import (
+    command_line,
+    find_run,
+    merge_rows,
+    plan_run,
+    run_provenance,
+    train_in_subprocess,
+    wanted_config,
+)
 from ur4rec.measures import SAMPLED_99
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,18 +50,8 @@ def train(config: str, seed: int, out: Path, threads: int, search: list[Path]) -
     if found is not None:
         print(f"{run_dir.name}: measured from {found}", flush=True)
         return found
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    ur4rec = str(Path(sys.executable).parent / "ur4rec")
-    if plan == "resume":
-        argv = [ur4rec, "train", "--resume", str(run_dir), "--quiet"]
-    else:
-        argv = [ur4rec, "train", "--config", str(path), "--set", f"seed={seed}",
-                "--out", str(run_dir), "--quiet"]  # fmt: skip
-    start = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr[-2000:]}")
-    print(f"trained {run_dir.name} in {time.perf_counter() - start:.0f} s", flush=True)
+    seconds = train_in_subprocess(run_dir, plan, path, [f"seed={seed}"], threads)
+    print(f"trained {run_dir.name} in {seconds:.0f} s", flush=True)
     return run_dir
 
 

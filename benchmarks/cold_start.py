@@ -26,18 +26,21 @@ docs/results/cold-start-SCHEME.json; benchmarks/results_doc.py renders it.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from reuse import command_line, plan_run, result_provenance, run_provenance, wanted_config
+from reuse import (
+    command_line,
+    plan_run,
+    result_provenance,
+    run_provenance,
+    train_in_subprocess,
+    wanted_config,
+)
 from ur4rec.data.prepare import open_dataset
 from ur4rec.data.splits import make_split
 from ur4rec.eval.baselines import build_baseline, describe_baseline
@@ -87,19 +90,8 @@ def train(name: str, scheme: str, seed: int, out: Path, threads: int, data_dir: 
     plan = plan_run(run_dir, wanted_config(config, overrides))
     if plan == "reuse":
         return run_dir
-    base = [sys.executable, "-m", "ur4rec.cli", "train", "--quiet"]
-    if plan == "resume":
-        cmd = [*base, "--resume", str(run_dir)]
-    else:
-        sets = [x for o in overrides for x in ("--set", o)]
-        cmd = [*base, "--config", str(config), "--out", str(run_dir), *sets]
-    cmd += ["--data-dir", data_dir] if data_dir else []
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"{run_dir}: training failed\n{proc.stderr[-3000:]}")
-    print(f"trained {run_dir} in {time.perf_counter() - start:.0f} s", flush=True)
+    seconds = train_in_subprocess(run_dir, plan, config, overrides, threads, data_dir)
+    print(f"trained {run_dir} in {seconds:.0f} s", flush=True)
     return run_dir
 
 

@@ -2,6 +2,7 @@
 wanted config and the same data (ur4rec.provenance); anything else is set aside and rerun.
 
     plan_run(run_dir, config_text) -> "reuse" | "resume" | "train"
+    train_in_subprocess(run_dir, plan, config, overrides, threads) -> seconds
     cached_ranks(run_dir, cases)   -> per-user ranks, recomputed unless current
     result_provenance(...)         -> what a result file records
 """
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shlex
 import shutil
+import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -58,6 +62,33 @@ def plan_run(run_dir: Path, config_text: str | None = None, data_hash: str | Non
         set_aside(run_dir, reasons)
         return "train"
     return "reuse" if (run_dir / SUMMARY).is_file() else "resume"
+
+
+def train_in_subprocess(
+    run_dir: Path,
+    plan: str,
+    config: Path,
+    overrides: Iterable[str] = (),
+    threads: int = 1,
+    data_dir: str | None = None,
+) -> float:
+    """Carry out a ``plan_run`` plan other than "reuse" with `ur4rec train` in a subprocess
+    limited to ``threads`` torch threads: "resume" continues the run, "train" trains
+    ``config`` with ``overrides`` into it. Returns the seconds taken; a failure stops the
+    benchmark with the tail of the run's stderr."""
+    base = [sys.executable, "-m", "ur4rec.cli", "train", "--quiet"]
+    if plan == "resume":
+        cmd = [*base, "--resume", str(run_dir)]
+    else:
+        sets = [x for o in overrides for x in ("--set", o)]
+        cmd = [*base, "--config", str(config), "--out", str(run_dir), *sets]
+    cmd += ["--data-dir", data_dir] if data_dir else []
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"{run_dir}: training failed\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start
 
 
 def find_run(

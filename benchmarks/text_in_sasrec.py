@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,7 +26,15 @@ import numpy as np
 import yaml
 
 from compare_runs import CASES, parse_seeds, print_comparison
-from reuse import cached_ranks, command_line, merge_rows, plan_run, run_provenance, wanted_config
+from reuse import (
+    cached_ranks,
+    command_line,
+    merge_rows,
+    plan_run,
+    run_provenance,
+    train_in_subprocess,
+    wanted_config,
+)
 from ur4rec_quality import VARIANTS_FILE, slug
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,17 +63,7 @@ def train_and_rank(
     overrides = [f"seed={seed}", STAGE_1, *overrides]
     plan = plan_run(run_dir, wanted_config(CONFIG, overrides))
     if plan != "reuse":
-        if plan == "resume":
-            args = ["--resume", str(run_dir)]
-        else:
-            sets = [x for o in overrides for x in ("--set", o)]
-            args = ["--config", str(CONFIG), "--out", str(run_dir), *sets]
-        data = ["--data-dir", data_dir] if data_dir else []
-        cmd = [sys.executable, "-m", "ur4rec.cli", "train", *args, "--quiet", *data]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{name} seed {seed} failed:\n{proc.stderr[-2000:]}")
+        train_in_subprocess(run_dir, plan, CONFIG, overrides, threads, data_dir)
     return cached_ranks(run_dir, CASES, data_dir)
 
 
