@@ -39,6 +39,7 @@ $PY benchmarks/cold_start.py --scheme cold-time --seeds 42 --parallel 2 --thread
 $PY benchmarks/cold_start.py --scheme leave-one-out --seeds 42,43,44 --parallel 2 --threads 1 \
   --default-ur4rec
 $PY benchmarks/new_users.py --scheme leave-one-out --seeds 42,43,44
+$PY benchmarks/cold_fusion.py
 $PY benchmarks/compare_runs.py --a "runs/cold-start/leave-one-out/ur4rec-s{seed}" \
   --label-a "UR4Rec (cold config)" --b "runs/cold-start/leave-one-out/sasrec-s{seed}" \
   --label-b "SASRec alone (cold config)" --seeds 42-44 --groups
