@@ -11,7 +11,8 @@ part, NDCG@10 (full ranking) for all users and by group, of:
 - a new item's prior column filled from its k text-nearest trained items (k = 5, 20, 50;
   softmax over cosine / 0.05), at prior weights 0.1 to 0.5;
 - a constant bonus b added to new items' fused scores;
-- (leave-one-out) a text-kNN branch added to the fused scores: c times its per-user z-score.
+- (leave-one-out) a text-kNN branch added to the fused scores: c times its per-user z-score;
+  and a bonus for rare candidates (1-19 training interactions), with or without that branch.
 
 Nothing here is chosen on test, and nothing of it is in the model: these are the repairs
 docs/results.md reports as tried and dropped. Writes docs/results/cold-fusion.json.
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from reuse import command_line, result_provenance, run_provenance
-from ur4rec.data.splits import make_split
+from ur4rec.data.splits import interaction_counts, make_split
 from ur4rec.eval.baselines import build_baseline
 from ur4rec.eval.compare import ndcg_at
 from ur4rec.eval.evaluator import Evaluator
@@ -105,12 +106,26 @@ def text_knn_branch(run_dir: Path, data_dir: str | None) -> dict[str, Any]:
     split = make_split(dataset, cfg.data.scheme)
     evaluator = Evaluator(dataset, split, "valid")
     knn = build_baseline("text-knn", dataset, split, root=data_dir)
-    return {
+    out = {
         f"text-kNN branch, weight {c:g}": figures(
             evaluator, Adjusted(model, lambda batch, c=c: c * standardise(knn.score(batch)))
         )
         for c in (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
     }
+    # The trade-off frontier on rare items: a bonus d (plus c times the text-kNN z-score)
+    # for candidates with 1-19 training interactions only.
+    counts = torch.as_tensor(interaction_counts(dataset, split.train))
+    tail = ((counts >= 1) & (counts < evaluator.group_spec.tail_below)).float()
+    for c in (0.0, 0.25, 0.5):
+        for d in (0.5, 0.75, 1.0, 1.25):
+            out[f"tail-item bonus {d:g}, text-kNN weight {c:g}"] = figures(
+                evaluator,
+                Adjusted(
+                    model,
+                    lambda batch, c=c, d=d: (c * standardise(knn.score(batch)) + d) * tail,
+                ),
+            )
+    return out
 
 
 def main() -> None:
