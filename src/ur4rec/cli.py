@@ -31,6 +31,7 @@ from ur4rec.report_table import format_table
 METRIC_COLUMNS = ("hit@10", "ndcg@10", "mrr@10")
 
 DATASET_NAMES = [*DATASETS, *DATASET_ALIASES]  # earlier names still work
+DATASET_HELP = f"a preset ({', '.join(DATASETS)}) or a name given to `ur4rec data import`"
 
 
 def _parse_ks(text: str) -> tuple[int, ...]:
@@ -122,6 +123,43 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
             f"{v} {k.replace('_', ' ')}" for k, v in dropped.items()
         )
     _print({**manifest, "reused": not fresh}, args.json, text)
+    return 0
+
+
+IMPORT_FLAGS = (
+    "interactions", "items", "user_col", "item_col", "time_col", "rating_col", "min_rating",
+    "min_user_interactions", "min_item_interactions", "k_core", "item_id_col", "title_col",
+    "text_cols", "category_col", "category_sep", "attribute_cols", "keep_catalog_items", "domain",
+)  # fmt: skip
+
+
+def cmd_data_import(args: argparse.Namespace) -> int:
+    from ur4rec.data.importer import import_dataset, load_import_config, spec_from_mapping
+    from ur4rec.data.prepare import save_imported
+
+    given = {k: getattr(args, k) for k in IMPORT_FLAGS}
+    given = {k: v for k, v in given.items() if v is not None and v is not False}
+    if args.name:
+        given["name"] = args.name
+    if args.config:
+        spec = load_import_config(args.config, given)
+    else:
+        spec = spec_from_mapping(given, "ur4rec data import")
+    dataset = import_dataset(spec)
+    folder = save_imported(dataset, args.data_dir)
+    manifest = {**dataset.manifest, "path": str(folder)}
+    counts = manifest["counts"]
+    text = (
+        f"imported {dataset.name}: {counts['users']} users, {counts['items']} items, "
+        f"{counts['interactions']} interactions from {manifest['rows_read']} rows\n"
+        f"  at {folder}\n  content hash {manifest['content_hash'][:16]}"
+    )
+    dropped = {k: v for k, v in manifest["dropped"].items() if v}
+    if dropped:
+        text += "\n  dropped or filled: " + ", ".join(
+            f"{v} {k.replace('_', ' ')}" for k, v in dropped.items()
+        )
+    _print(manifest, args.json, text)
     return 0
 
 
@@ -404,6 +442,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         result = recommender.recommend_history(history, args.k, args.text, explain)
     out = result.to_json()
     if explainer is not None:
+        from ur4rec.text.domain import domain_of
+
+        explainer.domain = domain_of(recommender.dataset)
         out = explainer.explain(out)
     _print(out, args.json, _format_recommendations(out))
     return 0
@@ -546,6 +587,46 @@ def build_parser() -> argparse.ArgumentParser:
     _common(prep)
     prep.set_defaults(func=cmd_data_prepare)
 
+    imp_data = data.add_parser(
+        "import", help="import an interaction log (and item table) as a dataset NAME"
+    )
+    imp_data.add_argument("name", nargs="?", metavar="NAME", help="the dataset's name")
+    imp_data.add_argument("--config", help="a YAML file of these options (flags override it)")
+    imp_data.add_argument("--interactions", metavar="FILE", help="CSV, TSV, Parquet or JSONL")
+    imp_data.add_argument("--items", metavar="FILE", help="the item table (same formats)")
+    for flag, default in (
+        ("user-col", "user_id"),
+        ("item-col", "item_id"),
+        ("time-col", "timestamp"),
+    ):
+        imp_data.add_argument(f"--{flag}", metavar="C", help=f"default {default}")
+    imp_data.add_argument("--rating-col", metavar="C", help="optional; without it every row is 1")
+    imp_data.add_argument("--min-rating", type=float, metavar="X", help="keep ratings >= X")
+    imp_data.add_argument("--min-user-interactions", type=int, metavar="N")
+    imp_data.add_argument("--min-item-interactions", type=int, metavar="N")
+    imp_data.add_argument(
+        "--k-core", action="store_true", help="repeat both minimums until they hold"
+    )
+    imp_data.add_argument(
+        "--item-id-col", metavar="C", help="the item table's id (default --item-col)"
+    )
+    imp_data.add_argument("--title-col", metavar="C")
+    imp_data.add_argument("--text-cols", metavar="C1,C2", help="free-text columns, joined")
+    imp_data.add_argument(
+        "--category-col", metavar="C", help="a list, or a string split on --category-sep"
+    )
+    imp_data.add_argument("--category-sep", metavar="S", help="default '|'")
+    imp_data.add_argument("--attribute-cols", metavar="C1,C2", help="numeric attributes")
+    imp_data.add_argument(
+        "--keep-catalog-items", action="store_true",
+        help="keep item-table items without interactions (recommendable from their text)",
+    )  # fmt: skip
+    imp_data.add_argument(
+        "--domain", metavar="WORD", help="what the items are, plural (default items)"
+    )
+    _common(imp_data)
+    imp_data.set_defaults(func=cmd_data_import)
+
     base = commands.add_parser("baseline", help="evaluate a non-sequential baseline")
     base.add_argument(
         "model",
@@ -553,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pop (training popularity), ease (whole history), ease-recent (last items) or "
         "text-knn (the last items' texts)",
     )
-    base.add_argument("--dataset", required=True, choices=DATASET_NAMES, metavar="DATASET")
+    base.add_argument("--dataset", required=True, metavar="DATASET", help=DATASET_HELP)
     base.add_argument(
         "--protocol", default="full", help=f"{PROTOCOL_NAMES} (default full; seed = {SAMPLED_99})"
     )
@@ -620,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     def text_args(p: argparse.ArgumentParser, kind: bool = True) -> None:
-        p.add_argument("--dataset", required=True, choices=DATASET_NAMES, metavar="DATASET")
+        p.add_argument("--dataset", required=True, metavar="DATASET", help=DATASET_HELP)
         if kind:
             p.add_argument("--kind", required=True, choices=("items", "users"))
         p.add_argument(

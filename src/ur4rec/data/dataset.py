@@ -12,10 +12,12 @@ import io
 import json
 import time
 import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from ur4rec.data.raw import ItemInfo, RawData
 from ur4rec.errors import DataError, Ur4recError
@@ -50,7 +52,15 @@ DATASETS: dict[str, DatasetSpec] = {
         keep_catalog_items=True,
     ),
     "ml-1m": DatasetSpec("ml-1m", "ml-1m"),
+    "ml-20m": DatasetSpec("ml-20m", "ml-20m", min_rating=4.0, min_user_interactions=5),
+    # Reviews as interactions, 5-core (the usual setting for this data), text from metadata.
+    "amazon-beauty": DatasetSpec(
+        "amazon-beauty", "amazon-2023-all-beauty", min_user_interactions=5,
+        min_item_interactions=5, k_core=True,
+    ),
 }  # fmt: skip
+# Presets whose items are not films: the words their texts use (text/domain.py).
+PRESET_DOMAINS = {"amazon-beauty": "products"}
 # Earlier names, still accepted (runs and commands that use them keep working).
 DATASET_ALIASES = {"ml-100k-seed": "ml-100k-liked"}
 
@@ -141,97 +151,120 @@ class Dataset:
         return str(self.manifest["content_hash"])
 
 
-def _sorted_ids(ids: np.ndarray) -> np.ndarray:
-    """Unique raw ids, numerically ordered when all are integers, else lexically."""
-    unique = np.unique(ids)
-    if all(s.isdigit() for s in unique):
-        return unique[np.argsort(unique.astype(np.int64), kind="stable")]
-    return unique
+def sorted_ids(ids: pl.Series) -> pl.Series:
+    """Unique raw ids, numerically ordered when all are digit strings, else lexically (UTF-8
+    byte order, which is code-point order)."""
+    unique = ids.unique()
+    frame = pl.DataFrame({"id": unique})
+    if bool(unique.str.contains(r"^[0-9]+$").all()):
+        # By value without parsing (ids may exceed 64 bits): leading zeros off, then length.
+        bare = pl.col("id").str.strip_chars_start("0")
+        frame = frame.sort([bare.str.len_bytes(), bare, pl.col("id")])
+    else:
+        frame = frame.sort("id")
+    return frame["id"]
 
 
-def _index_of(vocab: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Positions of ``values`` in ``vocab`` (every value must be present)."""
-    order = np.argsort(vocab)
-    return order[np.searchsorted(vocab, values, sorter=order)]
-
-
-def _duplicates(users: np.ndarray, items: np.ndarray, stamps: np.ndarray) -> np.ndarray:
-    """True for each row that repeats an earlier row's (user, item, timestamp)."""
-    _, first = np.unique(
-        np.rec.fromarrays([users, items, stamps], names="u,i,t"), return_index=True
-    )
-    repeated = np.ones(len(users), dtype=bool)
-    repeated[first] = False
-    return repeated
-
-
-def _filter(users: np.ndarray, items: np.ndarray, spec: DatasetSpec) -> np.ndarray:
-    """Boolean mask of interactions kept by the per-user / per-item minimum counts."""
-    keep = np.ones(len(users), dtype=bool)
-    while True:
-        before = int(keep.sum())
-        if spec.min_item_interactions > 0:
-            _, inverse, counts = np.unique(items[keep], return_inverse=True, return_counts=True)
-            keep[np.flatnonzero(keep)[counts[inverse] < spec.min_item_interactions]] = False
-        if spec.min_user_interactions > 0:
-            _, inverse, counts = np.unique(users[keep], return_inverse=True, return_counts=True)
-            keep[np.flatnonzero(keep)[counts[inverse] < spec.min_user_interactions]] = False
-        if not spec.k_core or int(keep.sum()) == before:
-            return keep
+def _index(frame: pl.DataFrame, column: str, vocab: pl.Series, name: str) -> pl.DataFrame:
+    """``frame`` with ``name``: the position of ``column``'s value in ``vocab``."""
+    lookup = pl.DataFrame({column: vocab, name: pl.arange(0, len(vocab), eager=True)})
+    return frame.join(lookup, on=column, how="left", maintain_order="left")
 
 
 def preprocess(raw: RawData, spec: DatasetSpec) -> Dataset:
     """Filter, order chronologically (timestamp, then source-file position) and remap ids."""
-    users = np.asarray(raw.users, dtype=str)
-    items = np.asarray(raw.items, dtype=str)
-    ratings, stamps = raw.ratings, raw.timestamps
-    position = np.arange(len(users), dtype=np.int64)
-    # A NaN or infinite rating is no rating: such rows are dropped and counted.
-    keep = np.isfinite(ratings)
-    non_finite = int((~keep).sum())
-    # The same (user, item, time) twice is one event logged twice: the first row is kept.
-    duplicate = _duplicates(users, items, stamps)
-    duplicates = int((duplicate & keep).sum())
-    keep &= ~duplicate
-    if spec.min_rating is not None:
-        keep &= ratings >= spec.min_rating
-    users, items, ratings, stamps, position = (
-        a[keep] for a in (users, items, ratings, stamps, position)
-    )
-    keep = _filter(users, items, spec)
-    users, items, ratings, stamps, position = (
-        a[keep] for a in (users, items, ratings, stamps, position)
-    )
-    if len(users) == 0:
-        raise DataError(f"{spec.name}: no interactions left after filtering ({spec.options()})")
+    return build_dataset(raw.frame(), raw.item_info, spec, source=raw.source, files=raw.files)
 
-    unknown = sorted(set(np.unique(items).tolist()) - set(raw.item_info), key=lambda s: (len(s), s))
-    if unknown:
+
+def build_dataset(
+    frame: pl.DataFrame,
+    item_info: Mapping[str, ItemInfo],
+    spec: DatasetSpec,
+    *,
+    source: str,
+    files: Mapping[str, str],
+    fill_missing_info: bool = False,
+    manifest: Mapping[str, object] | None = None,
+) -> Dataset:
+    """The prepared dataset from interactions in source order (columns user, item: str;
+    rating: float32; timestamp: int64).
+
+    Rows with a NaN or infinite rating are dropped, and so is every repeat of an earlier
+    (user, item, time) row: one event logged twice. Both are counted in the manifest. Then come
+    the rating threshold and the per-item / per-user minimums (repeated until both hold with
+    ``k_core``). Items in the log without metadata are an error, or with ``fill_missing_info``
+    get their id as title (counted). ``manifest`` adds entries to the manifest.
+    """
+    df = frame.select("user", "item", "rating", "timestamp").with_row_index("position")
+    finite = pl.col("rating").is_finite()
+    first = pl.struct("user", "item", "timestamp").is_first_distinct()
+    df = df.with_columns(finite.alias("finite"), first.alias("first"))
+    non_finite = int(df.select((~pl.col("finite")).sum()).item())
+    duplicates = int(df.select((pl.col("finite") & ~pl.col("first")).sum()).item())
+    df = df.filter(pl.col("finite") & pl.col("first")).drop("finite", "first")
+    emptied = "the log holds no rows" if frame.height == 0 else None
+    if emptied is None and df.height == 0:
+        emptied = "every row has a non-finite rating"
+    if spec.min_rating is not None and emptied is None:
+        df = df.filter(pl.col("rating") >= spec.min_rating)
+        if df.height == 0:
+            emptied = f"no rating is at least {spec.min_rating:g} (min_rating)"
+    while emptied is None:
+        before = df.height
+        if spec.min_item_interactions > 0:
+            df = df.filter(pl.len().over("item") >= spec.min_item_interactions)
+            if df.height == 0:
+                emptied = (
+                    f"no item has {spec.min_item_interactions} interactions (min_item_interactions)"
+                )
+                break
+        if spec.min_user_interactions > 0:
+            df = df.filter(pl.len().over("user") >= spec.min_user_interactions)
+            if df.height == 0:
+                emptied = (
+                    f"no user has {spec.min_user_interactions} interactions (min_user_interactions)"
+                )
+                break
+        if not spec.k_core or df.height == before:
+            break
+    if emptied is not None:
+        raise DataError(f"{spec.name}: no interactions left after filtering: {emptied}")
+
+    log_items = df["item"].unique()
+    known = set(item_info)
+    unknown = [i for i in log_items.to_list() if i not in known]
+    if unknown and not fill_missing_info:
+        unknown.sort(key=lambda s: (len(s), s))
         raise DataError(
-            f"{raw.source}: {len(unknown)} rated item id(s) have no metadata, e.g. {unknown[:5]}"
+            f"{source}: {len(unknown)} rated item id(s) have no metadata, e.g. {unknown[:5]}"
         )
-    user_vocab = _sorted_ids(users)
-    catalogue = np.asarray(list(raw.item_info), dtype=str)
-    item_vocab = _sorted_ids(catalogue if spec.keep_catalog_items else items)
-    user_index, item_index = _index_of(user_vocab, users), _index_of(item_vocab, items)
-
-    order = np.lexsort((position, stamps, user_index))
-    user_index, item_index = user_index[order], item_index[order]
+    user_vocab = sorted_ids(df["user"])
+    items = log_items
+    if spec.keep_catalog_items:
+        items = pl.concat([log_items, pl.Series(list(item_info), dtype=pl.String)])
+    item_vocab = sorted_ids(items)
+    df = _index(df, "user", user_vocab, "u")
+    df = _index(df, "item", item_vocab, "i").sort(["u", "timestamp", "position"])
+    user_index = df["u"].to_numpy().astype(np.int64)
     counts = np.bincount(user_index, minlength=len(user_vocab))
     offsets = np.zeros(len(user_vocab) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
 
+    item_ids = item_vocab.to_list()
     dataset = Dataset(
         name=spec.name,
-        user_ids=[str(u) for u in user_vocab],
-        item_ids=[str(i) for i in item_vocab],
-        item_info=[raw.item_info[str(i)] for i in item_vocab],
+        user_ids=user_vocab.to_list(),
+        item_ids=item_ids,
+        item_info=[item_info.get(i) or ItemInfo(i, None, ()) for i in item_ids],
         offsets=offsets,
-        item=item_index.astype(np.int64),
-        rating=ratings[order].astype(np.float32),
-        timestamp=stamps[order].astype(np.int64),
+        item=df["i"].to_numpy().astype(np.int64),
+        rating=df["rating"].to_numpy().astype(np.float32),
+        timestamp=df["timestamp"].to_numpy().astype(np.int64),
         manifest={},
     )
+    dropped: dict[str, int] = {"non_finite_ratings": non_finite, "duplicate_events": duplicates}
+    if fill_missing_info:
+        dropped["items_without_metadata"] = len(unknown)  # kept, titled by their id
     dataset.manifest = {
         "format_version": FORMAT_VERSION,
         "name": spec.name,
@@ -244,9 +277,10 @@ def preprocess(raw: RawData, spec: DatasetSpec) -> Dataset:
             "min_user_length": int(counts.min()),
             "median_user_length": float(np.median(counts)),
         },
-        "dropped": {"non_finite_ratings": non_finite, "duplicate_events": duplicates},
-        "source": raw.source,
-        "source_files": raw.files,
+        "dropped": dropped,
+        "source": source,
+        "source_files": dict(files),
+        **(manifest or {}),
         "content_hash": _content_hash(dataset),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from ur4rec.data.dataset import (
     DATASET_ALIASES,
+    DATASETS,
     FORMAT_VERSION,
+    PRESET_DOMAINS,
     Dataset,
     canonical_dataset,
     get_spec,
@@ -17,8 +19,9 @@ from ur4rec.data.dataset import (
     preprocess,
     save_dataset,
 )
+from ur4rec.data.importer import NAME
 from ur4rec.data.sources import data_dir, load_raw
-from ur4rec.errors import DataError
+from ur4rec.errors import DataError, Ur4recError
 
 
 def prepared_folder(name: str, root: str | os.PathLike[str] | None = None) -> Path:
@@ -79,6 +82,12 @@ def prepare_dataset(
     A prepared copy that is damaged or out of date is rebuilt only from the source it was
     prepared from, and only if that source still holds the same files; otherwise this stops
     and says so, rather than quietly swapping in another source's data."""
+    if canonical_dataset(name) not in DATASETS:
+        if source is not None or force:
+            raise DataError(
+                f"{name} is an imported dataset: import it again with `ur4rec data import`"
+            )
+        return imported_dataset(name, root), False
     spec = get_spec(name)
     folder = prepared_folder(name, root)
     expected: dict[str, str] = {}
@@ -111,6 +120,8 @@ def prepare_dataset(
             "or --force to accept them"
         )
     dataset = preprocess(raw, spec)
+    if spec.name in PRESET_DOMAINS:
+        dataset.manifest["domain"] = PRESET_DOMAINS[spec.name]
     try:
         save_dataset(dataset, folder)
     except OSError as exc:
@@ -119,6 +130,44 @@ def prepare_dataset(
             "or $UR4REC_DATA at a writable folder"
         ) from None
     return dataset, True
+
+
+def imported_names(root: str | os.PathLike[str] | None = None) -> list[str]:
+    """Names of the datasets imported under the data folder."""
+    prepared = data_dir(root) / "prepared"
+    if not prepared.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in prepared.iterdir()
+        if p.name not in DATASETS and p.name not in DATASET_ALIASES and not p.name.startswith(".")
+        and (p / "manifest.json").is_file()
+    )  # fmt: skip
+
+
+def imported_dataset(name: str, root: str | os.PathLike[str] | None = None) -> Dataset:
+    """A dataset ``ur4rec data import`` wrote under ``name``."""
+    folder = data_dir(root) / "prepared" / name
+    if not NAME.match(name) or not (folder / "manifest.json").is_file():
+        known = [*DATASETS, *imported_names(root)]
+        raise Ur4recError(f"unknown dataset {name!r}; known: {', '.join(known)}")
+    try:
+        return load_dataset(folder)
+    except DataError as exc:
+        raise DataError(f"{exc} (import it again with `ur4rec data import`)") from None
+
+
+def save_imported(dataset: Dataset, root: str | os.PathLike[str] | None = None) -> Path:
+    """Write an imported dataset under its name (atomically); returns the folder."""
+    folder = data_dir(root) / "prepared" / dataset.name
+    try:
+        save_dataset(dataset, folder)
+    except OSError as exc:
+        raise DataError(
+            f"cannot write the imported {dataset.name} under {folder.parent}: {exc}; point "
+            "--data-dir or $UR4REC_DATA at a writable folder"
+        ) from None
+    return folder
 
 
 def open_dataset(name: str, root: str | os.PathLike[str] | None = None) -> Dataset:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from ur4rec.errors import DataError
 
@@ -28,14 +29,31 @@ _TITLE_YEAR = re.compile(r"^(.*?)\s*\((\d{4})\)\s*$")
 
 @dataclass(frozen=True)
 class ItemInfo:
-    """Metadata of one item: title without the year, release year, genres."""
+    """Metadata of one item, in any domain: its title, a year when known, its categories
+    (genres, for films), free text (a description) and numeric attributes (price, ...)."""
 
     title: str
     year: int | None
-    genres: tuple[str, ...]
+    genres: tuple[str, ...]  # the item's categories
+    description: str = ""
+    attributes: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self.genres
 
     def to_json(self) -> dict[str, object]:
-        return {"title": self.title, "year": self.year, "genres": list(self.genres)}
+        # Only what is set: a MovieLens item's JSON (and so the dataset's hash) stays as it was.
+        obj: dict[str, object] = {
+            "title": self.title,
+            "year": self.year,
+            "genres": list(self.genres),
+        }
+        if self.description:
+            obj["description"] = self.description
+        if self.attributes:
+            obj["attributes"] = dict(self.attributes)
+        return obj
 
     @classmethod
     def from_json(cls, obj: dict[str, object]) -> ItemInfo:
@@ -47,7 +65,16 @@ class ItemInfo:
             raise DataError(f"item {obj['title']!r}: 'genres' must be a list of strings")
         if year is not None and (not isinstance(year, int) or isinstance(year, bool)):
             raise DataError(f"item {obj['title']!r}: 'year' must be an integer or null")
-        return cls(obj["title"], year, tuple(genres))
+        description = obj.get("description") or ""
+        if not isinstance(description, str):
+            raise DataError(f"item {obj['title']!r}: 'description' must be a string")
+        attributes = obj.get("attributes") or {}
+        if not isinstance(attributes, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in attributes.values()
+        ):
+            raise DataError(f"item {obj['title']!r}: 'attributes' must map names to numbers")
+        pairs = tuple((str(k), float(v)) for k, v in attributes.items())
+        return cls(obj["title"], year, tuple(genres), description, pairs)
 
 
 @dataclass
@@ -61,9 +88,24 @@ class RawData:
     item_info: dict[str, ItemInfo]
     source: str
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    # Large releases are read as a table; then users and items are left empty.
+    table: pl.DataFrame | None = None
 
     def __len__(self) -> int:
-        return len(self.users)
+        return len(self.users) if self.table is None else self.table.height
+
+    def frame(self) -> pl.DataFrame:
+        """The interactions as a table (user, item, rating, timestamp), in source order."""
+        if self.table is not None:
+            return self.table
+        return pl.DataFrame(
+            {
+                "user": pl.Series(self.users, dtype=pl.String),
+                "item": pl.Series(self.items, dtype=pl.String),
+                "rating": pl.Series(self.ratings, dtype=pl.Float32),
+                "timestamp": pl.Series(self.timestamps, dtype=pl.Int64),
+            }
+        )
 
 
 def sha256_file(path: Path) -> str:

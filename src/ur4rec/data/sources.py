@@ -19,6 +19,7 @@ from pathlib import Path
 
 import platformdirs
 
+from ur4rec.data.public import holds, read_public
 from ur4rec.data.raw import (
     RawData,
     detect_grouplens_folder,
@@ -31,8 +32,8 @@ from ur4rec.io import atomic_directory
 
 
 @dataclass(frozen=True)
-class Release:
-    """A GroupLens release and its pinned archive."""
+class RemoteFile:
+    """One pinned file of a release: a zip archive (extracted) or a file kept as it is."""
 
     name: str
     url: str
@@ -40,19 +41,57 @@ class Release:
     size: int
 
 
-# Digests as published in TensorFlow Datasets' url_checksums/movielens.txt.
+@dataclass(frozen=True)
+class Release:
+    """A public release and its pinned files."""
+
+    name: str
+    files: tuple[RemoteFile, ...]
+
+    @property
+    def url(self) -> str:
+        return self.files[0].url
+
+    @property
+    def sha256(self) -> str:
+        return self.files[0].sha256
+
+
+def _zip(name: str, sha256: str, size: int) -> Release:
+    url = f"https://files.grouplens.org/datasets/movielens/{name}.zip"
+    return Release(name, (RemoteFile(f"{name}.zip", url, sha256, size),))
+
+
+AMAZON_2023 = "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_2023/raw"
+# MovieLens digests as published in TensorFlow Datasets' url_checksums/movielens.txt. The Amazon
+# Reviews 2023 digests are as one public project recorded them on download (2026-07-15); the
+# publisher lists none, so a changed upload is refused rather than silently used.
 RELEASES: dict[str, Release] = {
-    "ml-100k": Release(
-        "ml-100k",
-        "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
-        "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
-        4924029,
+    "ml-100k": _zip(
+        "ml-100k", "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229", 4924029
     ),
-    "ml-1m": Release(
-        "ml-1m",
-        "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
-        "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
-        5917549,
+    "ml-1m": _zip(
+        "ml-1m", "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20", 5917549
+    ),
+    "ml-20m": _zip(
+        "ml-20m", "96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3", 198702078
+    ),
+    "amazon-2023-all-beauty": Release(
+        "amazon-2023-all-beauty",
+        (
+            RemoteFile(
+                "All_Beauty.jsonl.gz",
+                f"{AMAZON_2023}/review_categories/All_Beauty.jsonl.gz",
+                "ee00e66835567c3f12fde6a482f8d7055c22cac2d0924f677263affdd8a0e349",
+                0,  # size not recorded with the digest
+            ),
+            RemoteFile(
+                "meta_All_Beauty.jsonl.gz",
+                f"{AMAZON_2023}/meta_categories/meta_All_Beauty.jsonl.gz",
+                "51f8255c2794afd60e274c10d3e2d09dc1f671eba4ba35f74f748d8631216d05",
+                0,
+            ),
+        ),
     ),
 }
 
@@ -85,6 +124,10 @@ def recbole_folder(release: str = "ml-100k") -> Path | None:
 
 
 def _read_folder(folder: Path, release: str) -> RawData:
+    if release not in ("ml-100k", "ml-1m"):
+        if not holds(folder, release) and holds(folder / release, release):
+            folder = folder / release
+        return read_public(folder, release)
     found = detect_grouplens_folder(folder)
     if found is None:
         nested = folder / release
@@ -111,20 +154,43 @@ def download_release(
     sha256: str | None = None,
     timeout: float = 60.0,
 ) -> Path:
-    """Download a release zip, check its digest, extract it atomically into the cache.
+    """Download a release's files, check each digest, and put them (zips extracted) into the
+    cache atomically: all of them or none.
 
-    ``url`` defaults to $UR4REC_MIRROR/<release>.zip if set, else GroupLens; ``sha256`` to
-    the pinned digest. Nothing is left behind on failure.
+    A file's URL defaults to $UR4REC_MIRROR/<file name> if set, else the publisher's; ``url``
+    and ``sha256`` replace the first file's. Nothing is left behind on failure.
     """
     if release not in RELEASES:
         raise Ur4recError(f"no download known for {release!r}; known: {sorted(RELEASES)}")
-    pinned = RELEASES[release]
     mirror = os.environ.get("UR4REC_MIRROR")
-    url = url or (f"{mirror.rstrip('/')}/{release}.zip" if mirror else pinned.url)
-    expected = (sha256 or pinned.sha256).lower()
     downloads = root / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=downloads, prefix=f".{release}.", suffix=".zip.part")
+    fetched: list[tuple[RemoteFile, Path]] = []
+    try:
+        for n, remote in enumerate(RELEASES[release].files):
+            where = f"{mirror.rstrip('/')}/{remote.name}" if mirror else remote.url
+            expected = remote.sha256
+            if n == 0:
+                where, expected = url or where, sha256 or expected
+            fetched.append(
+                (remote, _fetch(where, expected.lower(), downloads, remote.name, timeout))
+            )
+        target = _cache_folder(root, release)
+        with atomic_directory(target) as staging:
+            for remote, tmp in fetched:
+                if remote.name.endswith(".zip"):
+                    _safe_extract(tmp, staging)
+                else:
+                    os.replace(tmp, staging / remote.name)
+        return target
+    finally:
+        for _, tmp in fetched:
+            tmp.unlink(missing_ok=True)
+
+
+def _fetch(url: str, expected: str, downloads: Path, name: str, timeout: float) -> Path:
+    """``url`` into a temp file under ``downloads`` whose SHA-256 is ``expected``."""
+    fd, tmp_name = tempfile.mkstemp(dir=downloads, prefix=f".{name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
         digest = hashlib.sha256()
@@ -150,12 +216,10 @@ def download_release(
                 f"download of {url} has SHA-256 {actual}, expected {expected}: "
                 "the file is corrupt or not the pinned release; nothing was kept"
             )
-        target = _cache_folder(root, release)
-        with atomic_directory(target) as staging:
-            _safe_extract(tmp, staging)
-        return target
-    finally:
+        return tmp
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
 
 
 def _safe_extract(archive: Path, dest: Path) -> None:
@@ -173,7 +237,10 @@ def _safe_extract(archive: Path, dest: Path) -> None:
 def _grouplens_in(folder: Path, release: str) -> Path | None:
     """The folder holding the release's files within an extracted tree, if any."""
     for candidate in (folder, folder / release):
-        if detect_grouplens_folder(candidate) == release:
+        if release not in ("ml-100k", "ml-1m"):
+            if holds(candidate, release):
+                return candidate
+        elif detect_grouplens_folder(candidate) == release:
             return candidate
     return None
 
@@ -186,7 +253,7 @@ def load_raw(
 ) -> RawData:
     """Read a release's raw interactions, trying the sources in order (see module doc)."""
     if release not in RELEASES:
-        raise Ur4recError(f"unknown MovieLens release {release!r}; known: {sorted(RELEASES)}")
+        raise Ur4recError(f"unknown release {release!r}; known: {sorted(RELEASES)}")
     root = data_dir(root)
     if source is not None and str(source) not in SOURCE_KEYWORDS:
         folder = Path(source).expanduser()
@@ -215,5 +282,5 @@ def load_raw(
     folder = _grouplens_in(extracted, release)
     if folder is None:
         shutil.rmtree(extracted, ignore_errors=True)
-        raise DataError(f"the downloaded {release} archive holds no GroupLens files")
+        raise DataError(f"the downloaded {release} files are not the release's")
     return _read_folder(folder, release)

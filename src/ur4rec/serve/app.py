@@ -43,6 +43,7 @@ from ur4rec.serve.recommender import (
     Recommender,
     UnknownIdError,
 )
+from ur4rec.text.domain import domain_of
 from ur4rec.version import __version__
 
 MAX_BODY_BYTES = 64 * 1024
@@ -255,6 +256,8 @@ def create_app(
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ur4rec-model")
     # LLM calls wait on the network: their own threads, never the model's.
     writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ur4rec-llm")
+    if explainer is not None:
+        explainer.domain = domain_of(recommender.dataset)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

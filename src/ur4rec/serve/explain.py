@@ -15,14 +15,15 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ur4rec.text.domain import MOVIES, Domain
 from ur4rec.text.generate import ResponseCache
 from ur4rec.text.llm import ChatClient, LLMError, Refused
 
 PROMPT_VERSION = "explain-v1"
-PROMPT = """You explain movie recommendations to a user in one short sentence.
-Use only the evidence below; do not invent facts about the movie or the user.
+PROMPT = """You explain {kind} recommendations to a user in one short sentence.
+Use only the evidence below; do not invent facts about the {item} or the user.
 
-Recommended: {item}
+Recommended: {recommended}
 {evidence}
 
 Write one sentence (at most 30 words) saying why this was recommended."""
@@ -50,8 +51,13 @@ def evidence_lines(rec: dict[str, Any]) -> list[str]:
     return lines
 
 
-def explanation_prompt(rec: dict[str, Any]) -> str:
-    return PROMPT.format(item=rec["title"], evidence="\n".join(evidence_lines(rec))).strip()
+def explanation_prompt(rec: dict[str, Any], domain: Domain = MOVIES) -> str:
+    return PROMPT.format(
+        recommended=rec["title"],
+        evidence="\n".join(evidence_lines(rec)),
+        kind=domain.item,
+        item=domain.item,
+    ).strip()
 
 
 class LLMExplainer:
@@ -59,6 +65,7 @@ class LLMExplainer:
 
     def __init__(self, client: ChatClient, cache: ResponseCache, concurrency: int = 4) -> None:
         self.client, self.cache, self.concurrency = client, cache, max(1, concurrency)
+        self.domain = MOVIES  # the served dataset's (serve sets it)
 
     def _sentence(self, prompt: str) -> str:
         params = {**self.client.cache_params(), "prompt_version": PROMPT_VERSION}
@@ -79,7 +86,7 @@ class LLMExplainer:
         recs = [r for r in result.get("items", []) if r.get("explanation") is not None]
         if not recs:
             return result
-        prompts = [explanation_prompt(r) for r in recs]
+        prompts = [explanation_prompt(r, self.domain) for r in recs]
         with ThreadPoolExecutor(min(self.concurrency, len(prompts))) as pool:
             answers = list(pool.map(self._safe, prompts))
         failures = [a for a in answers if isinstance(a, Exception)]

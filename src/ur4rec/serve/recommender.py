@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from ur4rec.data.batches import HistoryBatch
 from ur4rec.data.splits import PAD
 from ur4rec.errors import Ur4recError
+from ur4rec.text.domain import domain_of
 from ur4rec.text.history import SeenItem, UserHistory
 from ur4rec.text.templates import display_title, user_text
 
@@ -316,7 +317,11 @@ class Recommender:
             history = self.item_indices(query.items)
             text, note = query.text, []
             if self.model.uses_text and text is None:
-                text = user_text(self._ad_hoc_history(history), titles=self._template_titles)
+                text = user_text(
+                    self._ad_hoc_history(history),
+                    titles=self._template_titles,
+                    domain=domain_of(self.dataset),
+                )
                 note.append("no preference text given: written from the history by the template")
             elif not self.model.uses_text:
                 text = None

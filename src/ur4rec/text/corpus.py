@@ -11,6 +11,7 @@ import numpy as np
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.splits import make_split
 from ur4rec.errors import DataError
+from ur4rec.text.domain import domain_of
 from ur4rec.text.encoder import TextEncoder
 from ur4rec.text.history import UserHistory, training_histories
 from ur4rec.text.store import read_texts
@@ -25,13 +26,14 @@ def template_texts(
 ) -> dict[str, str]:
     """Template texts for every item or user (users: the training part only; ``titles=False``
     is the title-free style)."""
+    domain = domain_of(dataset)
     if kind == "items":
         return {
-            raw: item_text(info)
+            raw: item_text(info, domain)
             for raw, info in zip(dataset.item_ids, dataset.item_info, strict=True)
         }
     histories = training_histories(dataset, make_split(dataset, scheme))
-    return {h.raw_user_id: user_text(h, titles=titles) for h in histories}
+    return {h.raw_user_id: user_text(h, titles=titles, domain=domain) for h in histories}
 
 
 def template_snapshots(
@@ -48,14 +50,19 @@ def template_snapshots(
         raise ValueError("every must be >= 1")
     histories = training_histories(dataset, make_split(dataset, scheme))
     empty = UserHistory("", ())
-    texts = [user_text(empty, titles=titles)]
+    domain = domain_of(dataset)
+    texts = [user_text(empty, titles=titles, domain=domain)]
     first_row = np.zeros(dataset.n_users, dtype=np.int64)
     for user, history in enumerate(histories):
         first_row[user] = len(texts)
         # Training targets sit at positions 1 .. n-1, so cut-offs every .. n-1 cover them all.
         for cut in range(every, len(history.items), every):
             texts.append(
-                user_text(UserHistory(history.raw_user_id, history.items[:cut]), titles=titles)
+                user_text(
+                    UserHistory(history.raw_user_id, history.items[:cut]),
+                    titles=titles,
+                    domain=domain,
+                )
             )
     return texts, first_row
 

@@ -23,9 +23,10 @@ from tqdm import tqdm
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.splits import make_split
 from ur4rec.io import atomic_write_json
+from ur4rec.text.domain import domain_of
 from ur4rec.text.history import training_histories
 from ur4rec.text.llm import ChatClient, LLMError, Refused
-from ur4rec.text.prompts import PROMPT_VERSIONS, item_prompt, user_prompt
+from ur4rec.text.prompts import item_prompt, prompt_version, user_prompt
 from ur4rec.text.templates import TEMPLATE_VERSION, item_text, user_text
 
 KINDS = ("items", "users")
@@ -50,14 +51,20 @@ class GenerationResult:
 
 def build_jobs(dataset: Dataset, kind: str, scheme: str = "leave-one-out") -> list[TextJob]:
     """One job per item or user; user jobs see only the split's training part."""
+    if kind not in ("items", "users"):
+        raise ValueError(f"unknown text kind {kind!r}; use items or users")
+    domain = domain_of(dataset)
     if kind == "items":
         return [
-            TextJob(raw, item_prompt(info), item_text(info))
+            TextJob(raw, item_prompt(info, domain), item_text(info, domain))
             for raw, info in zip(dataset.item_ids, dataset.item_info, strict=True)
         ]
     if kind == "users":
         histories = training_histories(dataset, make_split(dataset, scheme))
-        return [TextJob(h.raw_user_id, user_prompt(h), user_text(h)) for h in histories]
+        return [
+            TextJob(h.raw_user_id, user_prompt(h, domain), user_text(h, domain=domain))
+            for h in histories
+        ]
     raise ValueError(f"unknown text kind {kind!r}; use items or users")
 
 
@@ -172,7 +179,7 @@ def manifest_for(
         "backend": "openai" if client else "template",
         "model": client.model if client else TEMPLATE_VERSION,
         "params": client.params() if client else {},
-        "prompt_version": PROMPT_VERSIONS[kind] if client else TEMPLATE_VERSION,
+        "prompt_version": prompt_version(kind, domain_of(dataset)) if client else TEMPLATE_VERSION,
         "split": scheme if kind == "users" else None,
         "history": "training part only" if kind == "users" else None,
         "status_counts": result.counts(),
