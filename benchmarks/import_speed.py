@@ -98,6 +98,7 @@ def main() -> None:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "rows": manifest["rows_read"],
         "file_mib": round(log.stat().st_size / 2**20, 1),
+        "table_items": args.items,
         "counts": manifest["counts"],
         "dropped": manifest["dropped"],
         "seconds": round(seconds, 1),

@@ -397,6 +397,21 @@ def sasrec_speed(path: Path) -> str:
     )
 
 
+def import_speed(path: Path) -> str:
+    d = _json(path)
+    c = d["counts"]
+    return (
+        f"`.venv/bin/python {d['command']}` ({d['time'][:10]}; {d['cpus']} cores)\n"
+        f"{code_line([d.get('provenance')])}\n\n"
+        f"{d['rows']:,} rows ({d['file_mib']} MiB of CSV, 1% of them repeated events) and a "
+        f"{d.get('table_items', 0):,}-item table: **{d['seconds']:.1f} s, peak RSS "
+        f"{d['peak_rss_mib']:,.0f} MiB** for the whole `ur4rec data import` process "
+        f"(target: {d['target']}), giving {c['users']:,} users, {c['items']:,} items and "
+        f"{c['interactions']:,} interactions ({d['dropped']['duplicate_events']:,} repeated "
+        "events dropped).\n"
+    )
+
+
 def cold_start(path: Path) -> str:
     """Every model on one split by group (benchmarks/cold_start.py): test NDCG@10 and Hit@10
     (mean over seeds), the validation cold figure that chose the fused model's rival, and the
@@ -509,6 +524,7 @@ TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "ur4rec-quality": ("ur4rec-quality.jsonl", ur4rec_quality),
     "comparisons": ("comparisons.jsonl", comparisons),
     "sasrec-speed": ("sasrec-speed.json", sasrec_speed),
+    "import-speed": ("import-speed.json", import_speed),
     "sasrec-sweep": ("sasrec-sweep.json", sasrec_sweep),
     "ensemble": ("ensemble.json", ensemble),
     "headline": ("ur4rec-quality.jsonl", headline),

@@ -328,3 +328,13 @@ def test_a_shop_goes_through_training_recommending_and_serving(capsys, tmp_path:
     assert not MOVIE_WORDS.search(answer.text)
     ids = [r["item"] for r in answer.json()["items"]]
     assert len(ids) == 3 and not {"p1", "p2"} & set(ids) and set(ids) <= {i for i, *_ in SHOP_ITEMS}
+
+
+def test_the_readme_example_imports(capsys) -> None:
+    config = Path(__file__).parent.parent / "examples" / "shop" / "shop.yaml"
+    code, out, _ = run(capsys, "data", "import", "--config", str(config), "--json")
+    assert code == 0
+    manifest = json.loads(out)
+    assert manifest["name"] == "shop" and manifest["domain"] == "products"
+    assert (manifest["counts"]["users"], manifest["counts"]["items"]) == (60, 11)
+    assert manifest["counts"]["interactions"] == 360
