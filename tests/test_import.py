@@ -317,6 +317,10 @@ def test_a_shop_goes_through_training_recommending_and_serving(capsys, tmp_path:
     recs = json.loads(result)
     assert len(recs["items"]) == 3 and all(r["explanation"] for r in recs["items"])
     assert not MOVIE_WORDS.search(result)
+    from ur4rec.serve.explain import explanation_prompt
+
+    prompt = explanation_prompt(recs["items"][0], domain_of(open_dataset("shop")))
+    assert "product recommendations" in prompt and not MOVIE_WORDS.search(prompt)
 
     client = TestClient(create_app(Recommender(out)))
     answer = client.get("/users/c001/recommendations", params={"k": 3, "explain": "true"})
