@@ -163,6 +163,28 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from ur4rec.data.prepare import save_imported
+    from ur4rec.data.synth import SynthSpec, synthesise
+
+    spec = SynthSpec(
+        args.name, args.users, args.items, args.interactions, args.seed, topics=args.topics
+    )
+    if spec.name in DATASET_NAMES:
+        raise Ur4recError(f"{spec.name!r} is a preset's name; choose another")
+    dataset = synthesise(spec)
+    folder = save_imported(dataset, args.data_dir)
+    manifest = {**dataset.manifest, "path": str(folder)}
+    counts = manifest["counts"]
+    text = (
+        f"synthesised {dataset.name}: {counts['users']} users, {counts['items']} items, "
+        f"{counts['interactions']} interactions (seed {spec.seed})\n  at {folder}\n"
+        f"  content hash {manifest['content_hash'][:16]}"
+    )
+    _print(manifest, args.json, text)
+    return 0
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.dataset, root=args.data_dir)
     split = make_split(dataset, args.scheme)
@@ -626,6 +648,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(imp_data)
     imp_data.set_defaults(func=cmd_data_import)
+
+    synth = data.add_parser(
+        "synth", help="a synthetic dataset: drifting topic taste, power-law items, topic texts"
+    )
+    synth.add_argument("name", metavar="NAME")
+    synth.add_argument("--users", type=int, required=True, metavar="U")
+    synth.add_argument("--items", type=int, required=True, metavar="I")
+    synth.add_argument("--interactions", type=int, required=True, metavar="N")
+    synth.add_argument("--seed", type=int, default=0, metavar="S")
+    synth.add_argument("--topics", type=int, default=24, help="latent topics (default 24)")
+    _common(synth)
+    synth.set_defaults(func=cmd_data_synth)
 
     base = commands.add_parser("baseline", help="evaluate a non-sequential baseline")
     base.add_argument(

@@ -251,36 +251,55 @@ def build_dataset(
     np.cumsum(counts, out=offsets[1:])
 
     item_ids = item_vocab.to_list()
-    dataset = Dataset(
-        name=spec.name,
-        user_ids=user_vocab.to_list(),
-        item_ids=item_ids,
-        item_info=[item_info.get(i) or ItemInfo(i, None, ()) for i in item_ids],
-        offsets=offsets,
-        item=df["i"].to_numpy().astype(np.int64),
-        rating=df["rating"].to_numpy().astype(np.float32),
-        timestamp=df["timestamp"].to_numpy().astype(np.int64),
-        manifest={},
-    )
     dropped: dict[str, int] = {"non_finite_ratings": non_finite, "duplicate_events": duplicates}
     if fill_missing_info:
         dropped["items_without_metadata"] = len(unknown)  # kept, titled by their id
+    return finish_dataset(
+        spec.name,
+        user_vocab.to_list(),
+        item_ids,
+        [item_info.get(i) or ItemInfo(i, None, ()) for i in item_ids],
+        offsets,
+        df["i"].to_numpy().astype(np.int64),
+        df["rating"].to_numpy().astype(np.float32),
+        df["timestamp"].to_numpy().astype(np.int64),
+        {"options": spec.options(), "dropped": dropped, "source": source,
+         "source_files": dict(files), **(manifest or {})},
+    )  # fmt: skip
+
+
+def finish_dataset(
+    name: str,
+    user_ids: list[str],
+    item_ids: list[str],
+    item_info: list[ItemInfo],
+    offsets: np.ndarray,
+    item: np.ndarray,
+    rating: np.ndarray,
+    timestamp: np.ndarray,
+    manifest: Mapping[str, object],
+) -> Dataset:
+    """A :class:`Dataset` from its final arrays, with the manifest's counts and content hash
+    (``manifest`` adds options, source and the like)."""
+    dataset = Dataset(
+        name=name, user_ids=user_ids, item_ids=item_ids, item_info=item_info, offsets=offsets,
+        item=item, rating=rating, timestamp=timestamp, manifest={},
+    )  # fmt: skip
+    lengths = np.diff(offsets)
     dataset.manifest = {
         "format_version": FORMAT_VERSION,
-        "name": spec.name,
-        "options": spec.options(),
+        "name": name,
+        "options": {},
         "counts": {
             "users": dataset.n_users,
             "items": dataset.n_items,
             "interactions": dataset.n_interactions,
             "density": round(dataset.n_interactions / (dataset.n_users * dataset.n_items), 6),
-            "min_user_length": int(counts.min()),
-            "median_user_length": float(np.median(counts)),
+            "min_user_length": int(lengths.min()),
+            "median_user_length": float(np.median(lengths)),
         },
-        "dropped": dropped,
-        "source": source,
-        "source_files": dict(files),
-        **(manifest or {}),
+        "dropped": {},
+        **manifest,
         "content_hash": _content_hash(dataset),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
