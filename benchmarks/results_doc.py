@@ -412,6 +412,25 @@ def import_speed(path: Path) -> str:
     )
 
 
+def synth(path: Path) -> str:
+    d = _json(path)
+    quality = _md(
+        [{"model": r["model"], "NDCG@10": f"{r['ndcg@10']:.4f}", "Hit@10": f"{r['hit@10']:.4f}"}
+         for r in d["quality"]],
+        ["model", "NDCG@10", "Hit@10"],
+    )  # fmt: skip
+    cost = _md(
+        [{"interactions": f"{c['interactions']:,}", "users": f"{c['users']:,}",
+          "items": f"{c['items']:,}", "seconds": f"{c['seconds']:.1f}",
+          "peak RSS (MiB)": f"{c['peak_rss_mib']:,}"} for c in d["cost"]],
+        ["interactions", "users", "items", "seconds", "peak RSS (MiB)"],
+    )  # fmt: skip
+    return (
+        f"`.venv/bin/python {d['command']}` ({d['time'][:10]})\n"
+        f"{code_line([d.get('provenance')])}\n\n{quality}\n\n{cost}\n"
+    )
+
+
 def cold_start(path: Path) -> str:
     """Every model on one split by group (benchmarks/cold_start.py): test NDCG@10 and Hit@10
     (mean over seeds), the validation cold figure that chose the fused model's rival, and the
@@ -525,6 +544,7 @@ TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "comparisons": ("comparisons.jsonl", comparisons),
     "sasrec-speed": ("sasrec-speed.json", sasrec_speed),
     "import-speed": ("import-speed.json", import_speed),
+    "synth": ("synth.json", synth),
     "sasrec-sweep": ("sasrec-sweep.json", sasrec_sweep),
     "ensemble": ("ensemble.json", ensemble),
     "headline": ("ur4rec-quality.jsonl", headline),

@@ -6,7 +6,8 @@ Quality: `ur4rec data synth syn --users 2000 --items 1000 --interactions 100000 
 then popularity, EASE (lambda chosen on validation) and text-kNN (`ur4rec baseline`), and
 SASRec (configs/sasrec-ml-100k.yaml, 15 epochs), all on the test part under full ranking.
 Cost: `ur4rec data synth` at each size (users = size / 100, items = size / 100), wall time and
-peak RSS of the process (writing the prepared folder included). Writes docs/results/synth.json.
+peak RSS of the process (writing the prepared folder included), measured first and in rising
+sizes, so the children's peak so far is each size's own. Writes docs/results/synth.json.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ def cost(size: int, data: str) -> dict:
     return {
         "interactions": size, "users": size // 100, "items": size // 100,
         "seconds": round(seconds, 1),
-        # ru_maxrss of the children is the largest so far: exact when sizes rise.
         "peak_rss_mib": round(max(peak, before) / 1024),
     }  # fmt: skip
 
@@ -59,6 +59,8 @@ def main() -> None:
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     with tempfile.TemporaryDirectory() as data:
+        # First, in rising sizes: the children's peak RSS so far is then this size's own.
+        costs = [cost(size, data) for size in sizes]
         ur4rec("data", "synth", "syn", "--users", "2000", "--items", "1000", "--interactions",
                "100000", "--seed", "1", data=data)  # fmt: skip
         rows = []
@@ -73,7 +75,6 @@ def main() -> None:
         )  # fmt: skip
         test = summary["test"]
         rows.append({"model": "sasrec", "ndcg@10": test["ndcg@10"], "hit@10": test["hit@10"]})
-        costs = [cost(size, data) for size in sizes]
     result = {
         "command": command_line(__file__),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
