@@ -204,13 +204,13 @@ def test_duplicates_and_missing_metadata_are_counted(capsys, tmp_path: Path) -> 
         "title", "--json",
     )  # fmt: skip
     assert code == 0
-    dropped = json.loads(out)["dropped"]
-    assert dropped == {
+    manifest = json.loads(out)
+    assert manifest["dropped"] == {
         "non_finite_ratings": 1,  # the empty rating
         "duplicate_events": 1,
-        "items_without_metadata": 1,  # c
         "repeated_item_rows": 1,  # a's second row
     }
+    assert manifest["filled"] == {"items_without_metadata": 1}  # c, kept
     assert "1 item(s) of the log have no metadata" in err
     ds = open_dataset("dups")
     assert [i.title for i in ds.item_info] == ["Alpha", "c"]

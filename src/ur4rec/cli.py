@@ -146,20 +146,26 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     else:
         spec = spec_from_mapping(given, "ur4rec data import")
     dataset = import_dataset(spec)
-    folder = save_imported(dataset, args.data_dir)
+    rows = f"from {dataset.manifest['rows_read']} rows"
+    return _saved("imported", dataset, save_imported(dataset, args.data_dir), rows, args.json)
+
+
+def _saved(verb: str, dataset: Any, folder: Path, detail: str, as_json: bool) -> int:
+    """What ``data import`` and ``data synth`` print: counts, where, the hash, what went."""
     manifest = {**dataset.manifest, "path": str(folder)}
     counts = manifest["counts"]
     text = (
-        f"imported {dataset.name}: {counts['users']} users, {counts['items']} items, "
-        f"{counts['interactions']} interactions from {manifest['rows_read']} rows\n"
+        f"{verb} {dataset.name}: {counts['users']} users, {counts['items']} items, "
+        f"{counts['interactions']} interactions {detail}\n"
         f"  at {folder}\n  content hash {manifest['content_hash'][:16]}"
     )
-    dropped = {k: v for k, v in manifest["dropped"].items() if v}
-    if dropped:
-        text += "\n  dropped or filled: " + ", ".join(
-            f"{v} {k.replace('_', ' ')}" for k, v in dropped.items()
-        )
-    _print(manifest, args.json, text)
+    for key in ("dropped", "filled"):
+        changed = {k: v for k, v in (manifest.get(key) or {}).items() if v}
+        if changed:
+            text += f"\n  {key}: " + ", ".join(
+                f"{v} {k.replace('_', ' ')}" for k, v in changed.items()
+            )
+    _print(manifest, as_json, text)
     return 0
 
 
@@ -174,15 +180,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         raise Ur4recError(f"{spec.name!r} is a preset's name; choose another")
     dataset = synthesise(spec)
     folder = save_imported(dataset, args.data_dir)
-    manifest = {**dataset.manifest, "path": str(folder)}
-    counts = manifest["counts"]
-    text = (
-        f"synthesised {dataset.name}: {counts['users']} users, {counts['items']} items, "
-        f"{counts['interactions']} interactions (seed {spec.seed})\n  at {folder}\n"
-        f"  content hash {manifest['content_hash'][:16]}"
-    )
-    _print(manifest, args.json, text)
-    return 0
+    return _saved("synthesised", dataset, folder, f"(seed {spec.seed})", args.json)
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:

@@ -252,8 +252,8 @@ def build_dataset(
 
     item_ids = item_vocab.to_list()
     dropped: dict[str, int] = {"non_finite_ratings": non_finite, "duplicate_events": duplicates}
-    if fill_missing_info:
-        dropped["items_without_metadata"] = len(unknown)  # kept, titled by their id
+    # Items of the log without metadata stay, titled by their id.
+    filled = {"filled": {"items_without_metadata": len(unknown)}} if fill_missing_info else {}
     return finish_dataset(
         spec.name,
         user_vocab.to_list(),
@@ -264,7 +264,7 @@ def build_dataset(
         df["rating"].to_numpy().astype(np.float32),
         df["timestamp"].to_numpy().astype(np.int64),
         {"options": spec.options(), "dropped": dropped, "source": source,
-         "source_files": dict(files), **(manifest or {})},
+         "source_files": dict(files), **filled, **(manifest or {})},
     )  # fmt: skip
 
 

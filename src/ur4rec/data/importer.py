@@ -329,7 +329,7 @@ def import_dataset(spec: ImportSpec) -> Dataset:
         manifest={"import": spec.options(), "domain": spec.domain, "rows_read": log.height},
     )
     dataset.manifest["dropped"]["repeated_item_rows"] = repeated
-    missing = dataset.manifest["dropped"].get("items_without_metadata", 0)
+    missing = dataset.manifest["filled"]["items_without_metadata"]
     if missing:
         had = "the item table" if spec.items else "no item table"
         print(
