@@ -15,6 +15,28 @@ def test_full_softmax_ce_by_hand() -> None:
     assert value.item() == pytest.approx((first + math.log(3)) / 2, rel=1e-6)
 
 
+@pytest.mark.parametrize("budget", [1, 7, 40, 1 << 20])
+@pytest.mark.parametrize("masked", [False, True])
+def test_blocked_softmax_ce_equals_the_materialised_one(budget: int, masked: bool) -> None:
+    gen = torch.Generator().manual_seed(3)
+    hidden = torch.randn(13, 8, generator=gen, requires_grad=True)
+    vectors = torch.randn(9, 8, generator=gen, requires_grad=True)
+    known = torch.ones(9, dtype=torch.bool)
+    if masked:
+        known[[2, 5]] = False
+    targets = torch.tensor([0, 1, 3, 4, 6, 7, 8, 0, 1, 3, 4, 6, 7])
+    expected = losses.full_softmax_ce(hidden @ vectors.T, targets, known)
+    want = torch.autograd.grad(expected, [hidden, vectors])
+    value = losses.softmax_ce(hidden, vectors, targets, known, budget=budget)
+    got = torch.autograd.grad(value, [hidden, vectors])
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    # an upstream factor scales the gradients
+    doubled = torch.autograd.grad(2 * losses.softmax_ce(hidden, vectors, targets, known), [hidden])
+    assert torch.allclose(doubled[0], 2 * want[0], atol=1e-6)
+
+
 def test_bce_by_hand_and_colliding_negatives_ignored() -> None:
     pos = torch.tensor([0.0, 2.0])
     neg = torch.tensor([[0.0, 5.0], [-1.0, 1.0]])
@@ -49,13 +71,42 @@ def test_sampler_follows_popularity() -> None:
     assert uniform.shape == (2, 3)
 
 
-@pytest.mark.parametrize("kind", ["ce", "bce", "sampled_softmax"])
+def test_mixed_sampled_softmax_by_hand() -> None:
+    from ur4rec.models.sequential import mixed_sampled_softmax
+
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    vectors = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [0.0, 0.0]])
+    counts = torch.tensor([2.0, 1.0, 1.0, 0.0])  # item 3 never occurs in training
+    sampler = NegativeSampler(4, known=counts > 0, counts=counts)
+    target = torch.tensor([1, 0, 1])
+    negatives = torch.tensor([2, 1])  # K = 2 uniform draws over the 3 known items
+    value = mixed_sampled_softmax(hidden, vectors, target, negatives, sampler)
+    # candidates: the batch's items 0, 1, then the draws 2, 1
+    candidates = [0, 1, 2, 1]
+    share = {0: 0.5, 1: 0.25, 2: 0.25}
+    log_q = [math.log(3 * share[i] + 2 / 3) for i in candidates]
+    total = 0.0
+    for row in range(3):
+        logits = [
+            float(hidden[row] @ vectors[i]) - q for i, q in zip(candidates, log_q, strict=True)
+        ]
+        t = int(target[row])
+        allowed = [j for j, i in enumerate(candidates) if not (j >= 2 and i == t)]
+        pos = next(j for j in allowed if candidates[j] == t and j < 2)
+        lse = math.log(sum(math.exp(logits[j]) for j in allowed))
+        total += lse - logits[pos]
+    assert value.item() == pytest.approx(total / 3, rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["ce", "bce", "sampled_softmax", "in_batch"])
 def test_each_loss_trains_sasrec(kind: str) -> None:
     torch.manual_seed(0)
     model = SASRec(6, 4, ModelConfig(hidden=8, heads=2, inner=16, dropout=0.0, attn_dropout=0.0))
     inputs = torch.tensor([[0, 1, 2, 3], [-1, 2, 3, 4]])
     targets = torch.tensor([[1, 2, 3, 4], [-1, 3, 4, 5]])
-    cfg = LossConfig(kind=kind, negatives=3)
+    cfg = LossConfig(kind="sampled_softmax", negatives=3, in_batch=True)
+    if kind != "in_batch":
+        cfg = LossConfig(kind=kind, negatives=3)
     sampler = NegativeSampler(6)
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     g = torch.Generator().manual_seed(0)

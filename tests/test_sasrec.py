@@ -74,3 +74,32 @@ def test_item_side_features_change_item_vectors() -> None:
     expected = base + features @ m.feature_proj.weight.T
     torch.testing.assert_close(m.item_vectors(), expected)
     assert "item_features" not in m.state_dict()  # fixed input, not a checkpointed weight
+
+
+def test_dropout_mask_keeps_the_expectation_and_follows_the_seed() -> None:
+    from ur4rec.models.dropout import apply_dropout, keep_mask
+
+    torch.manual_seed(1)
+    mask, kept = keep_mask((400, 500), 0.2)
+    assert abs(kept - 0.8) < 1 / 65536
+    assert abs(mask.float().mean().item() - kept) < 0.005  # 200,000 draws
+    torch.manual_seed(1)
+    again, _ = keep_mask((400, 500), 0.2)
+    assert torch.equal(mask, again)
+    x = torch.ones(1000, 1000)
+    assert abs(apply_dropout(x, 0.3, True).mean().item() - 1.0) < 0.01
+    assert torch.equal(apply_dropout(x, 0.3, False), x)
+
+
+def test_training_attention_matches_the_fused_kernel_without_dropout() -> None:
+    # With dropout switched off the written-out attention (used when training) and
+    # scaled_dot_product_attention (used when scoring) give the same states.
+    m = model()
+    m.blocks[0].attn.attn_dropout = 1e-9  # takes the written-out path, drops nothing
+    items = torch.tensor([[PAD, PAD, 1, 2, 3, 4], [5, 6, 7, 8, 9, 1]])
+    expected = m.encode(items)
+    m.train()
+    for module in m.modules():
+        if hasattr(module, "p"):
+            module.p = 0.0
+    torch.testing.assert_close(m.encode(items), expected, atol=1e-6, rtol=1e-5)

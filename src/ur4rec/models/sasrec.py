@@ -17,6 +17,7 @@ from torch import nn
 from ur4rec.config import ModelConfig, RunConfig
 from ur4rec.data.splits import PAD
 from ur4rec.models.base import register
+from ur4rec.models.dropout import Dropout, apply_dropout
 from ur4rec.models.sequential import NegativeSampler, SequentialModel
 
 __all__ = ["NegativeSampler", "SASRec"]
@@ -31,15 +32,19 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
         self.attn_dropout = attn_dropout
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         batch, length, hidden = x.shape
         q, k, v = self.qkv(x).split(hidden, dim=2)
         q, k, v = (t.view(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, dropout_p=self.attn_dropout if self.training else 0.0
-        )
+        if self.training and self.attn_dropout > 0:
+            # Written out so the attention weights take the cheaper dropout mask.
+            weights = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+            weights = weights.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+            y = apply_dropout(weights, self.attn_dropout, True) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         y = y.transpose(1, 2).reshape(batch, length, hidden)
         return self.dropout(self.out(y))
 
@@ -48,7 +53,7 @@ class FeedForward(nn.Module):
     def __init__(self, hidden: int, inner: int, dropout: float) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(hidden, inner), nn.GELU(), nn.Linear(inner, hidden), nn.Dropout(dropout)
+            nn.Linear(hidden, inner), nn.GELU(), nn.Linear(inner, hidden), Dropout(dropout)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +96,7 @@ class SASRec(SequentialModel):
         self._item_embedding(n_items, max_len, cfg)
         self.pos_emb = nn.Embedding(max_len, cfg.hidden)
         self._item_features(item_features)
-        self.emb_dropout = nn.Dropout(cfg.dropout)
+        self.emb_dropout = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.final_norm = nn.LayerNorm(cfg.hidden) if cfg.norm == "pre" else nn.Identity()
         self.apply(self._init_weights)

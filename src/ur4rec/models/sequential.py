@@ -17,13 +17,14 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ur4rec.config import LossConfig, ModelConfig, RunConfig
 from ur4rec.data.batches import HistoryBatch, TrainBatch
 from ur4rec.data.splits import PAD, interaction_counts
 from ur4rec.models import losses
-from ur4rec.models.base import ModelInputs, RecModel, grown_embedding, trained_items
+from ur4rec.models.base import ModelInputs, RecModel, grown_embedding
 from ur4rec.models.cache import ItemVectorCache
 
 
@@ -112,13 +113,12 @@ class SequentialModel(ItemVectorCache, RecModel):
         cfg = inputs.cfg
         features = cls.item_features_of(inputs)
         model = cls.create(inputs.dataset.n_items, cfg.data.max_len, cfg.model, features)
-        popularity = None
-        if cfg.loss.sampler == "popularity":
-            popularity = torch.from_numpy(interaction_counts(inputs.dataset, inputs.train))
+        counts = torch.from_numpy(interaction_counts(inputs.dataset, inputs.train))
+        popularity = counts if cfg.loss.sampler == "popularity" else None
         model.loss_cfg = cfg.loss
-        known = trained_items(inputs)
+        known = counts > 0
         model.set_known_items(known)
-        model.sampler = NegativeSampler(inputs.dataset.n_items, popularity, known)
+        model.sampler = NegativeSampler(inputs.dataset.n_items, popularity, known, counts)
         return model
 
     def item_vectors(self) -> torch.Tensor:
@@ -169,6 +169,9 @@ class SequentialModel(ItemVectorCache, RecModel):
         scores = states[f"{self.name}_state"] @ self.item_vectors().T
         return {"score": scores, self.name: scores}
 
+    def block_scores(self, states: dict[str, torch.Tensor], items: slice) -> torch.Tensor:
+        return states[f"{self.name}_state"] @ self.item_vectors()[items].T
+
     def item_space(self) -> torch.Tensor:
         return self.item_vectors()
 
@@ -207,19 +210,45 @@ class SequentialModel(ItemVectorCache, RecModel):
         hidden, target = states[keep], targets[keep]
         vectors = self.item_vectors()
         if loss.kind == "ce":
-            return losses.full_softmax_ce(hidden @ vectors.T, target, self.known)
+            return losses.softmax_ce(hidden, vectors, target, self.known)
         pos_logits = (hidden * vectors[target]).sum(dim=1)
         if loss.kind == "bce":
             negatives = sampler.sample((len(target), loss.negatives), generator)
             neg_logits = (hidden[:, None, :] * vectors[negatives]).sum(dim=2)
             return losses.bce_with_negatives(pos_logits, neg_logits, negatives != target[:, None])
         negatives = sampler.sample((loss.negatives,), generator)
+        if loss.in_batch:
+            return mixed_sampled_softmax(hidden, vectors, target, negatives, sampler)
         neg_logits = hidden @ vectors[negatives].T
         valid = negatives[None, :] != target[:, None]
         log_q = sampler.log_expected_count(loss.negatives)
         return losses.sampled_softmax(
             pos_logits, neg_logits, valid, log_q[target], log_q[negatives][None, :]
         )
+
+
+def mixed_sampled_softmax(
+    hidden: torch.Tensor,
+    vectors: torch.Tensor,
+    target: torch.Tensor,
+    negatives: torch.Tensor,
+    sampler: NegativeSampler,
+) -> torch.Tensor:
+    """Softmax over the batch's distinct targets plus ``negatives`` drawn by ``sampler``
+    (Yang et al., 2020), so a large catalogue costs [positions x candidates], not [positions
+    x items]. A candidate's logit is corrected by the log of its expected count among the
+    candidates: ``N x share_i`` from the N targets (popular items come often) plus ``K x q_i``
+    from the sampler. A drawn negative that is the row's own target is left out."""
+    batch_items, column = torch.unique(target, return_inverse=True)
+    candidates = torch.cat([batch_items, negatives])
+    expected = len(target) * sampler.target_share[candidates]
+    expected = expected + len(negatives) * sampler.probs[candidates]
+    logits = hidden @ vectors[candidates].T - torch.log(expected.clamp(min=1e-12))
+    drawn_target = negatives[None, :] == target[:, None]
+    logits[:, len(batch_items) :] = logits[:, len(batch_items) :].masked_fill(
+        drawn_target, float("-inf")
+    )
+    return F.cross_entropy(logits, column)
 
 
 def id_keep_mask(n_items: int, drop: float) -> torch.Tensor:
@@ -237,9 +266,14 @@ class NegativeSampler:
         n_items: int,
         popularity: torch.Tensor | None = None,
         known: torch.Tensor | None = None,
+        counts: torch.Tensor | None = None,
     ) -> None:
         self.n_items = n_items
         allowed = torch.ones(n_items) if known is None else known.double()
+        # Each item's share of the training targets (counts: its training interactions),
+        # for the in-batch correction; uniform over the allowed items without counts.
+        share = allowed if counts is None else counts.double() * allowed
+        self.target_share = (share / share.sum()).float()
         if popularity is None:
             weights = allowed.double()
         else:

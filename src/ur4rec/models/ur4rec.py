@@ -420,7 +420,10 @@ class UR4Rec(RecModel):
         target = targets[keep]
         loss = torch.zeros(())
         seq_logits = seq_state = ret_logits = ret_state = None
-        if self.objective in ("sasrec", "fused"):
+        if self.objective == "sasrec":
+            states = self.sasrec.encode(inputs)[keep]
+            return losses.softmax_ce(states, self.sasrec.item_vectors(), target, self.known)
+        if self.objective == "fused":
             states = self.sasrec.encode(inputs)[keep]
             seq_logits, seq_state = states @ self.sasrec.item_vectors().T, states
         if self.objective in ("retriever", "fused"):
@@ -435,8 +438,6 @@ class UR4Rec(RecModel):
             ret_logits = self.retriever.logits(ret_state)
             loss = loss + self.retriever_cfg.load_balance * balance
         known = self.known
-        if self.objective == "sasrec":
-            return loss + losses.full_softmax_ce(seq_logits, target, known)
         ret_loss = self._retriever_loss(ret_logits, target, generator)
         if self.objective == "retriever":
             return loss + ret_loss
