@@ -172,3 +172,29 @@ def test_the_renamed_protocol_draws_the_same_candidates() -> None:
     other = draw_negatives(parse_protocol("sampled-with-history:98"), targets_, histories, 300,
                            None, "test")  # fmt: skip
     assert not np.array_equal(other[:, :98], drawn[:, :98])
+
+
+@pytest.mark.parametrize(
+    "protocol", ["full", "sampled:99", "sampled-with-history:99", "popsampled:99"]
+)
+def test_blocked_evaluation_equals_the_one_matrix_evaluation_on_ml100k(protocol: str) -> None:
+    """Scored a block of items at a time (bounded memory), every model ranks every test target
+    exactly where the one-matrix evaluator does."""
+    pytest.importorskip("recbole")
+    from ur4rec.config import load_config
+    from ur4rec.data.prepare import open_dataset
+    from ur4rec.runs import build
+
+    dataset = open_dataset("ml-100k")
+    split = make_split(dataset)
+    whole = Evaluator(dataset, split, "test", protocol)
+    assert not whole.blocked(object())  # ML-100K fits one block
+    torch.manual_seed(0)
+    for name in ("sasrec", "ease", "pop"):
+        cfg = load_config(None, [f"model.name={name}", "data.dataset=ml-100k"])
+        model = build(cfg, dataset)[0].eval()
+        expected = whole.ranks(model)
+        for block, batch in ((1, 1024), (97, 300), (1000, 64)):
+            parts = Evaluator(dataset, split, "test", protocol, batch_size=batch, item_block=block)
+            assert parts.blocked(model)
+            assert torch.equal(parts.ranks(model), expected), (name, block)

@@ -2,11 +2,17 @@
 
 A scorer is anything with ``score(batch: HistoryBatch) -> Tensor[B, n_items]``. Scores must be
 finite: a NaN or an infinity is an error naming the users, never a hit or a miss.
+
+On a large catalogue a model (``user_states`` and ``block_scores``) is scored a block of items
+at a time, so memory is bounded by [users per batch x items per block]. The target's rank is
+still exact: its score comes from the block that holds it, and each block adds the number of
+rivals scoring at least as much (ties count against the target, as everywhere).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 import numpy as np
@@ -20,6 +26,10 @@ from ur4rec.eval.groups import GroupSpec, group_metrics, user_groups
 from ur4rec.eval.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
 from ur4rec.eval.protocols import draw_negatives
 from ur4rec.measures import Protocol, parse_protocol
+from ur4rec.models.cache import frozen_item_vectors
+
+# Scores held at once when a catalogue is scored in blocks: [users per batch x items per block].
+SCORE_BUDGET = 1 << 25
 
 
 class Scorer(TypingProtocol):
@@ -44,6 +54,7 @@ class Evaluator:
         ks: tuple[int, ...] = DEFAULT_KS,
         batch_size: int = 1024,
         groups: GroupSpec | None = None,
+        item_block: int | None = None,
     ) -> None:
         self.dataset = dataset
         self.split = split
@@ -51,6 +62,10 @@ class Evaluator:
         self.protocol = parse_protocol(protocol) if isinstance(protocol, str) else protocol
         self.ks = tuple(ks)
         self.batch_size = batch_size
+        # Items scored at once (None: all of them when [batch x items] fits SCORE_BUDGET).
+        if item_block is not None and item_block < 1:
+            raise ValueError(f"item_block must be >= 1, got {item_block}")
+        self.item_block = item_block or max(1, SCORE_BUDGET // max(1, batch_size))
         self.prefixes = split.part(part)
         self.targets = targets(dataset, self.prefixes)
         self.group_spec = groups or GroupSpec()
@@ -79,10 +94,23 @@ class Evaluator:
             items = padded_prefixes(self.dataset, users, self.prefixes.lengths[rows])
             yield rows, HistoryBatch(torch.from_numpy(users), items)
 
+    def blocked(self, scorer: Scorer) -> bool:
+        """Whether ``scorer`` is scored a block of items at a time."""
+        return (
+            self.item_block < self.dataset.n_items
+            and hasattr(scorer, "user_states")
+            and hasattr(scorer, "block_scores")
+        )
+
     @torch.inference_mode()
     def ranks(self, scorer: Scorer) -> torch.Tensor:
         """0-based rank of every user's target (ties count against it)."""
         out = torch.empty(len(self), dtype=torch.int64)
+        if self.blocked(scorer):
+            with frozen_item_vectors(scorer):
+                for rows, batch in self.batches():
+                    out[rows] = self._blocked_ranks(scorer, rows, batch)
+            return out
         for rows, batch in self.batches():
             scores = scorer.score(batch)
             self._check(scores, batch)
@@ -99,6 +127,38 @@ class Evaluator:
                 negatives = torch.from_numpy(self.negatives[rows])
                 out[rows] = target_ranks(scores.gather(1, negatives), target_scores)
         return out
+
+    def _blocked_ranks(self, scorer: Any, rows: slice, batch: HistoryBatch) -> torch.Tensor:
+        states = scorer.user_states(batch)
+        target = torch.from_numpy(self.targets[rows])
+        n, n_items, width = len(target), self.dataset.n_items, self.item_block
+        blocks = [slice(a, min(a + width, n_items)) for a in range(0, n_items, width)]
+        target_scores = torch.empty(n)
+        for items in blocks:  # each target's score, from the block that holds it
+            held = ((target >= items.start) & (target < items.stop)).nonzero()[:, 0]
+            if len(held):
+                scores = scorer.block_scores(_rows_of(states, held, n), items)
+                target_scores[held] = scores[torch.arange(len(held)), target[held] - items.start]
+        negatives = None if self.negatives is None else torch.from_numpy(self.negatives[rows])
+        ranks = torch.zeros(n, dtype=torch.int64)
+        row, col = torch.nonzero(batch.items != PAD, as_tuple=True)
+        history = batch.items[row, col]
+        arange = torch.arange(n)
+        for items in blocks:
+            scores = scorer.block_scores(states, items)
+            self._check(scores, batch, items.stop - items.start)
+            if negatives is None:
+                scores = scores.clone()
+                inside = (history >= items.start) & (history < items.stop)
+                scores[row[inside], history[inside] - items.start] = -torch.inf
+                mine = (target >= items.start) & (target < items.stop)
+                scores[arange[mine], target[mine] - items.start] = -torch.inf
+                ranks += target_ranks(scores, target_scores)
+            else:
+                inside = (negatives >= items.start) & (negatives < items.stop)
+                picked = scores.gather(1, (negatives - items.start).clamp(0, scores.shape[1] - 1))
+                ranks += ((picked >= target_scores[:, None]) & inside).sum(dim=1)
+        return ranks
 
     def evaluate(self, scorer: Scorer) -> dict[str, object]:
         """Metrics plus what they were measured on, in the JSON shape the CLI prints; under
@@ -120,8 +180,8 @@ class Evaluator:
             "group_legend": self.group_spec.legend(),
         }
 
-    def _check(self, scores: torch.Tensor, batch: HistoryBatch) -> None:
-        expected = (len(batch.users), self.dataset.n_items)
+    def _check(self, scores: torch.Tensor, batch: HistoryBatch, width: int | None = None) -> None:
+        expected = (len(batch.users), self.dataset.n_items if width is None else width)
         if tuple(scores.shape) != expected:
             raise ValueError(f"scorer returned shape {tuple(scores.shape)}, expected {expected}")
         finite = torch.isfinite(scores).all(dim=1)
@@ -133,3 +193,11 @@ class Evaluator:
                 f"the model produced NaN or infinite scores for {len(raw)} user(s) "
                 f"(raw ids: {shown}); a non-finite score is never counted"
             )
+
+
+def _rows_of(states: dict[str, torch.Tensor], rows: torch.Tensor, n: int) -> dict[str, Any]:
+    """The states of some users of a batch of ``n`` (tensors with a row per user)."""
+    return {
+        k: v[rows] if isinstance(v, torch.Tensor) and v.dim() and len(v) == n else v
+        for k, v in states.items()
+    }

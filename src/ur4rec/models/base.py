@@ -8,7 +8,8 @@ Training, evaluation, serving and reports talk to models only through :class:`Re
 - ``user_states(batch, user_text)`` and ``scores_from_states(states)``: the same scores in two
   steps, so a service can keep each known user's states and score requests with one product.
   ``scores_from_states`` returns ``"score"`` plus the named branch scores (``branches``) and
-  anything else worth showing (a fusion weight, router weights).
+  anything else worth showing (a fusion weight, router weights). ``block_scores(states,
+  items)`` scores one block of the catalogue, for catalogues too large to score at once.
 - ``training_loss(batch, generator)``: the loss of one batch of training windows.
 - ``parameter_groups()``: parameters by module name; stages train and freeze by these names.
 - ``set_objective(objective)``: what a stage trains and scores (``objectives``).
@@ -119,6 +120,13 @@ class RecModel(nn.Module):
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         return self.scores_from_states(self.user_states(batch))["score"]
+
+    def block_scores(self, states: dict[str, torch.Tensor], items: slice) -> torch.Tensor:
+        """Scores [B, items.stop - items.start] of one block of the catalogue (item ids
+        ``items``), from ``user_states``: what evaluation and serving use on a catalogue
+        too large to score at once. A dot-product model scores only the block; the default
+        scores every item and keeps the block (exact, but not memory-bounded)."""
+        return self.scores_from_states(states)["score"][:, items]
 
     @property
     def states_per_user(self) -> bool:

@@ -7,6 +7,9 @@ to training mode or loading weights drops the copy, so it can never go stale.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -33,3 +36,22 @@ class ItemVectorCache(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         self._item_cache = None
         super()._load_from_state_dict(*args, **kwargs)
+
+
+@contextmanager
+def frozen_item_vectors(model: object) -> Iterator[None]:
+    """Inside: every item-vector module of ``model`` keeps its vectors (computed once, as
+    serving does); after it, copies it made are dropped again (weights may change next)."""
+    modules = (
+        [m for m in model.modules() if isinstance(m, ItemVectorCache)]
+        if isinstance(model, nn.Module)
+        else []
+    )
+    made = [m for m in modules if m._item_cache is None]
+    for module in made:
+        module.cache_item_vectors()
+    try:
+        yield
+    finally:
+        for module in made:
+            module.clear_item_cache()
