@@ -80,21 +80,19 @@ def test_mixed_sampled_softmax_by_hand() -> None:
     sampler = NegativeSampler(4, known=counts > 0, counts=counts)
     target = torch.tensor([1, 0, 1])
     negatives = torch.tensor([2, 1])  # K = 2 uniform draws over the 3 known items
-    value = mixed_sampled_softmax(hidden, vectors, target, negatives, sampler)
-    # candidates: the batch's items 0, 1, then the draws 2, 1
-    candidates = [0, 1, 2, 1]
+    g = torch.Generator().manual_seed(5)
+    value = mixed_sampled_softmax(hidden, vectors, target, negatives, sampler, g)
+    # the same K = 2 positions' targets the function draws, then the uniform draws
+    drawn = target[torch.randint(3, (2,), generator=torch.Generator().manual_seed(5))]
+    pool = [*drawn.tolist(), 2, 1]
     share = {0: 0.5, 1: 0.25, 2: 0.25}
-    log_q = [math.log(3 * share[i] + 2 / 3) for i in candidates]
+    log_q = {i: math.log(2 * share[i] + 2 / 3) for i in share}
     total = 0.0
     for row in range(3):
-        logits = [
-            float(hidden[row] @ vectors[i]) - q for i, q in zip(candidates, log_q, strict=True)
-        ]
         t = int(target[row])
-        allowed = [j for j, i in enumerate(candidates) if not (j >= 2 and i == t)]
-        pos = next(j for j in allowed if candidates[j] == t and j < 2)
-        lse = math.log(sum(math.exp(logits[j]) for j in allowed))
-        total += lse - logits[pos]
+        logit = lambda i, r=row: float(hidden[r] @ vectors[i]) - log_q[i]  # noqa: E731
+        rivals = [logit(i) for i in pool if i != t]
+        total += math.log(math.exp(logit(t)) + sum(math.exp(x) for x in rivals)) - logit(t)
     assert value.item() == pytest.approx(total / 3, rel=1e-5)
 
 

@@ -57,8 +57,8 @@ class LossConfig:
     kind: Literal["ce", "bce", "sampled_softmax"] = "ce"
     negatives: int = 1  # per position for bce; per batch for sampled_softmax
     sampler: Literal["uniform", "popularity"] = "uniform"
-    # sampled_softmax: the batch's own targets are negatives too (mixed negative sampling),
-    # each candidate's logit corrected by the log of its expected count in the batch.
+    # sampled_softmax: as many negatives again drawn from the batch's own targets (mixed
+    # negative sampling), every logit corrected by the log of its expected count.
     in_batch: bool = False
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ur4rec.config import LossConfig, ModelConfig, RunConfig
@@ -218,7 +217,7 @@ class SequentialModel(ItemVectorCache, RecModel):
             return losses.bce_with_negatives(pos_logits, neg_logits, negatives != target[:, None])
         negatives = sampler.sample((loss.negatives,), generator)
         if loss.in_batch:
-            return mixed_sampled_softmax(hidden, vectors, target, negatives, sampler)
+            return mixed_sampled_softmax(hidden, vectors, target, negatives, sampler, generator)
         neg_logits = hidden @ vectors[negatives].T
         valid = negatives[None, :] != target[:, None]
         log_q = sampler.log_expected_count(loss.negatives)
@@ -233,22 +232,24 @@ def mixed_sampled_softmax(
     target: torch.Tensor,
     negatives: torch.Tensor,
     sampler: NegativeSampler,
+    generator: torch.Generator,
 ) -> torch.Tensor:
-    """Softmax over the batch's distinct targets plus ``negatives`` drawn by ``sampler``
-    (Yang et al., 2020), so a large catalogue costs [positions x candidates], not [positions
-    x items]. A candidate's logit is corrected by the log of its expected count among the
-    candidates: ``N x share_i`` from the N targets (popular items come often) plus ``K x q_i``
-    from the sampler. A drawn negative that is the row's own target is left out."""
-    batch_items, column = torch.unique(target, return_inverse=True)
-    candidates = torch.cat([batch_items, negatives])
-    expected = len(target) * sampler.target_share[candidates]
-    expected = expected + len(negatives) * sampler.probs[candidates]
-    logits = hidden @ vectors[candidates].T - torch.log(expected.clamp(min=1e-12))
-    drawn_target = negatives[None, :] == target[:, None]
-    logits[:, len(batch_items) :] = logits[:, len(batch_items) :].masked_fill(
-        drawn_target, float("-inf")
+    """Mixed negative sampling (Yang et al., 2020): each position's softmax is over its target,
+    the K ``negatives`` drawn by ``sampler`` and K more drawn from the batch's own targets
+    (so popular items come often, as they do as targets), shared by all positions. The cost
+    is [positions x 2K], whatever the catalogue. Every logit is corrected by the log of the
+    item's expected count among the 2K: ``K x share_i + K x q_i``; a negative that is the
+    position's own target is left out."""
+    k = len(negatives)
+    in_batch = target[torch.randint(len(target), (k,), generator=generator)]
+    pool = torch.cat([in_batch, negatives])
+    log_q = torch.log((k * sampler.target_share + k * sampler.probs).clamp(min=1e-12))
+    pos_logits = (hidden * vectors[target]).sum(dim=1)
+    neg_logits = hidden @ vectors[pool].T
+    valid = pool[None, :] != target[:, None]
+    return losses.sampled_softmax(
+        pos_logits, neg_logits, valid, log_q[target], log_q[pool][None, :]
     )
-    return F.cross_entropy(logits, column)
 
 
 def id_keep_mask(n_items: int, drop: float) -> torch.Tensor:
