@@ -218,8 +218,24 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ur4rec.train import distributed
+
+    if args.nproc < 1:
+        raise Ur4recError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        return distributed.launch(distributed.without_nproc(args.argv), args.nproc)
+    here = distributed.init_from_env()
+    try:
+        code = _train(args)
+    finally:
+        distributed.shutdown()
+    return code if here.main else 0
+
+
+def _train(args: argparse.Namespace) -> int:
     from ur4rec.config import load_config
     from ur4rec.train import run
+    from ur4rec.train.distributed import world
 
     if args.resume:
         if args.config or args.set or args.force:
@@ -233,6 +249,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.set)
         out = Path(args.out) if args.out else None
         run_dir = run.train(cfg, out, data_dir=args.data_dir, quiet=args.quiet, force=args.force)
+    if not world().main:  # rank 0 reports
+        return 0
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     summary["run"] = str(run_dir)
     test = summary["test"]
@@ -713,6 +731,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="train into --out even if it holds another run (its run files are replaced)",
     )
     tr.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    tr.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train in N processes on this machine (DDP under torchrun; gloo on CPU, nccl "
+        "on GPU); the same as `torchrun --nproc-per-node N -m ur4rec.cli train ...`",
+    )
     _common(tr)
     tr.set_defaults(func=cmd_train)
 
@@ -870,6 +896,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except Ur4recError as exc:

@@ -63,11 +63,23 @@ class TrainWindows:
     def __len__(self) -> int:
         return len(self.windows)
 
-    def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[TrainBatch]:
-        """Shuffled batches of windows; a target is PAD where its input is."""
+    def batches(
+        self, batch_size: int, generator: torch.Generator, shard: tuple[int, int] = (0, 1)
+    ) -> Iterator[TrainBatch]:
+        """Shuffled batches of windows; a target is PAD where its input is.
+
+        ``shard`` = (rank, size): each batch of ``batch_size`` windows is dealt out across
+        ``size`` processes, which all draw the same order from the same ``generator``, and
+        this one gets every size-th window of it. A last batch with fewer windows than
+        processes is left out, so every process takes the same number of steps."""
+        rank, size = shard
         order = torch.randperm(len(self), generator=generator)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
+            if size > 1:
+                if len(index) < size:
+                    break
+                index = index[rank::size]
             window = self.windows[index]
             inputs = window[:, :-1]
             targets = torch.where(inputs != PAD, window[:, 1:], PAD)

@@ -87,8 +87,12 @@ class Evaluator:
     def __len__(self) -> int:
         return len(self.prefixes)
 
-    def batches(self) -> Iterator[tuple[slice, HistoryBatch]]:
-        for start in range(0, len(self), self.batch_size):
+    def batches(self, shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[slice, HistoryBatch]]:
+        """The users in batches; ``shard`` = (rank, size): every size-th batch from rank."""
+        rank, size = shard
+        for i, start in enumerate(range(0, len(self), self.batch_size)):
+            if i % size != rank:
+                continue
             rows = slice(start, min(start + self.batch_size, len(self)))
             users = self.prefixes.users[rows]
             items = padded_prefixes(self.dataset, users, self.prefixes.lengths[rows])
@@ -103,15 +107,27 @@ class Evaluator:
         )
 
     @torch.inference_mode()
-    def ranks(self, scorer: Scorer) -> torch.Tensor:
-        """0-based rank of every user's target (ties count against it)."""
-        out = torch.empty(len(self), dtype=torch.int64)
+    def ranks(self, scorer: Scorer, sharded: bool = False) -> torch.Tensor:
+        """0-based rank of every user's target (ties count against it). ``sharded``: in a
+        torch.distributed process group, each process scores every size-th batch of users
+        and the ranks are summed across processes, so each ends with all of them."""
+        rank, size = _process_group() if sharded else (0, 1)
+        out = torch.zeros(len(self), dtype=torch.int64)
+        batches = self.batches((rank, size))
         if self.blocked(scorer):
             with frozen_item_vectors(scorer):
-                for rows, batch in self.batches():
+                for rows, batch in batches:
                     out[rows] = self._blocked_ranks(scorer, rows, batch)
-            return out
-        for rows, batch in self.batches():
+        else:
+            self._ranks(scorer, batches, out)
+        if size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    def _ranks(self, scorer: Scorer, batches: Iterator, out: torch.Tensor) -> None:
+        for rows, batch in batches:
             scores = scorer.score(batch)
             self._check(scores, batch)
             target = torch.from_numpy(self.targets[rows])
@@ -126,7 +142,6 @@ class Evaluator:
             else:
                 negatives = torch.from_numpy(self.negatives[rows])
                 out[rows] = target_ranks(scores.gather(1, negatives), target_scores)
-        return out
 
     def _blocked_ranks(self, scorer: Any, rows: slice, batch: HistoryBatch) -> torch.Tensor:
         states = scorer.user_states(batch)
@@ -160,10 +175,10 @@ class Evaluator:
                 ranks += ((picked >= target_scores[:, None]) & inside).sum(dim=1)
         return ranks
 
-    def evaluate(self, scorer: Scorer) -> dict[str, object]:
+    def evaluate(self, scorer: Scorer, sharded: bool = False) -> dict[str, object]:
         """Metrics plus what they were measured on, in the JSON shape the CLI prints; under
         ``groups`` the same metrics per user group (eval/groups.py)."""
-        return self.result(self.ranks(scorer))
+        return self.result(self.ranks(scorer, sharded))
 
     def result(self, ranks: torch.Tensor | np.ndarray) -> dict[str, object]:
         """``evaluate``'s answer for already computed ranks (e.g. stored ones)."""
@@ -201,3 +216,12 @@ def _rows_of(states: dict[str, torch.Tensor], rows: torch.Tensor, n: int) -> dic
         k: v[rows] if isinstance(v, torch.Tensor) and v.dim() and len(v) == n else v
         for k, v in states.items()
     }
+
+
+def _process_group() -> tuple[int, int]:
+    """(rank, size) of the torch.distributed process group; (0, 1) outside one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1

@@ -37,6 +37,7 @@ from ur4rec.runs.layout import (
     write_run_info,
 )
 from ur4rec.runs.load import build, load_run, open_run, save_inputs
+from ur4rec.train.distributed import world
 from ur4rec.train.trainer import FitState, Trainer
 
 
@@ -65,9 +66,20 @@ def train(
     The folder must be new, empty, or a run of this very config that never got as far as a
     checkpoint; ``force`` clears a previous run's files from it first (other files stay)."""
     validate(cfg)
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    _claim_folder(run_dir, cfg, force)
+    here = world()
+    run_dir = here.broadcast(Path(run_dir) if run_dir is not None else default_run_dir(cfg))
+    if here.distributed and cfg.memory.enabled:
+        raise Ur4recError("memory.enabled keeps per-window state; train it in one process")
+    if here.main:
+        _claim_folder(run_dir, cfg, force)
     dataset = open_dataset(cfg.data.dataset, root=data_dir)
+    here.on_main(_start_folder, run_dir, cfg, dataset)
+    return _guarded(run_dir, dataset, lambda: _run(
+        cfg, dataset, run_dir, data_dir, quiet, on_epoch_end, resume=False
+    ))  # fmt: skip
+
+
+def _start_folder(run_dir: Path, cfg: RunConfig, dataset: Dataset) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG, dump_config(cfg))
@@ -76,9 +88,6 @@ def train(
         write_run_info(run_dir, dataset, "running")
     except OSError as exc:
         raise Ur4recError(f"cannot write the run folder {run_dir}: {exc}") from None
-    return _guarded(run_dir, dataset, lambda: _run(
-        cfg, dataset, run_dir, data_dir, quiet, on_epoch_end, resume=False
-    ))  # fmt: skip
 
 
 def _claim_folder(run_dir: Path, cfg: RunConfig, force: bool) -> None:
@@ -117,7 +126,9 @@ def _guarded(run_dir: Path, dataset: Dataset, work: Callable[[], Path]) -> Path:
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         with contextlib.suppress(OSError):  # the original error says more than this one
-            write_run_info(run_dir, dataset, status, error=str(exc)[:500] or type(exc).__name__)
+            if world().main:
+                error = str(exc)[:500] or type(exc).__name__
+                write_run_info(run_dir, dataset, status, error=error)
         if isinstance(exc, OSError):
             raise Ur4recError(f"run {run_dir} failed: {exc}") from exc
         raise
@@ -134,7 +145,7 @@ def resume(
     before its first checkpoint starts again from the beginning."""
     run_dir = Path(run_dir)
     cfg, dataset = open_run(run_dir, data_dir)
-    write_run_info(run_dir, dataset, "running")
+    world().on_main(write_run_info, run_dir, dataset, "running")
     return _guarded(run_dir, dataset, lambda: _run(
         cfg, dataset, run_dir, data_dir, quiet, on_epoch_end, resume=True
     ))  # fmt: skip
@@ -149,14 +160,18 @@ def _run(
     on_epoch_end: Callable[[FitState], None] | None,
     resume: bool,
 ) -> Path:
+    here = world()
     model, split, windows = build(cfg, dataset, data_dir)
     if not (run_dir / INPUTS).is_file():
-        save_inputs(run_dir, model)
+        here.on_main(save_inputs, run_dir, model)
     summary: dict[str, Any]
     if cfg.stages:
         from ur4rec.train.stages import format_stage_table, run_stages, stage_table
 
         rows = run_stages(cfg, model, dataset, split, windows, run_dir, quiet, on_epoch_end)
+        if not here.main:  # rank 0 alone tabulates, tests and writes the summary
+            here.barrier()
+            return run_dir
         table = stage_table(cfg, model, dataset, split, rows, run_dir)
         if not quiet:
             print(format_stage_table(table))
@@ -169,6 +184,8 @@ def _run(
             "train_seconds": round(sum(r["train_seconds"] for r in rows), 2),
         }
     elif not model.trainable:  # fitted when built
+        if here.distributed:
+            raise Ur4recError(f"model {cfg.model.name!r} is fitted, not trained: use one process")
         model.eval()
         valid = Evaluator(dataset, split, "valid", cfg.train.eval_protocol).evaluate(model)
         save_checkpoint(run_dir / BEST, {"model": model.state_dict(), "epoch": 0})
@@ -193,6 +210,9 @@ def _run(
         state = trainer.fit()
         if state.best_epoch < 0:
             raise Ur4recError("training ended without a validation pass; check train.eval_every")
+        if not here.main:
+            here.barrier()
+            return run_dir
         load_state_into(model, run_dir / BEST)
         summary = {
             "best_epoch": state.best_epoch,
@@ -206,6 +226,7 @@ def _run(
     summary["test"] = Evaluator(dataset, split, "test", cfg.train.eval_protocol).evaluate(model)
     atomic_write_json(run_dir / SUMMARY, summary)
     write_run_info(run_dir, dataset, "finished")
+    here.barrier()  # the others wait for the summary
     return run_dir
 
 

@@ -30,6 +30,7 @@ from ur4rec.models.base import Calibration, RecModel
 from ur4rec.report_table import format_table
 from ur4rec.runs.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from ur4rec.runs.layout import BEST, load_state_into, stage_dir
+from ur4rec.train.distributed import world
 from ur4rec.train.trainer import FitState, ParamGroup, Trainer
 
 
@@ -73,6 +74,7 @@ def run_stages(
 ) -> list[dict[str, Any]]:
     """Train every stage in turn; returns one row per stage (validation metrics)."""
     valid = Evaluator(dataset, split, "valid", cfg.train.eval_protocol)
+    here = world()
     rows = []
     for index, stage in enumerate(cfg.stages):
         folder = stage_dir(run_dir, index, stage)
@@ -92,7 +94,7 @@ def run_stages(
         )  # fmt: skip
         if (folder / "last.pt").is_file():
             trainer.resume()
-        if not quiet:
+        if not quiet and here.main:
             print(f"stage {index + 1}/{len(cfg.stages)}: {stage.name} ({stage.objective})")
         state = trainer.fit()
         if state.best_epoch < 0:
@@ -119,8 +121,10 @@ def run_stages(
                 if calibrated is not None:
                     model.apply_calibration(calibrated.chosen)
         if calibrated is not None or kept_start:
-            save_checkpoint(
-                folder / BEST, {**load_checkpoint(folder / BEST), "model": model.state_dict()}
+            here.on_main(
+                save_checkpoint,
+                folder / BEST,
+                {**load_checkpoint(folder / BEST), "model": model.state_dict()},
             )
         row = {
             "stage": stage.name,
@@ -133,11 +137,11 @@ def run_stages(
         }
         if calibrated is not None:
             row.update(calibrated.chosen)
-        atomic_write_json(done, row)
+        here.on_main(atomic_write_json, done, row)
         rows.append(row)
     # The run's own best.pt is the last stage's best: `ur4rec evaluate RUN` uses it.
     last = stage_dir(run_dir, len(cfg.stages) - 1, cfg.stages[-1]) / BEST
-    copy_checkpoint(last, run_dir / BEST)
+    here.on_main(copy_checkpoint, last, run_dir / BEST)
     return rows
 
 

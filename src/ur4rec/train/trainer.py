@@ -4,6 +4,11 @@ stopping on a validation metric, best/last checkpoints, exact resume.
 Exact resume without saving RNG state: every epoch reseeds the global generator (dropout) and
 its own data generator (order, negatives) from (seed, epoch), so epoch k draws the same
 numbers whether or not the run was restarted before it.
+
+Under torchrun (train/distributed.py) the model trains wrapped in DDP: every rank draws the
+same window order, takes its share of each batch and its own dropout and negatives (seeded
+by rank too), and weights its mean loss by its share of the batch's positions, so the
+averaged gradient is the whole batch's; rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ur4rec.config import TrainConfig
+from ur4rec.data.splits import PAD
 from ur4rec.data.windows import TrainWindows
 from ur4rec.errors import Ur4recError
 from ur4rec.eval.evaluator import Evaluator
@@ -30,6 +36,7 @@ from ur4rec.io import atomic_write_text
 from ur4rec.models.base import RecModel
 from ur4rec.runs.checkpoint import save_checkpoint
 from ur4rec.runs.layout import BEST, LAST, LOG_FILE, append_log, load_state_into, read_log
+from ur4rec.train.distributed import world
 
 
 @dataclass
@@ -92,6 +99,16 @@ class Trainer:
         self.seed = seed
         self.quiet = quiet
         self.on_epoch_end = on_epoch_end
+        self.world = world()
+        self.loss_module: nn.Module = _Loss(model)
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # A static graph: a stage's objective uses the same parameters in every step
+            # (possibly not all of them); the buffers are the same on every rank.
+            self.loss_module = DistributedDataParallel(
+                self.loss_module, static_graph=True, forward_sync_buffers=False
+            )
         if groups is None:
             params = [p for p in model.parameters() if p.requires_grad]
             groups = [ParamGroup("model", params, train.lr, train.clip_norm, train.weight_decay)]
@@ -103,13 +120,17 @@ class Trainer:
             ]
         )
         self.steps_per_epoch = max(1, math.ceil(len(windows) / train.batch_size))
+        if self.world.distributed and len(windows) % train.batch_size < self.world.size:
+            self.steps_per_epoch = max(1, len(windows) // train.batch_size)  # last one skipped
         total = train.epochs * self.steps_per_epoch
         warmup = int(train.warmup_epochs * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, warmup, total, train.schedule)
         )
         self.state = FitState()
-        self.tensorboard = _tensorboard(self.run_dir) if train.tensorboard else None
+        self.tensorboard = (
+            _tensorboard(self.run_dir) if train.tensorboard and self.world.main else None
+        )
         if train.metric not in _metric_names(evaluator):
             raise Ur4recError(
                 f"train.metric {train.metric!r} is not one of {_metric_names(evaluator)}"
@@ -117,6 +138,9 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------
     def save_last(self) -> None:
+        self.world.on_main(self._save_last)
+
+    def _save_last(self) -> None:
         s = self.state
         save_checkpoint(
             self.run_dir / LAST,
@@ -145,7 +169,7 @@ class Trainer:
         rows = read_log(log)
         kept = [r for r in rows if r["epoch"] <= self.state.epoch]
         self.state.history = kept
-        atomic_write_text(log, "".join(json.dumps(r) + "\n" for r in kept))
+        self.world.on_main(atomic_write_text, log, "".join(json.dumps(r) + "\n" for r in kept))
 
     # -- the loop ----------------------------------------------------------------------
     def fit(self) -> FitState:
@@ -165,13 +189,14 @@ class Trainer:
                 row.update(self._validate())
             state.epoch = epoch + 1
             state.history.append(row)
-            append_log(self.run_dir / LOG_FILE, row)
+            if self.world.main:
+                append_log(self.run_dir / LOG_FILE, row)
             if self.tensorboard is not None:
                 for key, value in row.items():
                     if isinstance(value, int | float) and key != "epoch":
                         self.tensorboard.add_scalar(key, value, epoch + 1)
             self.save_last()
-            if not self.quiet:
+            if not self.quiet and self.world.main:
                 tqdm.write(format_epoch(row, cfg.metric), file=sys.stderr)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(state)
@@ -180,17 +205,23 @@ class Trainer:
         return state
 
     def _train_epoch(self, epoch: int, disabled: bool) -> dict[str, Any]:
-        torch.manual_seed(epoch_seed(self.seed, epoch, 0))
+        rank, size = self.world.rank, self.world.size
+        torch.manual_seed(epoch_seed(self.seed, epoch, 0) + rank)
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 1))
         self.model.train()
         self.model.on_epoch_start(epoch, self.cfg.epochs)
         start, total, count = time.perf_counter(), 0.0, 0
-        batches = self.windows.batches(self.cfg.batch_size, generator)
+        batches = self.windows.batches(self.cfg.batch_size, generator, (rank, size))
+        if size > 1:
+            # The order came from the shared generator; negatives differ by rank.
+            batches = _first_then(batches, generator, epoch_seed(self.seed, epoch, 2 + rank))
         for batch in tqdm(
-            batches, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}", disable=disabled,
-            leave=False,
+            batches, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}",
+            disable=disabled or not self.world.main, leave=False,
         ):  # fmt: skip
-            loss = self.model.training_loss(batch, generator)
+            loss = self.loss_module(batch, generator)
+            if size > 1:
+                loss = loss * self._share(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}")
             self.optimizer.zero_grad(set_to_none=True)
@@ -201,6 +232,8 @@ class Trainer:
             self.state.step += 1
             total += loss.item()
             count += 1
+        if size > 1:  # the mean over every rank's batches
+            total, count = self.world.sum_(torch.tensor([total, float(count)])).tolist()
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "loss": total / max(count, 1),
@@ -209,6 +242,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             row[f"lr/{group['name']}"] = group["lr"]
         return row
+
+    def _share(self, batch: Any) -> torch.Tensor:
+        """size x this rank's share of the global batch's positions: DDP averages the ranks'
+        gradients, so weighting each rank's mean loss by it gives the gradient of the mean
+        over the whole batch, as one process would take it."""
+        mine = torch.tensor([float((batch.targets != PAD).sum())])
+        total = self.world.sum_(mine.clone())
+        return mine[0] * self.world.size / total[0].clamp(min=1.0)
 
     @staticmethod
     def clip(groups: list[ParamGroup]) -> None:
@@ -220,13 +261,14 @@ class Trainer:
     def _validate(self) -> dict[str, Any]:
         start = time.perf_counter()
         self.model.eval()
-        result = self.evaluator.evaluate(self.model)
+        result = self.evaluator.evaluate(self.model, sharded=self.world.distributed)
         metrics = {f"valid/{k}": v for k, v in result.items() if "@" in k}
         value = metrics[f"valid/{self.cfg.metric}"]
         state = self.state
         if value > state.best_metric:
             state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch + 1, 0
-            save_checkpoint(
+            self.world.on_main(
+                save_checkpoint,
                 self.run_dir / BEST,
                 {"model": self.model.state_dict(), "epoch": state.epoch + 1, "metric": value},
             )
@@ -235,6 +277,26 @@ class Trainer:
             if self.cfg.patience and state.bad_epochs >= self.cfg.patience:
                 state.stopped_early = True
         return {**metrics, "eval_seconds": round(time.perf_counter() - start, 3)}
+
+
+class _Loss(nn.Module):
+    """The model's training loss as a forward pass, which is what DDP wraps (it syncs
+    gradients on the backward pass of what its forward returned)."""
+
+    def __init__(self, model: RecModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any, generator: torch.Generator) -> torch.Tensor:
+        return self.model.training_loss(batch, generator)
+
+
+def _first_then(batches: Any, generator: torch.Generator, seed: int) -> Any:
+    """``batches``, with ``generator`` reseeded once the first batch (the order) is drawn."""
+    for i, batch in enumerate(batches):
+        if i == 0:
+            generator.manual_seed(seed)
+        yield batch
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
