@@ -21,6 +21,7 @@ from ur4rec.cli import main
 from ur4rec.config import load_config
 from ur4rec.data.batches import HistoryBatch
 from ur4rec.data.prepare import prepare_dataset
+from ur4rec.errors import Ur4recError
 from ur4rec.serve.app import RecommendationsOut, create_app
 from ur4rec.serve.recommender import Recommender
 from ur4rec.train import run
@@ -402,3 +403,61 @@ def test_health_answers_while_the_model_is_busy(
 def test_encoder_loaded_at_start_when_asked(runs) -> None:
     recommender = Recommender(runs["ur4rec"], str(runs["data"]), preload_encoder=True)
     assert recommender._encoder is not None and recommender._encoder._model is not None
+
+
+def test_ann_index_search_and_growth() -> None:
+    from ur4rec.serve.index import ANNIndex
+
+    gen = torch.Generator().manual_seed(0)
+    items = torch.randn(5000, 16, generator=gen)
+    queries = torch.randn(20, 16, generator=gen)
+    exact = (queries @ items.T).topk(10, dim=1).indices
+    every = ANNIndex(items, lists=50, probe=50)  # every list searched: exact
+    assert torch.equal(every.search(queries, 10).sort(1).values, exact.sort(1).values)
+    some = ANNIndex(items, lists=50, probe=10)
+    found = some.search(queries, 10)
+    recall = (
+        sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(found, exact, strict=True)) / 200
+    )
+    assert 0.5 < recall <= 1.0  # approximate, but far from chance (10/5000)
+    assert every.memory_bytes >= 5000 * 16 * 4
+    best = torch.full((1, 16), 10.0)  # an item that beats every other for this query
+    every.add(best)
+    assert every.size == 5001 and every.search(best, 1).item() == 5000
+
+
+def test_serving_with_the_ann_index_matches_exact_serving(runs: dict[str, Path]) -> None:
+    exact = Recommender(runs["sasrec"], str(runs["data"]))
+    ann = Recommender(runs["sasrec"], str(runs["data"]), index="ann", candidates=5)
+    assert ann.indexes is not None and set(ann.indexes) == {"sasrec"}
+    users = exact.dataset.user_ids
+    pairs = zip(exact.recommend_users(users, k=5), ann.recommend_users(users, k=5), strict=True)
+    for a, b in pairs:
+        assert [r.item for r in a.items] == [r.item for r in b.items]
+        assert [r.score for r in a.items] == pytest.approx([r.score for r in b.items], abs=1e-3)
+        assert b.items[0].scores.keys() == {"sasrec"}
+    history = exact.recommend_history(["1", "2", "3"], k=4)
+    assert [r.item for r in ann.recommend_history(["1", "2", "3"], k=4).items] == [
+        r.item for r in history.items
+    ]
+    # More than the catalogue's unseen items: all of them, none seen.
+    many = ann.recommend_user(users[0], k=100)
+    assert len(many.items) == exact.dataset.n_items - len(seen_by(exact, users[0]))
+    # UR4Rec: the fused score of candidates from the branch vectors' moments (and the EASE
+    # prior computed whole) is the exact one.
+    exact = Recommender(runs["ur4rec"], str(runs["data"]))
+    ann = Recommender(runs["ur4rec"], str(runs["data"]), index="ann", candidates=5)
+    assert set(ann.indexes or {}) == {"sasrec", "retriever"}
+    users = exact.dataset.user_ids
+    pairs = zip(exact.recommend_users(users, k=5), ann.recommend_users(users, k=5), strict=True)
+    for a, b in pairs:
+        assert [r.item for r in a.items] == [r.item for r in b.items]
+        for x, y in zip(a.items, b.items, strict=True):
+            assert x.score == pytest.approx(y.score, abs=2e-3)
+            assert x.scores == pytest.approx(y.scores, abs=2e-3)
+        assert a.sasrec_weight == pytest.approx(b.sasrec_weight, abs=1e-4)
+    ann.model.reranker = torch.nn.Identity()  # a reranker reads each history: exact only
+    with pytest.raises(Ur4recError, match="--index exact"):
+        ann._build_indexes("ann", None)
+    with pytest.raises(Ur4recError, match="index must be one of"):
+        Recommender(runs["sasrec"], str(runs["data"]), index="hnsw")

@@ -589,7 +589,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         Path(args.run_dir), args.data_dir, args.checkpoint, args.host, args.port,
         args.threads, args.workers, args.access_log, args.cache_size,
         args.encoder_precision, args.encoder_threads or _default_encoder_threads(args.workers),
-        llm=llm_spec(args),
+        llm=llm_spec(args), index=args.index,
     )  # fmt: skip
     return 0
 
@@ -875,6 +875,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads while encoding a new text (default: the CPUs / workers)",
     )
     srv.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    srv.add_argument(
+        "--index",
+        default="exact",
+        choices=("exact", "ann"),
+        help="exact: score every item per request (default); ann: a faiss index per "
+        "dot-product branch picks candidates, scored exactly (large catalogues)",
+    )
     llm_args(srv)  # explain=llm
     srv.add_argument("--data-dir", help="data folder (default: $UR4REC_DATA or the user cache)")
     srv.set_defaults(func=cmd_serve)

@@ -128,6 +128,28 @@ class RecModel(nn.Module):
         scores every item and keeps the block (exact, but not memory-bounded)."""
         return self.scores_from_states(states)["score"][:, items]
 
+    def dot_branches(self) -> dict[str, torch.Tensor] | None:
+        """The branches whose scores are a user vector times an item matrix, as {branch:
+        [n_items, d]}: what an approximate nearest-neighbour index is built over. None when
+        the model's scores are not made of such branches (it is then served exactly)."""
+        return None
+
+    def branch_queries(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each of ``dot_branches``' user vectors [B, d], from ``user_states``."""
+        raise NotImplementedError
+
+    def candidate_scores(
+        self, states: dict[str, torch.Tensor], items: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Exact scores [B, C] of the candidate ``items`` [B, C]: ``"score"`` and each branch,
+        as ``scores_from_states`` gives them. The default scores every item and gathers."""
+        out = self.scores_from_states(states)
+        return {
+            k: v.gather(1, items)
+            for k, v in out.items()
+            if (k == "score" or k in self.branches) and v.dim() == 2
+        }
+
     @property
     def states_per_user(self) -> bool:
         """Whether a known user's states can be computed once and reused (False when

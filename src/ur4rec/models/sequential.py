@@ -171,6 +171,19 @@ class SequentialModel(ItemVectorCache, RecModel):
     def block_scores(self, states: dict[str, torch.Tensor], items: slice) -> torch.Tensor:
         return states[f"{self.name}_state"] @ self.item_vectors()[items].T
 
+    def dot_branches(self) -> dict[str, torch.Tensor] | None:
+        return {self.name: self.item_vectors()}
+
+    def branch_queries(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {self.name: states[f"{self.name}_state"]}
+
+    def candidate_scores(
+        self, states: dict[str, torch.Tensor], items: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        user = states[f"{self.name}_state"]
+        scores = torch.einsum("bcd,bd->bc", self.item_vectors()[items], user)
+        return {"score": scores, self.name: scores}
+
     def item_space(self) -> torch.Tensor:
         return self.item_vectors()
 

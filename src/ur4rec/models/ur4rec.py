@@ -37,7 +37,7 @@ from ur4rec.models.base import (
     trained_items,
 )
 from ur4rec.models.ease import ease_weights, recent_item_scores
-from ur4rec.models.fusion import Fusion
+from ur4rec.models.fusion import Fusion, standardise
 from ur4rec.models.memory import WindowMemory
 from ur4rec.models.retriever import CoAttentionReranker, Retriever
 from ur4rec.models.sequential import SequentialModel
@@ -402,6 +402,85 @@ class UR4Rec(RecModel):
     def prepare_for_inference(self) -> None:
         self.sasrec.cache_item_vectors()
         self.retriever.cache_item_vectors()
+        self.__dict__["_moments"] = {}  # the branches' item-vector moments, for candidates
+
+    # -- serving from candidates (an ANN index, serve/index.py) -------------------------
+    def dot_branches(self) -> dict[str, torch.Tensor] | None:
+        if self.reranker is not None:  # it reads each history: no index can stand in
+            return None
+        out = {}
+        if self.objective in ("sasrec", "fused"):
+            out["sasrec"] = self.sasrec.item_vectors()
+        if self.objective in ("retriever", "fused"):
+            out["retriever"] = self.retriever.item_vectors()
+        return out
+
+    def branch_queries(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        queries = {}
+        if "sasrec_state" in states:
+            queries["sasrec"] = states["sasrec_state"]
+        if "retriever_state" in states:  # its logits are cosines over the temperature
+            queries["retriever"] = states["retriever_state"] / self.retriever_cfg.temperature
+        return queries
+
+    def candidate_scores(
+        self, states: dict[str, torch.Tensor], items: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The fused score of the candidates alone. Per-user standardisation needs each
+        branch's mean and spread over all items, which follow exactly from the item vectors'
+        mean and covariance (u.mu and u' S u): no pass over the catalogue per request."""
+        vectors = self.dot_branches()
+        assert vectors is not None
+        queries = self.branch_queries(states)
+        out = {b: torch.einsum("bcd,bd->bc", vectors[b][items], q) for b, q in queries.items()}
+        if self.objective != "fused":
+            out["score"] = out[self.objective]
+            return out
+        weight = self.fusion.sasrec_weight(states["sasrec_state"], states["retriever_state"])
+        new = self.fusion.new_items
+        z_ret = self._standardised("retriever", out["retriever"], queries["retriever"], None)
+        if new is None or self.fusion.sasrec_scores_new:
+            z_seq = self._standardised("sasrec", out["sasrec"], queries["sasrec"], None)
+            fused = weight * z_seq + (1 - weight) * z_ret
+        else:
+            z_seq = self._standardised("sasrec", out["sasrec"], queries["sasrec"], ~new)
+            fused = torch.where(new[items], z_ret, weight * z_seq + (1 - weight) * z_ret)
+        if "prior_items" in states:  # EASE: a sum of a few of its rows, computed whole
+            prior = self._prior_scores(states["prior_items"])
+            z_prior = standardise(prior, over=None if new is None else ~new)
+            if new is not None:
+                z_prior = z_prior.masked_fill(new, 0.0)
+            fused = fused + self.fusion.prior_weight * z_prior.gather(1, items)
+            out["prior"] = prior.gather(1, items)
+        out["score"], out["sasrec_weight"] = fused, weight
+        return out
+
+    def _standardised(
+        self, branch: str, scores: torch.Tensor, query: torch.Tensor, over: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``fusion.standardise`` of the candidates' ``scores`` (= query . item vector), with
+        the statistics over the items ``over`` (all: None), from the vectors' moments."""
+        mean, cov, n = self._branch_moments(branch, over)
+        q = query.double()
+        mu = q @ mean
+        var = ((q @ cov) * q).sum(dim=1) * (n / max(n - 1, 1))  # the unbiased std, as there
+        return (scores - mu[:, None].float()) / (var.clamp(min=0).sqrt()[:, None].float() + 1e-6)
+
+    def _branch_moments(
+        self, branch: str, over: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        vectors = self.dot_branches()[branch]  # type: ignore[index]
+        cache = self.__dict__.setdefault("_moments", {})
+        # Items added since (a longer matrix) or new weights (another tensor): recomputed.
+        key = (branch, vectors.data_ptr(), len(vectors), over is not None)
+        if key not in cache:
+            if len(cache) > 8:
+                cache.clear()
+            v = (vectors if over is None else vectors[over]).double()
+            mean = v.mean(dim=0)
+            centred = v - mean
+            cache[key] = (mean, centred.T @ centred / len(v), len(v))
+        return cache[key]
 
     def inference_inputs(self) -> dict[str, Any]:
         saved: dict[str, Any] = {

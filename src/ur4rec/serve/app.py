@@ -448,6 +448,7 @@ def serve(
     encoder_precision: str = "auto",
     encoder_threads: int | None = None,
     llm: dict[str, Any] | None = None,
+    index: str = "exact",
 ) -> None:
     """Run the service until interrupted (uvicorn). The run is loaded before the port opens,
     so a bad run folder fails here, with its own message; ``workers`` > 1 starts that many
@@ -455,13 +456,17 @@ def serve(
     vectors kept per process (new preference texts and template texts of new histories).
     ``encoder_precision`` and ``encoder_threads`` set how new texts are encoded: by default
     in bfloat16 where the CPU has it natively, on all of the process's CPUs (scoring stays
-    on ``threads``). ``llm``: the backend for ``explain=llm`` (serve/explain.py)."""
+    on ``threads``). ``llm``: the backend for ``explain=llm`` (serve/explain.py). ``index``:
+    ``exact`` or ``ann`` (serve/index.py)."""
     import uvicorn
 
     from ur4rec.serve.explain import explainer_from_spec
 
     _tune_process(threads)
-    encoder = {"encoder_precision": encoder_precision, "encoder_threads": encoder_threads}
+    encoder = {
+        "encoder_precision": encoder_precision, "encoder_threads": encoder_threads,
+        "index": index,
+    }  # fmt: skip
     recommender = Recommender(
         run_dir, data_dir, checkpoint, cache_size=cache_size, preload_encoder=True, **encoder
     )
@@ -498,6 +503,7 @@ def app_from_environment() -> FastAPI:
         preload_encoder=True,
         encoder_precision=spec["encoder_precision"],
         encoder_threads=spec["encoder_threads"],
+        index=spec.get("index", "exact"),
     )
     from ur4rec.serve.explain import explainer_from_spec
 

@@ -47,18 +47,23 @@ class ANNIndex:
             faiss.omp_set_num_threads(threads)
         data = np.ascontiguousarray(vectors.detach().float().numpy())
         n, dim = data.shape
+        # k-means wants at least 39 points per list; fewer items than that: one list.
         self.lists = lists or max(1, min(n // 39, int(4 * math.sqrt(n))))
-        quantizer = faiss.IndexFlatIP(dim)
-        self.index = faiss.IndexIVFFlat(quantizer, dim, self.lists, faiss.METRIC_INNER_PRODUCT)
-        self.index.cp.seed = seed
-        rng = np.random.default_rng(seed)
-        sample = min(n, self.lists * TRAIN_SAMPLE_PER_LIST)
-        train = data if sample == n else data[np.sort(rng.choice(n, sample, replace=False))]
-        self.index.train(train)
+        self.probe = min(self.lists, probe or max(1, self.lists // 32))
+        self._quantizer = faiss.IndexFlatIP(dim)  # kept: faiss does not own it from Python
+        if self.lists == 1:  # nothing to partition: a flat (exact) index
+            self.index = self._quantizer
+        else:
+            self.index = faiss.IndexIVFFlat(
+                self._quantizer, dim, self.lists, faiss.METRIC_INNER_PRODUCT
+            )
+            self.index.cp.seed = seed
+            rng = np.random.default_rng(seed)
+            sample = min(n, self.lists * TRAIN_SAMPLE_PER_LIST)
+            train = data if sample == n else data[np.sort(rng.choice(n, sample, replace=False))]
+            self.index.train(train)
+            self.index.nprobe = self.probe
         self.index.add(data)
-        self.probe = probe or max(1, self.lists // 32)
-        self.index.nprobe = self.probe
-        self._quantizer = quantizer  # faiss does not own it from Python: keep it alive
 
     @property
     def size(self) -> int:

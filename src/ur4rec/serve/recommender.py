@@ -154,12 +154,18 @@ class Recommender:
         preload_encoder: bool = False,
         encoder_precision: str = "float32",
         encoder_threads: int | None = None,
+        index: str = "exact",
+        candidates: int = 200,
+        probe: int | None = None,
     ):
         """``cache_size``: sentence vectors kept (least recently used dropped), so a service
         that sees endless new texts stays within a fixed memory; ``preload_encoder``: load
         the sentence encoder now rather than on the first request that needs it;
         ``encoder_precision`` (float32, bfloat16 or auto) and ``encoder_threads``: how the
-        sentence encoder runs for new texts (see :class:`TextEncoder`)."""
+        sentence encoder runs for new texts (see :class:`TextEncoder`). ``index``: ``exact``
+        scores every item per request; ``ann`` looks up ``candidates`` items per dot-product
+        branch in a faiss index (``probe`` inverted lists searched) and scores their union
+        exactly (serve/index.py)."""
         from ur4rec.runs.load import load_run
         from ur4rec.text.encoder import resolve_precision
 
@@ -177,20 +183,49 @@ class Recommender:
         self.trained_items = self.dataset.n_items  # the catalogue the run was trained on
         self._added = 0  # items of the run's overlay applied so far
         self._overlay_seen: tuple[int, int] | None = None
+        self.indexes: dict[str, Any] | None = None  # exact until the indexes are built
         self.sync_items(refresh=False)
         # no_grad, not inference_mode: these tensors outlive the block and may meet autograd.
         with torch.no_grad():
             self.model.prepare_for_inference()
             self._refresh_items()
             self._known_states = self._precompute_known_users()
+        self.indexes = self._build_indexes(index, probe)
+        self.candidates = candidates
         self._prior_weight: float | None = self.model.describe().get("prior_weight")
         if preload_encoder and self.model.uses_text:
             self._encode(["warm-up"])  # loads the model and runs it once
+
+    def _build_indexes(self, kind: str, probe: int | None) -> dict[str, Any] | None:
+        from ur4rec.serve.index import INDEX_KINDS, ANNIndex
+
+        if kind not in INDEX_KINDS:
+            raise Ur4recError(f"index must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
+        if kind == "exact":
+            return None
+        with torch.no_grad():
+            branches = self.model.dot_branches()
+        if branches is None:
+            raise Ur4recError(
+                f"this run's model ({self.kind}) does not score items by dot products of user "
+                "and item vectors alone: serve it with --index exact"
+            )
+        threads = torch.get_num_threads()
+        return {name: ANNIndex(m, probe=probe, threads=threads) for name, m in branches.items()}
+
+    @property
+    def index_memory_bytes(self) -> int:
+        return sum(i.memory_bytes for i in (self.indexes or {}).values())
 
     def _refresh_items(self) -> None:
         """What serving keeps per item, from the model's cached item vectors (which
         ``add_items`` extends row by row)."""
         with torch.no_grad():
+            branches = self.model.dot_branches() if self.indexes else None
+            for name, matrix in (branches or {}).items():
+                index = self.indexes[name]  # type: ignore[index]
+                if len(matrix) > index.size:  # items added since: into the index too
+                    index.add(matrix[index.size :])
             self.item_text = self.model.item_text_vectors()  # sentence-encoder space, or None
             # Explanations' "nearest history item" is measured in the model's own item space.
             self.item_space = F.normalize(self.model.item_space(), dim=-1)
@@ -359,19 +394,26 @@ class Recommender:
             out = {name: state[rows_of] for name, state in self._known_states.items()}
         else:
             out = self._user_states(cases)
-        scores, branches, router, weight = self._scores(out)
         seen = [sorted(set(case.history)) for case in cases]
-        rows = torch.tensor([row for row, items in enumerate(seen) for _ in items])
-        scores = scores.index_put(
-            (rows, torch.tensor([i for s in seen for i in s])), torch.tensor(float("-inf"))
-        )
-        top = scores.topk(min(max(case.k for case in cases), self.dataset.n_items), dim=1)
+        width = min(max(case.k for case in cases), self.dataset.n_items)
+        if self.indexes is None:
+            scores, branches, router, weight = self._scores(out)
+            rows = torch.tensor([row for row, items in enumerate(seen) for _ in items])
+            scores = scores.index_put(
+                (rows, torch.tensor([i for s in seen for i in s])), torch.tensor(float("-inf"))
+            )
+            top = scores.topk(width, dim=1)
+            top_items, top_values = top.indices, top.values
+            top_branches = {b: v.gather(1, top_items) for b, v in branches.items()}
+        else:
+            top_items, top_values, top_branches, weight = self._ann_top(out, seen, width)
+            router = out.get("router")
         results = []
         for row, case in enumerate(cases):
             count = min(case.k, self.dataset.n_items - len(seen[row]))
-            picked = top.indices[row, :count]
-            chosen, values = picked.tolist(), top.values[row, :count].tolist()
-            branch_values = {b: s[row, picked].tolist() for b, s in branches.items()}
+            count = min(count, int(torch.isfinite(top_values[row]).sum()))
+            chosen, values = top_items[row, :count].tolist(), top_values[row, :count].tolist()
+            branch_values = {b: v[row, :count].tolist() for b, v in top_branches.items()}
             explanations = (
                 self._explain(chosen, case.history, case.text) if case.explain else [None] * count
             )
@@ -401,6 +443,33 @@ class Recommender:
                 )
             )
         return results
+
+    def _ann_top(
+        self, states: dict[str, torch.Tensor], seen: list[list[int]], width: int
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+        """(items, scores, branch scores), each [B, width], best first, and the fusion weight:
+        each branch's nearest items to the user's vector, scored exactly by the model on
+        their union (-inf where fewer than ``width`` unseen candidates were found)."""
+        assert self.indexes is not None
+        queries = self.model.branch_queries(states)
+        # Enough candidates that the seen items, excluded afterwards, cannot crowd out k.
+        wanted = min(self.dataset.n_items, max(self.candidates, width + max(map(len, seen))))
+        found = torch.cat([self.indexes[b].search(queries[b], wanted) for b in self.indexes], 1)
+        found, _ = found.sort(dim=1)
+        repeat = torch.zeros_like(found, dtype=torch.bool)
+        repeat[:, 1:] = found[:, 1:] == found[:, :-1]
+        safe = found.clamp(min=0)
+        scores = self.model.candidate_scores(states, safe)
+        drop = repeat | (found < 0)
+        for row, items in enumerate(seen):
+            drop[row] |= torch.isin(safe[row], torch.tensor(items, dtype=safe.dtype))
+        total = scores["score"].masked_fill(drop, float("-inf"))
+        top = total.topk(min(width, total.shape[1]), dim=1)
+        items = safe.gather(1, top.indices)
+        branches = {
+            b: v.gather(1, top.indices) for b, v in scores.items() if b in self.model.branches
+        }
+        return items, top.values, branches, scores.get("sasrec_weight")
 
     def _user_states(self, cases: list[_Case]) -> dict[str, torch.Tensor]:
         """What the model makes of each history: user vectors per branch (+ router weights),
