@@ -72,7 +72,7 @@ def recall(run_dir: Path, data: str, users: list[str], k: int = 10) -> dict:
     index = next(iter(ann.indexes.values()))  # type: ignore[union-attr]
     return {
         "recall@10": round(hits / (k * len(users)), 4),
-        "users": len(users),
+        "users_checked": len(users),
         "index_lists": index.lists,
         "index_probe": index.probe,
         "candidates": ann.candidates,

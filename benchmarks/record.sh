@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark behind docs/results.md, then the document itself (about 180 minutes on 2
+# Every benchmark behind docs/results.md, then the document itself (about 210 minutes on 2
 # cores). Stored runs of the current code and the same config are reused, anything else is
 # trained again (benchmarks/reuse.py), so a rerun after a code change updates every row.
 set -euo pipefail
@@ -48,6 +48,9 @@ $PY benchmarks/add_items.py --run runs/cold-start/cold-items/sasrec-content-s42
 $PY benchmarks/sasrec_quality.py
 # Timings last, on a quiet machine.
 $PY benchmarks/sasrec_speed.py
+$PY benchmarks/sasrec_profile.py --label after
+$PY benchmarks/scale.py
+$PY benchmarks/ann_serving.py
 $PY benchmarks/encoder_precision.py --run "$Q-default-s42"
 $PY benchmarks/serve_load.py --run "$Q-default-s42"
 $PY benchmarks/results_doc.py

@@ -431,6 +431,78 @@ def synth(path: Path) -> str:
     )
 
 
+def sasrec_profile(path: Path) -> str:
+    """The profile of one epoch, before and after (each label's own code)."""
+    d = _json(path)
+    blocks = []
+    for label in sorted(d, key=lambda k: (k != "before", k)):
+        p = d[label]
+        code = p["provenance"]["code"]
+        where = f"commit {str(code.get('commit'))[:10]}, source hash {code['source_hash']}"
+        rows = [
+            {"operator": f"`{r['op']}`", "self ms": f"{r['self_ms']:.0f}",
+             "calls": f"{r['calls']:,}", "share": f"{r['share']:.0%}"}
+            for r in p["top"]
+        ]  # fmt: skip
+        blocks.append(
+            f"**{label}** ({where}): the profiled epoch took {p['epoch_seconds_profiled']:.2f} s, "
+            f"{p['self_cpu_ms'] / 1000:.2f} s of operator self time "
+            f"({p['threads']} threads).\n\n" + _md(rows, ["operator", "self ms", "calls", "share"])
+        )
+    command = next(iter(d.values()))["command"]
+    return (
+        f"`.venv/bin/python {command} --label LABEL` (see its docstring)\n\n"
+        + "\n\n".join(blocks)
+        + "\n"
+    )
+
+
+def scale(path: Path) -> str:
+    d = _json(path)
+
+    def cell(r: dict[str, Any], key: str, spec: str) -> str:
+        return "—" if r.get(key) is None else format(r[key], spec)
+
+    rows = [
+        {"interactions": f"{r['interactions']:,}", "items": f"{r['items']:,}",
+         "users": f"{r['users']:,}", "generate (s)": cell(r, "generate_seconds", ".1f"),
+         "prepare (s)": cell(r, "prepare_seconds", ".1f"),
+         "prepare peak RSS (MiB)": cell(r, "prepare_peak_rss_mib", ",.0f"),
+         "train epoch (s)": cell(r, "epoch_seconds", ".0f"),
+         "evaluate (s)": cell(r, "eval_seconds", ".0f"),
+         "peak RSS (MiB)": cell(r, "peak_rss_mib", ",.0f"),
+         "valid NDCG@10": cell(r, "valid_ndcg@10", ".4f")}
+        for r in d["rows"]
+    ]  # fmt: skip
+    columns = list(rows[0]) if rows else []
+    return (
+        f"`.venv/bin/python {d['command']}` ({d['time'][:10]})\n"
+        f"{code_line([d.get('provenance')])}\n\n{_md(rows, columns)}\n\n"
+        "![Train epoch and evaluation time, and peak RSS, against interactions]"
+        "(results/scale.png)\n"
+    )
+
+
+def ann_serving(path: Path) -> str:
+    d = _json(path)
+    rows = [
+        {"index": f"`{r['index']}`", "GET p50 (ms)": f"{r['p50_ms']:.2f}",
+         "GET p99 (ms)": f"{r['p99_ms']:.2f}",
+         "server peak RSS (MiB)": f"{r['server_peak_rss_mib']:,}"}
+        for r in d["serving"]
+    ]  # fmt: skip
+    return (
+        f"`.venv/bin/python {d['command']}` ({d['time'][:10]})\n"
+        f"{code_line([d.get('provenance')])}\n\n"
+        f"{d['items']:,} items, {d['users']:,} users: **recall@10 of `--index ann` against "
+        f"exact {d['recall@10']:.4f}** over {d['users_checked']:,} "
+        f"users ({d['index_lists']:,} inverted lists, {d['index_probe']} probed, "
+        f"{d['candidates']} candidates per branch; the index holds {d['index_mib']:,.0f} MiB and "
+        f"took {d['load_and_build_seconds']:.0f} s to load and build with the run).\n\n"
+        f"{_md(rows, list(rows[0]))}\n"
+    )
+
+
 def cold_start(path: Path) -> str:
     """Every model on one split by group (benchmarks/cold_start.py): test NDCG@10 and Hit@10
     (mean over seeds), the validation cold figure that chose the fused model's rival, and the
@@ -545,6 +617,9 @@ TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "sasrec-speed": ("sasrec-speed.json", sasrec_speed),
     "import-speed": ("import-speed.json", import_speed),
     "synth": ("synth.json", synth),
+    "sasrec-profile": ("sasrec-profile.json", sasrec_profile),
+    "scale": ("scale.json", scale),
+    "ann-serving": ("ann-serving.json", ann_serving),
     "sasrec-sweep": ("sasrec-sweep.json", sasrec_sweep),
     "ensemble": ("ensemble.json", ensemble),
     "headline": ("ur4rec-quality.jsonl", headline),

@@ -4,13 +4,14 @@
 
 Each size (interactions x items; users = interactions / 50, seed 0) runs in a fresh process:
 `ur4rec data synth` (generate), opening the prepared folder, the leave-one-out split and the
-training windows (prepare), one training epoch of SASRec (hidden 64, 2 layers, max length
-50, batches of 256 windows) with the mixed softmax over 256 uniform and 256 in-batch negatives
-(`loss.kind=sampled_softmax loss.in_batch=true`: the full softmax would cost [positions x
-items] per batch), then full-ranking evaluation of every validation user, scored in item
-blocks (bounded memory). Times are wall seconds; peak RSS is the process's after each phase
-(it never falls). ID-only on purpose: encoding 10^5 texts with MiniLM takes about 25 minutes
-on these cores. Writes docs/results/scale.json and the plot docs/results/scale.png.
+training windows (prepare; a size marked `:prepare` stops there), one training epoch of
+SASRec (hidden 64, 2 layers, max length 50, batches of 256 windows) with the mixed softmax
+over 256 uniform and 256 in-batch negatives (`loss.kind=sampled_softmax loss.in_batch=true`:
+the full softmax would cost [positions x items] per batch), then full-ranking evaluation of
+every validation user, scored in item blocks (bounded memory). Times are wall seconds; peak
+RSS is the process's after each phase (it never falls). ID-only on purpose: encoding 10^5
+texts with MiniLM takes about 25 minutes on these cores. Writes docs/results/scale.json and
+the plot docs/results/scale.png.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ from ur4rec.provenance import text_hash
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "results" / "scale.json"
 PLOT = ROOT / "docs" / "results" / "scale.png"
-SIZES = "1000000x10000,1000000x100000,10000000x100000,1000000x1000000,3000000x1000000"
+SIZES = (
+    "1000000x10000,1000000x100000,10000000x100000,1000000x1000000,3000000x1000000,"
+    "50000000x500000:prepare"
+)
 OVERRIDES = [
     "model.name=sasrec", "data.max_len=50", "model.hidden=64", "model.layers=2",
     "model.heads=2", "loss.kind=sampled_softmax", "loss.in_batch=true", "loss.negatives=256",
@@ -44,8 +48,8 @@ def peak_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def child(interactions: int, items: int, data: str) -> dict:
-    """One size, measured in this (fresh) process."""
+def child(interactions: int, items: int, data: str, prepare_only: bool = False) -> dict:
+    """One size, measured in this (fresh) process (``prepare_only``: no training)."""
     import torch
 
     from ur4rec.config import load_config
@@ -72,6 +76,8 @@ def child(interactions: int, items: int, data: str) -> dict:
     row["prepare_seconds"] = round(time.perf_counter() - start, 1)
     row["prepare_peak_rss_mib"] = peak_mib()
     row["windows"], row["train_positions"] = len(windows), windows.n_targets
+    if prepare_only:
+        return row
 
     cfg = load_config(None, [f"data.dataset={name}", *OVERRIDES])
     torch.manual_seed(cfg.seed)
@@ -97,8 +103,11 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for items in sorted({r["items"] for r in rows}):
-        mine = sorted((r for r in rows if r["items"] == items), key=lambda r: r["interactions"])
+    for items in sorted({r["items"] for r in rows if "epoch_seconds" in r}):
+        mine = sorted(
+            (r for r in rows if r["items"] == items and "epoch_seconds" in r),
+            key=lambda r: r["interactions"],
+        )
         x = [r["interactions"] for r in mine]
         label = f"{items:,} items"
         for key, style in (("epoch_seconds", "-o"), ("eval_seconds", "--s")):
@@ -124,30 +133,44 @@ def main() -> None:
     parser.add_argument("--sizes", default=SIZES)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--results", default=str(OUT))
-    parser.add_argument("--child", nargs=3, metavar=("INTERACTIONS", "ITEMS", "DATA"))
+    parser.add_argument(
+        "--append", action="store_true", help="keep the results file's other sizes' rows"
+    )
+    parser.add_argument("--child", nargs=4, metavar=("INTERACTIONS", "ITEMS", "DATA", "WHAT"))
     args = parser.parse_args()
     if args.child:
-        n, i, data = args.child
-        print(json.dumps(child(int(n), int(i), data)))
+        n, i, data, what = args.child
+        print(json.dumps(child(int(n), int(i), data, what == "prepare")))
         return
     rows = []
     with tempfile.TemporaryDirectory() as data:
         for size in args.sizes.split(","):
-            n, i = (int(float(part)) for part in size.split("x"))
-            cmd = [sys.executable, __file__, "--child", str(n), str(i), data]
+            shape, _, what = size.partition(":")  # ":prepare": generate and prepare only
+            n, i = (int(float(part)) for part in shape.split("x"))
+            cmd = [sys.executable, __file__, "--child", str(n), str(i), data, what or "all"]
             done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
             if done.returncode != 0:
                 raise SystemExit(f"size {size} failed: {done.stderr.strip()[-3000:]}")
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(row)
-            print(
+            line = (
                 f"{n:>11,} interactions {i:>9,} items: generate {row['generate_seconds']} s, "
-                f"prepare {row['prepare_seconds']} s, epoch {row['epoch_seconds']} s, "
-                f"evaluation {row['eval_seconds']} s ({row['eval_users']:,} users), peak RSS "
-                f"{row['peak_rss_mib']:,} MiB",
-                flush=True,
+                f"prepare {row['prepare_seconds']} s (peak RSS "
+                f"{row['prepare_peak_rss_mib']:,} MiB)"
             )
+            if "epoch_seconds" in row:
+                line += (
+                    f", epoch {row['epoch_seconds']} s, evaluation {row['eval_seconds']} s "
+                    f"({row['eval_users']:,} users), peak RSS {row['peak_rss_mib']:,} MiB"
+                )
+            print(line, flush=True)
     command = command_line(__file__)
+    if args.append and Path(args.results).is_file():
+        previous = json.loads(Path(args.results).read_text())
+        done = {(r["interactions"], r["items"]) for r in rows}
+        rows = [r for r in previous["rows"] if (r["interactions"], r["items"]) not in done] + rows
+        if previous["command"] != command:  # both commands made the rows
+            command = f"{previous['command']} && .venv/bin/python {command}"
     result = {
         "command": command,
         "provenance": result_provenance(command, [text_hash(" ".join(OVERRIDES))]),
