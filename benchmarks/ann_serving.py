@@ -25,10 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from reuse import command_line, result_provenance
-from serve_latency import free_port, percentile, timed_requests
+from serve_latency import free_port, percentile, timed_requests, wait_for_health
 from ur4rec.io import atomic_write_json
 from ur4rec.provenance import text_hash
 
@@ -88,17 +86,7 @@ def serve_latency(run_dir: Path, data: str, index: str, users: list[str], n: int
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 900
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"server exited: {server.stderr.read()[-2000:]}")
-            try:
-                httpx.get(f"{base}/health", timeout=1).raise_for_status()
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("server did not start within 900 s") from None
-                time.sleep(0.5)
+        wait_for_health(server, base, 900)
         rng = random.Random(1)
         timed_requests(base, [rng.choice(users) for _ in range(100)], 10, [])
         latencies: list[float] = []

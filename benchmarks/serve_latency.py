@@ -62,6 +62,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def wait_for_health(server: subprocess.Popen, base: str, limit: float) -> dict:
+    """The server's /health answer once it is up; exits naming why when it dies first or is
+    not up within ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while True:
+        if server.poll() is not None:
+            raise SystemExit(f"server exited: {server.stderr.read()[-2000:]}")
+        try:
+            return httpx.get(f"{base}/health", timeout=1).json()
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"server did not start within {limit:.0f} s") from None
+            time.sleep(0.1)
+
+
 def timed_requests(base: str, users: list[str], k: int, out: list[float]) -> None:
     """One keep-alive connection (the standard library's HTTP client: its own CPU cost per
     request is small, and it shares the machine's cores with the server)."""
@@ -110,17 +125,7 @@ def main() -> None:
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"server exited: {server.stderr.read()[-2000:]}")
-            try:
-                health = httpx.get(f"{base}/health", timeout=1).json()
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("server did not start within 120 s") from None
-                time.sleep(0.1)
+        health = wait_for_health(server, base, 120)
         print(
             f"{health['model']} on {health['dataset']} ({health['users']} users, "
             f"{health['items']} items), k={args.k}, {args.workers} server process(es), "
