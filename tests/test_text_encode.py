@@ -103,3 +103,79 @@ def test_encoder_precision_is_checked() -> None:
     with pytest.raises(Ur4recError, match="float32"):
         TextEncoder(precision="bfloat16", cache_dir="unused")  # cached vectors stay exact
     assert resolve_precision("auto") in ("float32", "bfloat16")
+
+
+def _fake_vectors(texts: list[str], show_progress: bool = False, bulk: bool = True) -> np.ndarray:
+    """A stand-in for the model: a fixed vector per text, without loading MiniLM."""
+    seeds = [int.from_bytes(t.encode()[:8].ljust(8, b"."), "little") for t in texts]
+    return np.stack([np.random.default_rng(s).standard_normal(8) for s in seeds]).astype(np.float32)
+
+
+def test_store_shards_gather_and_memory_map(tmp_path: Path) -> None:
+    from ur4rec.text.vectors import VectorStore, digest
+
+    store = VectorStore(tmp_path / "s")
+    rng = np.random.default_rng(0)
+    blocks = [rng.standard_normal((n, 4)).astype(np.float32) for n in (3, 1, 5)]
+    keys = [[digest(f"t{b}-{i}") for i in range(len(v))] for b, v in enumerate(blocks)]
+    for k, v in zip(keys, blocks, strict=True):
+        store.add(k, v)
+    flat, every = [d for k in keys for d in k], np.concatenate(blocks)
+    again = VectorStore(tmp_path / "s")  # reads the keys; the vectors stay on disk
+    assert len(again) == 9 and len(list((tmp_path / "s").glob("*.keys"))) == 3
+    order = np.array([8, 0, 4, 3, 3, 7])
+    rows = again.rows([flat[i] for i in order])
+    np.testing.assert_array_equal(again.gather(rows, block=2), every[order])
+    mapped = again.gather(rows, out=tmp_path / "m.npy", block=4)
+    assert isinstance(mapped, np.memmap) and mapped.flags.writeable  # copy-on-write
+    np.testing.assert_array_equal(mapped, every[order])
+    mapped[0] = 0  # never reaches the file
+    np.testing.assert_array_equal(np.load(tmp_path / "m.npy")[0], every[8])
+    assert again.missing([flat[0], digest("new"), digest("new")]) == [1]
+    with pytest.raises(ValueError, match="dim"):
+        again.add([digest("x")], np.zeros((1, 5), np.float32))
+
+
+def test_encoding_in_chunks_resumes_after_a_kill(tmp_path: Path, monkeypatch) -> None:
+    texts = [f"item text number {i}" for i in range(7)]
+    calls: list[int] = []
+
+    def dies_on_third(self, batch, show_progress=False, bulk=True):
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed while encoding the third chunk
+        return _fake_vectors(batch)
+
+    monkeypatch.setattr(TextEncoder, "_encode_new", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        TextEncoder(cache_dir=tmp_path, chunk=2).encode(texts)
+    monkeypatch.setattr(TextEncoder, "_encode_new", lambda self, b, *a, **k: _fake_vectors(b))
+    resumed = TextEncoder(cache_dir=tmp_path, chunk=2)
+    vectors = resumed.encode(texts)
+    assert resumed.last_encoded == 3  # the two finished chunks were kept
+    np.testing.assert_array_equal(vectors, _fake_vectors(texts))
+    mapped = resumed.encode_mapped(texts)
+    np.testing.assert_array_equal(mapped, vectors)
+    assert isinstance(TextEncoder(cache_dir=tmp_path).encode_mapped(texts), np.memmap)
+    # A damaged shard is not trusted: its texts are encoded again.
+    shard = sorted((tmp_path / "all-MiniLM-L6-v2").glob("*.keys"))[0]
+    shard.write_bytes(shard.read_bytes()[:-5])
+    damaged = TextEncoder(cache_dir=tmp_path, chunk=2)
+    np.testing.assert_array_equal(damaged.encode(texts), vectors)
+    assert damaged.last_encoded == 2
+
+
+def test_single_file_cache_is_migrated(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    folder = tmp_path / "all-MiniLM-L6-v2"
+    folder.mkdir()
+    texts = ["b text", "a text"]
+    vectors = _fake_vectors(texts)
+    index = {hashlib.sha256(t.encode()).hexdigest(): i for i, t in enumerate(texts)}
+    (folder / "index.json").write_text(json.dumps(index))
+    np.save(folder / "vectors.npy", vectors)
+    enc = TextEncoder(cache_dir=tmp_path)
+    np.testing.assert_array_equal(enc.encode(texts[::-1]), vectors[::-1])
+    assert enc.last_encoded == 0 and not (folder / "index.json").exists()

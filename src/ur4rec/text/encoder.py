@@ -8,7 +8,6 @@ local Hugging Face cache: nothing is downloaded at run time).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from pathlib import Path
@@ -18,9 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from ur4rec.errors import Ur4recError
-from ur4rec.io import atomic_write_bytes, atomic_write_json
+from ur4rec.text.vectors import VectorStore, digest
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
@@ -82,18 +82,16 @@ def model_slug(name: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name or DEFAULT_MODEL).strip("_")
 
 
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 class TextEncoder:
     """Encodes texts into L2-normalised float32 vectors, caching them per model and text hash.
 
-    Only texts not yet in the cache are encoded; the cache is rewritten atomically after each
-    call that added vectors. ``precision="bfloat16"`` runs the model in bfloat16 (about 2x faster
-    where the CPU has native bfloat16; cosine to float32 about 0.9999, see
-    benchmarks/encoder_precision.py): for a service, not for cached training vectors, which
-    stay float32 so runs reproduce.
+    Only texts not yet in the cache are encoded, ``chunk`` texts at a time, and each chunk is
+    stored as it finishes (text/vectors.py): memory holds one chunk, and a killed encoding
+    resumes from the last finished chunk. ``encode(..., out=PATH)`` writes the vectors to an
+    .npy file and returns them memory-mapped. ``precision="bfloat16"`` runs the model in
+    bfloat16 (about 2x faster where the CPU has native bfloat16; cosine to float32 about
+    0.9999, see benchmarks/encoder_precision.py): for a service, not for cached training
+    vectors, which stay float32 so runs reproduce.
     ``threads`` sets torch's thread count while encoding (then restores it), so a service can
     score on one thread and encode on all.
     """
@@ -106,21 +104,22 @@ class TextEncoder:
         device: str = "cpu",
         precision: str = "float32",
         threads: int | None = None,
+        chunk: int = 8192,
     ) -> None:
         self.model_name = model or DEFAULT_MODEL
         self.precision = resolve_precision(precision)
         if cache_dir is not None and self.precision != "float32":
             raise Ur4recError("cached sentence vectors are float32: no cache_dir with bfloat16")
+        if chunk < 1:
+            raise Ur4recError(f"chunk must be >= 1, got {chunk}")
         self.threads = threads
         self.batch_size = batch_size
+        self.chunk = chunk
         self.device = device
         self.cache_dir = Path(cache_dir) / model_slug(self.model_name) if cache_dir else None
         self._model: Any = None
-        self._index: dict[str, int] = {}
-        self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self.store = VectorStore(self.cache_dir)
         self.last_encoded = 0  # texts encoded (not found in the cache) by the last call
-        if self.cache_dir is not None:
-            self._load_cache()
 
     @property
     def model(self) -> Any:
@@ -130,55 +129,50 @@ class TextEncoder:
                 self._model.to(torch.bfloat16)  # weights too: autocast's casts cost 20%
         return self._model
 
-    def _load_cache(self) -> None:
-        assert self.cache_dir is not None
-        index_path, vectors_path = self.cache_dir / "index.json", self.cache_dir / "vectors.npy"
-        if not index_path.is_file() or not vectors_path.is_file():
-            return
-        try:
-            index = json.loads(index_path.read_text(encoding="utf-8"))
-            vectors = np.load(vectors_path, allow_pickle=False)
-        except (OSError, ValueError):
-            return  # a damaged cache is rebuilt, not trusted
-        if len(index) == len(vectors) and all(0 <= v < len(vectors) for v in index.values()):
-            self._index, self._vectors = index, vectors.astype(np.float32)
-
-    def _save_cache(self) -> None:
-        assert self.cache_dir is not None
-        buffer = _npy_bytes(self._vectors)
-        # Vectors first: an index never points past the vectors it is saved with.
-        atomic_write_bytes(self.cache_dir / "vectors.npy", buffer)
-        atomic_write_json(self.cache_dir / "index.json", self._index)
-
     def encode(
-        self, texts: list[str], show_progress: bool = False, remember: bool = True
+        self,
+        texts: list[str],
+        show_progress: bool = False,
+        remember: bool = True,
+        out: str | Path | None = None,
     ) -> np.ndarray:
         """[len(texts), dim] L2-normalised embeddings. ``remember=False`` encodes without
-        adding to (or reading) the cache: a service's texts are many and seen once."""
+        adding to (or reading) the cache: a service's texts are many and seen once. ``out``:
+        written there and returned memory-mapped (copy-on-write) instead of in memory."""
         if not remember:
             if not texts:
                 return np.zeros((0, 0), np.float32)
-            return self._encode_new(texts, show_progress, bulk=False)
-        hashes = [text_hash(t) for t in texts]
-        missing: dict[str, str] = {}
-        for h, t in zip(hashes, texts, strict=True):
-            if h not in self._index and h not in missing:
-                missing[h] = t
+            return self._encode_new(texts, show_progress=False, bulk=False)
+        digests = [digest(t) for t in texts]
+        missing = self.store.missing(digests)
         self.last_encoded = len(missing)
-        if missing:
-            new = self._encode_new(list(missing.values()), show_progress, bulk=True)
-            start = len(self._index)
-            if self._vectors.size == 0:
-                self._vectors = new
-            else:
-                self._vectors = np.concatenate([self._vectors, new])
-            for offset, h in enumerate(missing):
-                self._index[h] = start + offset
-            if self.cache_dir is not None:
-                self._save_cache()
+        bar = tqdm(total=len(missing), unit="text", disable=not show_progress or not missing)
+        with bar:
+            for first in range(0, len(missing), self.chunk):
+                part = missing[first : first + self.chunk]
+                new = self._encode_new([texts[i] for i in part], show_progress=False, bulk=True)
+                self.store.add([digests[i] for i in part], new)
+                bar.update(len(part))
         if not texts:
-            return np.zeros((0, self._vectors.shape[1] if self._vectors.size else 0), np.float32)
-        return self._vectors[[self._index[h] for h in hashes]]
+            return np.zeros((0, self.store.dim), np.float32)
+        return self.store.gather(self.store.rows(digests), out)
+
+    def encode_mapped(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        """``encode`` into a file named by the texts' digests under the cache (``aligned/``),
+        memory-mapped: a later run with the same texts maps it without a lookup. Without a
+        cache, in memory."""
+        if self.cache_dir is None or not texts:
+            return self.encode(texts, show_progress)
+        key = hashlib.sha256(b"".join(digest(t) for t in texts)).hexdigest()[:32]
+        path = self.cache_dir / "aligned" / f"{key}.npy"
+        try:
+            mapped = np.load(path, mmap_mode="c", allow_pickle=False)
+            if mapped.ndim == 2 and len(mapped) == len(texts) and mapped.dtype == np.float32:
+                self.last_encoded = 0
+                return mapped
+        except (OSError, ValueError):
+            pass  # missing or damaged: written again
+        return self.encode(texts, show_progress, out=path)
 
     def _encode_new(self, texts: list[str], show_progress: bool, bulk: bool) -> np.ndarray:
         """``bulk``: a corpus, through sentence-transformers' encode (sorted by length, with a
@@ -227,14 +221,6 @@ def _pad_length(features: dict[str, Any]) -> dict[str, Any]:
             if torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == length:
                 features[key] = F.pad(value, (0, extra))
     return features
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
 
 
 class TrainableTextEncoder(nn.Module):

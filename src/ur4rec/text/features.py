@@ -59,10 +59,12 @@ def text_features(cfg: RunConfig, dataset: Dataset, root: str | None = None) -> 
     items = aligned(dataset, "items", item_texts, scheme)
     users = aligned(dataset, "users", user_texts, scheme)
     features = TextFeatures(
-        torch.from_numpy(encoder.encode(items)), torch.from_numpy(encoder.encode(users)), users
+        torch.from_numpy(encoder.encode_mapped(items)),
+        torch.from_numpy(encoder.encode_mapped(users)),
+        users,
     )
     if every > 0:
         titles = cfg.text.user_texts == "template"
         snapshots, features.snapshot_first_row = template_snapshots(dataset, every, scheme, titles)
-        features.snapshots = torch.from_numpy(encoder.encode(snapshots))
+        features.snapshots = torch.from_numpy(encoder.encode_mapped(snapshots))
     return features
