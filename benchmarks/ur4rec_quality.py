@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,6 @@ import yaml
 
 from reuse import command_line, merge_rows, plan_run, run_provenance, wanted_config
 from ur4rec.measures import SAMPLED_99
-from ur4rec.runs.layout import run_stale_reasons
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS_FILE = ROOT / "configs" / "experiments" / "ur4rec-variants.yaml"
@@ -79,43 +77,17 @@ def _command(run_dir: Path, args: list[str], data_dir: str | None) -> list[str]:
 def _start_from_default(
     run_dir: Path, config: Path, overrides: list[str], base: Path, stages: int, data_dir: str | None
 ) -> bool:
-    """Start a variant's run folder from the first ``stages`` finished stages of the default run.
-
-    The variant's model is initialised exactly as its own run would be; the modules those
-    stages train then take the default run's trained weights (every other module is untouched
-    by them). Returns False when the default run has not got that far.
-    """
-    from ur4rec.config import dump_config, load_config
+    """Start a variant's run folder from the first ``stages`` finished stages of the default
+    run (train/reuse.py); False when the default run has not got that far."""
+    from ur4rec.config import load_config
     from ur4rec.data.prepare import open_dataset
-    from ur4rec.io import atomic_write_text
-    from ur4rec.runs import build
-    from ur4rec.runs.checkpoint import load_checkpoint, save_checkpoint
-    from ur4rec.runs.layout import write_run_info
+    from ur4rec.train.reuse import start_from_stages
 
-    folders = sorted((base / "stages").glob("*-*"), key=lambda p: int(p.name.split("-")[0]))
-    if stages == 0 or len(folders) < stages or not (base / "run.json").is_file():
-        return False
-    if run_stale_reasons(base):  # stages of other code are never handed on
-        return False
-    if not all((f / "done.json").is_file() for f in folders[:stages]):
+    if stages == 0 or not (base / "run.json").is_file():
         return False
     cfg = load_config(config, overrides)
     dataset = open_dataset(cfg.data.dataset, root=data_dir)
-    model, _, _ = build(cfg, dataset, data_dir)
-    # Each reused stage's checkpoint is the variant's fresh model with the modules trained up
-    # to that stage taken from the base run: the stage table loads every one of them.
-    fresh = model.state_dict()
-    for index, folder in enumerate(folders[:stages]):
-        trained = load_checkpoint(folder / "best.pt")["model"]
-        modules = {m for stage in cfg.stages[: index + 1] for m in stage.train}
-        state = {k: trained[k] if k.split(".")[0] in modules else v for k, v in fresh.items()}
-        target = run_dir / "stages" / folder.name
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / "done.json", target / "done.json")
-        save_checkpoint(target / "best.pt", {"model": state})
-    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-    write_run_info(run_dir, dataset, "running")  # this variant's own provenance
-    return True
+    return start_from_stages(run_dir, cfg, base, stages, dataset, data_dir)
 
 
 def run_one(

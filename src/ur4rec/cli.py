@@ -232,6 +232,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return code if here.main else 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from ur4rec.train.tune import tune
+
+    result = tune(
+        args.config, args.space, args.trials, args.out, storage=args.storage,
+        study_name=args.study, jobs=args.jobs, sampler=args.sampler, pruner=args.pruner,
+        seed=args.seed, overrides=args.set, data_dir=args.data_dir, quiet=args.quiet or args.json,
+    )  # fmt: skip
+    best = result.best
+    shown = [{k: v for k, v in r.items() if k not in ("run", "error")} for r in result.trials]
+    text = format_table(shown, list(dict.fromkeys(k for r in shown for k in r)))
+    if best is None:
+        text += f"\nno trial finished; see {result.out / 'trials.md'}"
+    else:
+        text += (
+            f"\nbest: trial {best['trial']}, validation {best['value']:.4f}; its config: "
+            f"{result.out / 'best.yaml'} (train it with ur4rec train --config)"
+        )
+    _print({"out": str(result.out), "best": best, "trials": result.trials,
+            "files": result.files}, args.json, text)  # fmt: skip
+    return 0 if best is not None else 1
+
+
 def _train(args: argparse.Namespace) -> int:
     from ur4rec.config import load_config
     from ur4rec.train import run
@@ -741,6 +764,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(tr)
     tr.set_defaults(func=cmd_train)
+
+    tune = commands.add_parser(
+        "tune", help="search hyperparameters with Optuna (chosen on validation, resumable)"
+    )
+    tune.add_argument("--config", required=True, help="the base YAML config")
+    tune.add_argument(
+        "--space", required=True, help="search space YAML, e.g. configs/tune/sasrec.yaml"
+    )
+    tune.add_argument("--trials", type=int, required=True, help="trials in all (a resumed "
+                      "search runs only the ones still missing)")  # fmt: skip
+    tune.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    tune.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db)")
+    tune.add_argument("--study", default="ur4rec", help="study name in the storage")
+    tune.add_argument("--out", required=True, help="folder for trials, best.yaml and plots")
+    tune.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
+    tune.add_argument("--pruner", choices=["median", "none"], default="median")
+    tune.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    tune.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a base config value for every trial (repeatable)",
+    )  # fmt: skip
+    tune.add_argument("--quiet", action="store_true", help="no epoch lines from the trials")
+    _common(tune)
+    tune.set_defaults(func=cmd_tune)
 
     ev = commands.add_parser("evaluate", help="evaluate a trained run")
     ev.add_argument("run_dir", help="a run folder written by `ur4rec train`")

@@ -267,14 +267,38 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if isinstance(value, str) and _looks_numeric(value):
             value = float(value)
         value = _numbers(value)  # "1e-05" inside a list or mapping is a number too
-        node = data
+        node: Any = data
         parts = key.split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
+            node = _child(node, part, item)
+            if not isinstance(node, dict | list):
                 raise ConfigError(f"override {item!r}: '{part}' is not a section")
-        node[parts[-1]] = value
+        if isinstance(node, list):
+            node[_position(node, parts[-1], item)] = value
+        else:
+            node[parts[-1]] = value
     return data
+
+
+def _child(node: dict[str, Any] | list[Any], part: str, item: str) -> Any:
+    """A section, or an entry of a list (``stages.2`` or by name, ``stages.joint_finetune``)."""
+    if isinstance(node, list):
+        return node[_position(node, part, item)]
+    return node.setdefault(part, {})
+
+
+def _position(node: list[Any], part: str, item: str) -> int:
+    if part.isdigit() and int(part) < len(node):
+        return int(part)
+    named = [
+        i for i, entry in enumerate(node) if isinstance(entry, dict) and entry.get("name") == part
+    ]
+    if len(named) == 1:
+        return named[0]
+    raise ConfigError(
+        f"override {item!r}: '{part}' is neither an index (0-{len(node) - 1}) nor the name of "
+        "one entry of the list"
+    )
 
 
 def _looks_numeric(text: str) -> bool:

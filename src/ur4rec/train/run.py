@@ -60,11 +60,14 @@ def train(
     quiet: bool = False,
     on_epoch_end: Callable[[FitState], None] | None = None,
     force: bool = False,
+    test: bool = True,
 ) -> Path:
     """Train from scratch into a new run folder; returns the folder.
 
     The folder must be new, empty, or a run of this very config that never got as far as a
-    checkpoint; ``force`` clears a previous run's files from it first (other files stay)."""
+    checkpoint; ``force`` clears a previous run's files from it first (other files stay).
+    ``test=False`` leaves the test split alone (a search chooses on validation only): the
+    summary then has no test metrics and a staged run no stage table."""
     validate(cfg)
     here = world()
     run_dir = here.broadcast(Path(run_dir) if run_dir is not None else default_run_dir(cfg))
@@ -75,7 +78,7 @@ def train(
     dataset = open_dataset(cfg.data.dataset, root=data_dir)
     here.on_main(_start_folder, run_dir, cfg, dataset)
     return _guarded(run_dir, dataset, lambda: _run(
-        cfg, dataset, run_dir, data_dir, quiet, on_epoch_end, resume=False
+        cfg, dataset, run_dir, data_dir, quiet, on_epoch_end, resume=False, test=test
     ))  # fmt: skip
 
 
@@ -124,7 +127,9 @@ def _guarded(run_dir: Path, dataset: Dataset, work: Callable[[], Path]) -> Path:
     try:
         return work()
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        status = getattr(exc, "run_status", None) or (  # e.g. "pruned" by a search
+            "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        )
         with contextlib.suppress(OSError):  # the original error says more than this one
             if world().main:
                 error = str(exc)[:500] or type(exc).__name__
@@ -140,6 +145,7 @@ def resume(
     data_dir: str | None = None,
     quiet: bool = False,
     on_epoch_end: Callable[[FitState], None] | None = None,
+    test: bool = True,
 ) -> Path:
     """Continue a run from where it stopped; a finished run is left as it is. A run killed
     before its first checkpoint starts again from the beginning."""
@@ -147,7 +153,7 @@ def resume(
     cfg, dataset = open_run(run_dir, data_dir)
     world().on_main(write_run_info, run_dir, dataset, "running")
     return _guarded(run_dir, dataset, lambda: _run(
-        cfg, dataset, run_dir, data_dir, quiet, on_epoch_end, resume=True
+        cfg, dataset, run_dir, data_dir, quiet, on_epoch_end, resume=True, test=test
     ))  # fmt: skip
 
 
@@ -159,6 +165,7 @@ def _run(
     quiet: bool,
     on_epoch_end: Callable[[FitState], None] | None,
     resume: bool,
+    test: bool = True,
 ) -> Path:
     here = world()
     model, split, windows = build(cfg, dataset, data_dir)
@@ -172,9 +179,10 @@ def _run(
         if not here.main:  # rank 0 alone tabulates, tests and writes the summary
             here.barrier()
             return run_dir
-        table = stage_table(cfg, model, dataset, split, rows, run_dir)
-        if not quiet:
-            print(format_stage_table(table))
+        if test:
+            table = stage_table(cfg, model, dataset, split, rows, run_dir)
+            if not quiet:
+                print(format_stage_table(table))
         summary = {
             "stages": rows,
             "valid": rows[-1]["valid"],
@@ -223,7 +231,8 @@ def _run(
             "train_seconds": state.train_seconds,
         }
     model.eval()
-    summary["test"] = Evaluator(dataset, split, "test", cfg.train.eval_protocol).evaluate(model)
+    if test:
+        summary["test"] = Evaluator(dataset, split, "test", cfg.train.eval_protocol).evaluate(model)
     atomic_write_json(run_dir / SUMMARY, summary)
     write_run_info(run_dir, dataset, "finished")
     here.barrier()  # the others wait for the summary
