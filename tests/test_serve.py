@@ -366,7 +366,7 @@ def test_sentence_vectors_are_bounded(runs) -> None:
         text = f"Likes film number {i}. Also enjoys sequel {i}."
         recommender.recommend_history(["1", "2"], 3, text, explain=True)
         assert len(recommender._sentence_cache) <= 8
-    assert recommender._encoder._index == {}  # the encoder keeps no copy of its own
+    assert len(recommender._encoder.store) == 0  # the encoder keeps no copy of its own
     # Template texts of new histories are cached too, within the same bound.
     before = recommender.recommend_history(["4", "5", "6"], 5)
     again = recommender.recommend_history(["4", "5", "6"], 5)

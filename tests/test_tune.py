@@ -14,6 +14,7 @@ import yaml
 from ur4rec.cli import main
 from ur4rec.config import ConfigError, load_config
 from ur4rec.data.prepare import prepare_dataset
+from ur4rec.errors import Ur4recError
 from ur4rec.train.trainer import FitState, read_log
 from ur4rec.train.tune import Pruned, _Reporter, load_space, tune
 
@@ -92,9 +93,11 @@ def test_three_trials_killed_resumed_and_best_config_written(files, tmp_path: Pa
     assert tuned.model.hidden == best["params"]["model.hidden"]
     assert tuned.train.epochs == 3  # the rest is the base config
     assert (out / "history.png").stat().st_size > 0
-    # A finished search run again does nothing more.
+    # A finished search run again does nothing more; one with another question is refused.
     assert main([*args, "--out", str(out), "--pruner", "none", "--json"]) == 0
     assert len(list((out / "trials").iterdir())) == 3
+    with pytest.raises(Ur4recError, match="another overrides"):
+        tune(config, space, 3, out, overrides=["train.epochs=2"])
 
 
 def test_later_stage_keys_reuse_earlier_stages(files, tmp_path: Path) -> None:

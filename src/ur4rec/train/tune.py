@@ -392,6 +392,7 @@ def tune(
             "sampler": sampler, "pruner": pruner, "seed": seed, "metric": metric,
             "data_dir": data_dir,
         }  # fmt: skip
+        _same_search(out, spec)
         study = _study(spec)
         _rerun_stale(study)
         atomic_write_json(out / "search.json", spec)
@@ -413,6 +414,23 @@ def tune(
             if any(codes):
                 raise Ur4recError(f"a search worker failed (exit codes {codes})")
         return write_outputs(out, spec, _study(spec))
+
+
+def _same_search(out: Path, spec: dict[str, Any]) -> None:
+    """A folder holds one search: resuming it with another config, space or storage would
+    mix trials of different questions."""
+    try:
+        before = json.loads((out / "search.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    keys = ("config", "space", "overrides", "storage", "study", "metric")
+    changed = [k for k in keys if before.get(k) != spec[k]]
+    if changed:
+        raise Ur4recError(
+            f"{out} holds a search with another {', '.join(changed)} "
+            f"({', '.join(f'{k}={before.get(k)!r}' for k in changed)}); resume it with the same "
+            "arguments or pick another --out"
+        )
 
 
 def work(out: Path, worker: int, trials: int, quiet: bool = True) -> None:
