@@ -412,6 +412,60 @@ def import_speed(path: Path) -> str:
     )
 
 
+def embedding_store(path: Path) -> str:
+    d = _json(path)
+    e, w, m, f = d["encode"], d["store_write"], d["store_map"], d["single_file"]
+    rows = [
+        {"what": "the memory-mapped store (shards)", "seconds": f"{m['seconds']:.1f}",
+         "peak RSS (MiB)": f"{m['peak_rss_mib']:,}", "anonymous at the end (MiB)":
+         f"{m['anon_mib_end']:,}", "file-backed at the end (MiB)": f"{m['file_mib_end']:,}"},
+        {"what": "the one-file cache (loaded whole)", "seconds": f"{f['seconds']:.1f}",
+         "peak RSS (MiB)": f"{f['peak_rss_mib']:,}", "anonymous at the end (MiB)":
+         f"{f['anon_mib_end']:,}", "file-backed at the end (MiB)": f"{f['file_mib_end']:,}"},
+    ]  # fmt: skip
+    return (
+        f"`.venv/bin/python {d['command']}` ({d['time'][:10]}; {d['cpus']} cores)\n"
+        f"{code_line([d.get('provenance')])}\n\n"
+        f"Encoding {e['texts']:,} item texts with all-MiniLM-L6-v2 into an empty store, in chunks "
+        f"of 512: **{e['texts_per_s']:.1f} texts/s**, peak RSS {e['peak_rss_mib']:,} MiB. "
+        f"A store of {d['vectors']:,} vectors ({d['vectors_mib']:,} MiB) written in shards of "
+        f"8,192 in {w['seconds']:.1f} s; opened (keys only) in {m['open_seconds']:.1f} s. "
+        "Gathering all of them in a shuffled order into the aligned matrix a run reads:\n\n"
+        + _md(rows, list(rows[0]))
+        + "\n"
+    )
+
+
+def tune_search(path: Path) -> str:
+    blocks = []
+    for d in _json(path):
+        best = d["best"]
+        keys = list(best["params"])
+        trials = [
+            {"trial": t["trial"], "state": t["state"],
+             d["metric"]: "" if t["value"] is None else f"{t['value']:.4f}",
+             **{k: _fmt_param(t.get(k)) for k in keys},
+             "epochs": t.get("epochs") or "", "seconds": t.get("seconds") or ""}
+            for t in d["trials"]
+        ]  # fmt: skip
+        states = ", ".join(f"{n} {s}" for s, n in d["states"].items())
+        blocks.append(
+            f"`.venv/bin/python {d['command']}` ({d['time'][:10]})\n"
+            f"{code_line([d.get('provenance')])}\n\n"
+            f"{d['config']} over {d['space']}: {len(d['trials'])} trials ({states}), "
+            f"{d['trial_seconds'] / 60:.0f} minutes of trials in all. Best: trial "
+            f"{best['trial']}, validation {d['metric']} **{best['value']:.4f}**.\n\n"
+            + _md(trials, list(trials[0]))
+        )
+    return "\n\n".join(blocks) + "\n"
+
+
+def _fmt_param(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "" if value is None else str(value)
+
+
 def synth(path: Path) -> str:
     d = _json(path)
     quality = _md(
@@ -617,6 +671,8 @@ TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "sasrec-speed": ("sasrec-speed.json", sasrec_speed),
     "import-speed": ("import-speed.json", import_speed),
     "synth": ("synth.json", synth),
+    "embedding-store": ("embedding-store.json", embedding_store),
+    "tune-search": ("tune-search.json", tune_search),
     "sasrec-profile": ("sasrec-profile.json", sasrec_profile),
     "scale": ("scale.json", scale),
     "ann-serving": ("ann-serving.json", ann_serving),
