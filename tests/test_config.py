@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from ur4rec.config import ConfigError, RunConfig, dump_config, load_config
+from ur4rec.config import ConfigError, RunConfig, dump_config, load_config, to_dict
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
@@ -103,3 +103,35 @@ def test_experiment_variants_are_valid_configs() -> None:
             check_config(cfg)
         assert variant.base in variants, name
         assert variant.reuse <= len(cfg.stages), name
+
+
+def test_tuned_configs_match_the_search_and_the_variant() -> None:
+    import json
+    import math
+    import sys
+
+    root = CONFIGS[0].parent.parent
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        from ur4rec_quality import read_variants
+    finally:
+        sys.path.pop(0)
+    # The tuned SASRec file holds the recorded search's best, to three figures.
+    searches = json.loads((root / "docs" / "results" / "tune-search.json").read_text())
+    best = next(s for s in searches if s["config"] == "configs/sasrec-ml-100k-liked.yaml")
+    tuned = to_dict(load_config(root / "configs" / "sasrec-ml-100k-liked-tuned.yaml"))
+    for key, value in best["best"]["params"].items():
+        section, name = key.split(".")
+        got = tuned[section][name]
+        if isinstance(value, float):
+            assert math.isclose(got, float(f"{value:.3g}")), key
+        else:
+            assert got == value, key
+    # The UR4Rec tuned file is the "tuned" variant of the default config.
+    variant = read_variants()["tuned"]
+    base = root / "configs" / "ur4rec-ml-100k-liked.yaml"
+    from_variant = to_dict(load_config(base, variant.overrides))
+    from_file = to_dict(load_config(root / "configs" / "ur4rec-ml-100k-liked-tuned.yaml"))
+    assert from_variant == from_file
+    assert from_file["stages"][0]["lr"] == {"sasrec": tuned["train"]["lr"]}
+    assert from_file["model"]["hidden"] == tuned["model"]["hidden"]
