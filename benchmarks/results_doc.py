@@ -445,7 +445,8 @@ def tune_search(path: Path) -> str:
             {"trial": t["trial"], "state": t["state"],
              d["metric"]: "" if t["value"] is None else f"{t['value']:.4f}",
              **{k: _fmt_param(t.get(k)) for k in keys},
-             "epochs": t.get("epochs") or "", "seconds": t.get("seconds") or ""}
+             "epochs": t.get("epochs") or "",
+             "seconds": f"{t['seconds']:.0f}" if t.get("seconds") is not None else ""}
             for t in d["trials"]
         ]  # fmt: skip
         states = ", ".join(f"{n} {s}" for s, n in d["states"].items())
@@ -458,6 +459,36 @@ def tune_search(path: Path) -> str:
             + _md(trials, list(trials[0]))
         )
     return "\n\n".join(blocks) + "\n"
+
+
+def report_estimates(path: Path) -> str:
+    """The report's estimated gain of each change beside the paired measurement."""
+    d = _json(path)
+
+    def interval(x: dict[str, Any]) -> str:
+        seeds = (f" [{x['seeds_low']:+.4f}, {x['seeds_high']:+.4f}]" if x["seeds_low"] is not None
+                 else "")  # fmt: skip
+        return f"{x['mean']:+.4f} [{x['users_low']:+.4f}, {x['users_high']:+.4f}]{seeds}"
+
+    rows = []
+    for r in d["rows"]:
+        t = r["test"]
+        rows.append({
+            "change (A against B)": _mark(r["change"], r.get("run_provenance") or [None]),
+            "report's estimate (Hit@10)": r["estimate"],
+            "test 1+99 Hit@10 A / B": f"{t['sampled hit@10 a']['mean']:.4f} / "
+                                      f"{t['sampled hit@10 b']['mean']:.4f}",
+            "relative": f"{t['sampled hit@10 relative']:+.1%}",
+            "A - B [users' 95%] [seeds' 95%]": interval(t["sampled hit@10 difference"]),
+            "test full NDCG@10 A - B": interval(t["full ndcg@10 difference"]),
+            "valid 1+99 Hit@10 relative": f"{r['valid']['sampled hit@10 relative']:+.1%}",
+        })  # fmt: skip
+    missing = "".join(f"\n\nNot measured yet (no runs): {m}." for m in d.get("missing", []))
+    origins = [o for r in d["rows"] for o in (r.get("run_provenance") or [None])]
+    return (
+        f"`.venv/bin/python {d['command']}` ({d['time'][:10]}; {d['dataset']}, seeds "
+        f"{d['seeds']})\n{code_line(origins)}\n\n" + _md(rows, list(rows[0])) + missing + "\n"
+    )
 
 
 def _fmt_param(value: object) -> str:
@@ -673,6 +704,7 @@ TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "synth": ("synth.json", synth),
     "embedding-store": ("embedding-store.json", embedding_store),
     "tune-search": ("tune-search.json", tune_search),
+    "report-estimates": ("report-estimates.json", report_estimates),
     "sasrec-profile": ("sasrec-profile.json", sasrec_profile),
     "scale": ("scale.json", scale),
     "ann-serving": ("ann-serving.json", ann_serving),

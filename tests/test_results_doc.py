@@ -32,3 +32,38 @@ def test_a_table_is_rendered_between_its_markers(tmp_path: Path) -> None:
     assert "| gru4rec-x (older code) | full | 0.1500 ± 0.0707 | 0.3000 ± 0.1414 |" in out
     # A table whose result file is missing stays as it was.
     assert results_doc.render(doc, tmp_path / "none") == doc
+
+
+def test_report_estimates_pairs_hits_and_renders(tmp_path: Path) -> None:
+    import numpy as np
+    import report_estimates
+
+    rng = np.random.default_rng(0)
+
+    def seed_ranks(hit_share: float) -> dict[str, np.ndarray]:
+        # 200 users: the first hit_share of them rank the target first, the rest at 50.
+        hits = np.arange(200) < int(200 * hit_share)
+        ranks = np.where(hits, 0, 50)
+        return {f"{p} {c}": ranks + (c == "full") * rng.integers(0, 3, 200)
+                for p in ("valid", "test") for c in ("full", "sampled-with-history:99")}  # fmt: skip
+
+    a = [seed_ranks(0.6) for _ in range(3)]
+    b = [seed_ranks(0.4) for _ in range(3)]
+    out = report_estimates.compare(a, b)
+    test = out["test"]
+    assert test["sampled hit@10 a"]["mean"] == pytest.approx(0.6)
+    assert test["sampled hit@10 relative"] == pytest.approx(0.5)
+    diff = test["sampled hit@10 difference"]
+    assert diff["mean"] == pytest.approx(0.2) and diff["users_low"] < 0.2 < diff["users_high"]
+    assert diff["seeds_better"] == 3
+    # Every change names variants that exist, and the record renders as a table.
+    for _, va, vb, _ in report_estimates.ROWS:
+        assert va in report_estimates.VARIANTS and vb in report_estimates.VARIANTS
+    record = {"dataset": "d", "seeds": "1-3", "command": "benchmarks/report_estimates.py",
+              "time": "2026-12-03T00:00:00", "missing": ["negatives"],
+              "rows": [{"change": "c", "a": "x", "b": "y", "estimate": "+5-8%", **out}]}  # fmt: skip
+    (tmp_path / "report-estimates.json").write_text(json.dumps(record))
+    doc = "<!-- table: report-estimates -->\n<!-- end table -->\n"
+    text = results_doc.render(doc, tmp_path)
+    assert "| c (older code) | +5-8% | 0.6000 / 0.4000 | +50.0% | +0.2000 [" in text
+    assert "Not measured yet (no runs): negatives." in text
