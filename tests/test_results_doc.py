@@ -36,6 +36,7 @@ def test_a_table_is_rendered_between_its_markers(tmp_path: Path) -> None:
 
 def test_report_estimates_pairs_hits_and_renders(tmp_path: Path) -> None:
     import numpy as np
+
     import report_estimates
 
     rng = np.random.default_rng(0)
