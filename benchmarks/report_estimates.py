@@ -36,15 +36,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # (change, A, B, the report's estimate of the gain in Hit@10): A is the model with the change.
 ROWS: list[tuple[str, str, str, str]] = [
     ("retriever capacity (dim 512, 8 experts, 8 proxies)",
-     "report capacity (retriever dim 512, 8 experts, 8 proxies; +10-15%)", "default", "+10-15%"),
+     "report capacity: dim 512 / 8 experts / 8 proxies", "default", "+10-15%"),
     ("LR schedule (warmup + cosine against constant)",
-     "default", "constant learning rate (no warmup or cosine decay)", "+5-8%"),
+     "default", "constant learning rate", "+5-8%"),
     ("learned fusion (calibrated scalar against fixed 0.4/0.6)",
      "default", "fusion fixed 0.4/0.6 (report) with the prior", "+5-10%"),
     ("text encoder fine-tuning (last layer, lr 1e-5)",
-     "report encoder fine-tuning (last layer, lr 1e-5; +8-12%)", "default", "+8-12%"),
+     "report encoder fine-tuning: last layer at 1e-5", "default", "+8-12%"),
     ("harder negatives (50 mined + 50 uniform)",
-     "report negatives (50 mined hardest + 50 uniform; +5-8%)", "default", "+5-8%"),
+     "report negatives: 50 mined + 50 uniform", "default", "+5-8%"),
     ("SASRec's searched settings (configs/ur4rec-ml-100k-liked-tuned.yaml)",
      "tuned", "default", "(not in the report)"),
 ]  # fmt: skip
