@@ -237,14 +237,18 @@ QUALITY_MODELS = {"sasrec": "stage 1 (SASRec)", "retriever": "retriever alone", 
 def ur4rec_quality(path: Path) -> str:
     """Variants x seeds of the four-stage run: each model's valid and test figures."""
     lines = _jsonl(path)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    shown: list[dict[str, Any] | None] = []
     for dataset in dict.fromkeys(r["dataset"] for r in lines):
         for variant in dict.fromkeys(r["variant"] for r in lines if r["dataset"] == dataset):
             runs = sorted(
                 (r for r in lines if r["dataset"] == dataset and r["variant"] == variant),
                 key=lambda r: r["seed"],
             )
+            # Seeds run by the current code, where there are any, stand for the variant.
+            runs = [r for r in runs if is_current(r.get("provenance"))] or runs
             label = _mark(variant, [r.get("provenance") for r in runs])
+            shown += [r.get("provenance") for r in runs]
             for model, name in QUALITY_MODELS.items():
                 if any(f"{model} full valid ndcg@10" not in r for r in runs):
                     continue  # e.g. a variant without a retriever stage
@@ -264,7 +268,7 @@ def ur4rec_quality(path: Path) -> str:
     return (
         _commands(lines)
         + "\n"
-        + code_line([r.get("provenance") for r in lines])
+        + code_line(shown)
         + "\n\n"
         + _md(rows, list(dict.fromkeys(k for r in rows for k in r)))
         + "\n"
@@ -367,12 +371,17 @@ def headline(path: Path) -> str:
         row[_column(p, m)] = _mean_sd([float(r[m]) for r in sasrec if r["protocol"] == p])
     rows.append(row)
     origins += [r.get("provenance") for r in sasrec]
-    default = [r for r in quality if r["variant"] == "default"]
-    row = {"model on ml-100k-liked (test)": f"UR4Rec, default ({len(default)} seeds)"}
-    for p, m in columns:
-        row[_column(p, m)] = _mean_sd([float(r[f"fused {p} test {m}"]) for r in default])
-    rows.append(row)
-    origins += [r.get("provenance") for r in default]
+    for variant, name in (("default", "UR4Rec, default"), ("tuned", "UR4Rec, tuned backbone")):
+        runs = [r for r in quality if r["variant"] == variant]
+        # Seeds run by the current code, where there are any, stand for the variant.
+        runs = [r for r in runs if is_current(r.get("provenance"))] or runs
+        if not runs:
+            continue
+        row = {"model on ml-100k-liked (test)": f"{name} ({len(runs)} seeds)"}
+        for p, m in columns:
+            row[_column(p, m)] = _mean_sd([float(r[f"fused {p} test {m}"]) for r in runs])
+        rows.append(row)
+        origins += [r.get("provenance") for r in runs]
     return (
         "`bash benchmarks/record.sh` (baselines.py, backbones.py, ur4rec_quality.py); mean ± "
         "sd over seeds. " + code_line(origins) + "\n\n" + _md(rows, list(rows[0])) + "\n"
