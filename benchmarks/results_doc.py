@@ -492,7 +492,8 @@ def report_estimates(path: Path) -> str:
             "test full NDCG@10 A - B": interval(t["full ndcg@10 difference"]),
             "valid 1+99 Hit@10 relative": f"{r['valid']['sampled hit@10 relative']:+.1%}",
         })  # fmt: skip
-    missing = "".join(f"\n\nNot measured yet (no runs): {m}." for m in d.get("missing", []))
+    gaps = d.get("missing", [])
+    missing = f"\n\nNot measured yet (no runs): {'; '.join(gaps)}." if gaps else ""
     origins = [o for r in d["rows"] for o in (r.get("run_provenance") or [None])]
     return (
         f"`.venv/bin/python {d['command']}` ({d['time'][:10]}; {d['dataset']}, seeds "
