@@ -80,6 +80,19 @@ def _json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _current_or_all(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of the current code where there are any (they stand for the variant)."""
+    return [r for r in runs if is_current(r.get("provenance"))] or runs
+
+
+def _interval(d: dict[str, Any]) -> str:
+    """A paired difference: its mean, the users' and (with several seeds) the seeds' 95%."""
+    seeds = (
+        f" [{d['seeds_low']:+.4f}, {d['seeds_high']:+.4f}]" if d["seeds_low"] is not None else ""
+    )
+    return f"{d['mean']:+.4f} [{d['users_low']:+.4f}, {d['users_high']:+.4f}]{seeds}"
+
+
 def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
@@ -245,8 +258,7 @@ def ur4rec_quality(path: Path) -> str:
                 (r for r in lines if r["dataset"] == dataset and r["variant"] == variant),
                 key=lambda r: r["seed"],
             )
-            # Seeds run by the current code, where there are any, stand for the variant.
-            runs = [r for r in runs if is_current(r.get("provenance"))] or runs
+            runs = _current_or_all(runs)
             label = _mark(variant, [r.get("provenance") for r in runs])
             shown += [r.get("provenance") for r in runs]
             for model, name in QUALITY_MODELS.items():
@@ -281,10 +293,6 @@ def comparisons(path: Path) -> str:
     rows = []
     for r in lines:
         d = r["difference"]
-        seeds = (
-            f" [{d['seeds_low']:+.4f}, {d['seeds_high']:+.4f}]" if d["seeds_low"] is not None
-            else ""
-        )  # fmt: skip
         rows.append(
             {
                 "A - B": _mark(f"{r['a']} - {r['b']}", r.get("run_provenance") or [None]),
@@ -293,8 +301,7 @@ def comparisons(path: Path) -> str:
                 "users": r.get("group", "all"),
                 "A NDCG@10": r["a ndcg@10"],
                 "B NDCG@10": r["b ndcg@10"],
-                "A - B [users' 95%] [seeds' 95%]": f"{d['mean']:+.4f} "
-                f"[{d['users_low']:+.4f}, {d['users_high']:+.4f}]{seeds}",
+                "A - B [users' 95%] [seeds' 95%]": _interval(d),
                 "seeds A better": f"{d['seeds_better']}/{d['seeds']}",
             }
         )
@@ -373,8 +380,7 @@ def headline(path: Path) -> str:
     origins += [r.get("provenance") for r in sasrec]
     for variant, name in (("default", "UR4Rec, default"), ("tuned", "UR4Rec, tuned backbone")):
         runs = [r for r in quality if r["variant"] == variant]
-        # Seeds run by the current code, where there are any, stand for the variant.
-        runs = [r for r in runs if is_current(r.get("provenance"))] or runs
+        runs = _current_or_all(runs)
         if not runs:
             continue
         row = {"model on ml-100k-liked (test)": f"{name} ({len(runs)} seeds)"}
@@ -474,11 +480,6 @@ def report_estimates(path: Path) -> str:
     """The report's estimated gain of each change beside the paired measurement."""
     d = _json(path)
 
-    def interval(x: dict[str, Any]) -> str:
-        seeds = (f" [{x['seeds_low']:+.4f}, {x['seeds_high']:+.4f}]" if x["seeds_low"] is not None
-                 else "")  # fmt: skip
-        return f"{x['mean']:+.4f} [{x['users_low']:+.4f}, {x['users_high']:+.4f}]{seeds}"
-
     rows = []
     for r in d["rows"]:
         t = r["test"]
@@ -488,8 +489,8 @@ def report_estimates(path: Path) -> str:
             "test 1+99 Hit@10 A / B": f"{t['sampled hit@10 a']['mean']:.4f} / "
                                       f"{t['sampled hit@10 b']['mean']:.4f}",
             "relative": f"{t['sampled hit@10 relative']:+.1%}",
-            "A - B [users' 95%] [seeds' 95%]": interval(t["sampled hit@10 difference"]),
-            "test full NDCG@10 A - B": interval(t["full ndcg@10 difference"]),
+            "A - B [users' 95%] [seeds' 95%]": _interval(t["sampled hit@10 difference"]),
+            "test full NDCG@10 A - B": _interval(t["full ndcg@10 difference"]),
             "valid 1+99 Hit@10 relative": f"{r['valid']['sampled hit@10 relative']:+.1%}",
         })  # fmt: skip
     gaps = d.get("missing", [])
