@@ -408,7 +408,20 @@ def sasrec_speed(path: Path) -> str:
         f"{d['train_positions_per_epoch']:,} training positions per epoch): "
         f"**{d['epoch_seconds_median']:.2f} s per epoch** (median), "
         f"{d['full_eval_seconds_median']:.3f} s to rank every item for all "
-        f"{d['eval_users']} users under the full protocol, peak RSS {d['peak_rss_mib']:.0f} MiB.\n"
+        f"{d['eval_users']} users under the full protocol, peak RSS {d['peak_rss_mib']:.0f} MiB."
+        + _machine_rate(d)
+        + "\n"
+    )
+
+
+def _machine_rate(d: dict) -> str:
+    """The host's matmul rate around the run (shared hosts vary; older records lack it)."""
+    if "matmul_gflops" not in d:
+        return ""
+    before, after = d["matmul_gflops"]
+    return (
+        f" The machine's 2048x2048 float32 matmul ran at {before:.0f} GFLOP/s before the "
+        f"epochs and {after:.0f} after."
     )
 
 

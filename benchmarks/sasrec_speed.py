@@ -31,6 +31,19 @@ from ur4rec.train.trainer import Trainer
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def matmul_gflops(size: int = 2048, reps: int = 5) -> float:
+    """The machine's float32 matmul rate now (median of ``reps`` products of two
+    ``size`` x ``size`` matrices): epoch times on a shared host vary with it."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    rates = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return round(statistics.median(rates), 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
@@ -48,6 +61,7 @@ def main() -> None:
     )  # fmt: skip
     dataset = open_dataset("ml-100k")
     model, split, windows = build(cfg, dataset)
+    gflops_before = matmul_gflops()
     evaluator = Evaluator(dataset, split, "test", "full")
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(
@@ -56,6 +70,7 @@ def main() -> None:
         )  # fmt: skip
         state = trainer.fit()
     epoch_seconds = [row["train_seconds"] for row in state.history]
+    gflops_after = matmul_gflops()
     model.eval()
     eval_seconds = []
     for _ in range(3):
@@ -73,6 +88,7 @@ def main() -> None:
         "interactions": dataset.n_interactions,
         "train_positions_per_epoch": windows.n_targets,
         "threads": torch.get_num_threads(),
+        "matmul_gflops": [gflops_before, gflops_after],
         "epoch_seconds_median": round(statistics.median(epoch_seconds), 3),
         "epoch_seconds": epoch_seconds,
         "full_eval_seconds_median": round(statistics.median(eval_seconds), 3),
@@ -86,7 +102,8 @@ def main() -> None:
             f"SASRec ml-100k: {result['epoch_seconds_median']:.2f} s/epoch (median of "
             f"{len(epoch_seconds)}, {windows.n_targets} positions), full-protocol evaluation of "
             f"{len(evaluator)} users {result['full_eval_seconds_median']:.3f} s, peak RSS "
-            f"{result['peak_rss_mib']} MiB, {result['threads']} threads"
+            f"{result['peak_rss_mib']} MiB, {result['threads']} threads; 2048x2048 matmul "
+            f"{gflops_before} GFLOP/s before the epochs, {gflops_after} after"
         )
     atomic_write_json(args.results, result)
     print(f"wrote {args.results}")

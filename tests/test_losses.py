@@ -17,7 +17,10 @@ def test_full_softmax_ce_by_hand() -> None:
 
 @pytest.mark.parametrize("budget", [1, 7, 40, 1 << 20])
 @pytest.mark.parametrize("masked", [False, True])
-def test_blocked_softmax_ce_equals_the_materialised_one(budget: int, masked: bool) -> None:
+@pytest.mark.parametrize("keep", [0, 1 << 25])  # recomputed in backward, or kept from forward
+def test_blocked_softmax_ce_equals_the_materialised_one(
+    budget: int, masked: bool, keep: int
+) -> None:
     gen = torch.Generator().manual_seed(3)
     hidden = torch.randn(13, 8, generator=gen, requires_grad=True)
     vectors = torch.randn(9, 8, generator=gen, requires_grad=True)
@@ -27,13 +30,15 @@ def test_blocked_softmax_ce_equals_the_materialised_one(budget: int, masked: boo
     targets = torch.tensor([0, 1, 3, 4, 6, 7, 8, 0, 1, 3, 4, 6, 7])
     expected = losses.full_softmax_ce(hidden @ vectors.T, targets, known)
     want = torch.autograd.grad(expected, [hidden, vectors])
-    value = losses.softmax_ce(hidden, vectors, targets, known, budget=budget)
+    value = losses.softmax_ce(hidden, vectors, targets, known, budget=budget, keep=keep)
     got = torch.autograd.grad(value, [hidden, vectors])
     assert value.item() == pytest.approx(expected.item(), rel=1e-6)
     for a, b in zip(got, want, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     # an upstream factor scales the gradients
-    doubled = torch.autograd.grad(2 * losses.softmax_ce(hidden, vectors, targets, known), [hidden])
+    doubled = torch.autograd.grad(
+        2 * losses.softmax_ce(hidden, vectors, targets, known, keep=keep), [hidden]
+    )
     assert torch.allclose(doubled[0], 2 * want[0], atol=1e-6)
 
 
@@ -115,3 +120,16 @@ def test_each_loss_trains_sasrec(kind: str) -> None:
         loss.backward()
         opt.step()
     assert torch.isfinite(loss) and loss.item() < first.item()
+
+
+def test_blocked_softmax_ce_keeps_an_exact_loss_when_the_target_underflows() -> None:
+    """A target 200 below the best logit has probability 0 in float32; its loss is still
+    the exact log-partition minus its logit."""
+    hidden = torch.tensor([[1.0], [1.0]], requires_grad=True)
+    vectors = torch.tensor([[100.0], [-100.0], [0.0]], requires_grad=True)
+    targets = torch.tensor([1, 0])
+    value = losses.softmax_ce(hidden, vectors, targets)
+    expected = losses.full_softmax_ce(hidden @ vectors.T, targets)
+    assert math.isfinite(value.item())
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert value.item() == pytest.approx(200.0 / 2, rel=1e-4)

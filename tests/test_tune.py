@@ -16,7 +16,7 @@ from ur4rec.config import ConfigError, load_config
 from ur4rec.data.prepare import prepare_dataset
 from ur4rec.errors import Ur4recError
 from ur4rec.train.trainer import FitState, read_log
-from ur4rec.train.tune import Pruned, _Reporter, load_space, tune
+from ur4rec.train.tune import Pruned, _Reporter, load_space, make_pruner, tune
 
 SETTINGS = {
     "data": {"max_len": 6},
@@ -190,3 +190,26 @@ def test_two_worker_processes_share_one_study(files, tmp_path: Path) -> None:
     result = tune(config, space, 3, tmp_path / "j", jobs=2, pruner="none")
     assert sorted(r["state"] for r in result.trials) == ["complete"] * 3
     assert len({r["run"] for r in result.trials}) == 3  # each trial its own folder
+
+
+def test_median_pruner_waits_for_a_falling_curve() -> None:
+    """Below the median is not enough: a trial still improving runs on, and one whose last 4
+    validations all fall below its earlier best stops."""
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("median"))
+    for _ in range(3):  # finished trials whose curves rise to 0.10
+        t = study.ask()
+        for step in range(1, 21):
+            t.report(0.10 * step / 20, step)
+        study.tell(t, 0.10)
+    rising, falling = study.ask(), study.ask()
+    pruned: dict[str, int | None] = {"rising": None, "falling": None}
+    for step in range(1, 21):
+        rising.report(0.09 * step / 20, step)  # always below the median, always improving
+        falling.report(0.005 * step if step <= 4 else 0.015, step)  # best at epoch 4
+        for name, trial in (("rising", rising), ("falling", falling)):
+            if pruned[name] is None and trial.should_prune():
+                pruned[name] = step
+    assert pruned["rising"] is None
+    assert pruned["falling"] == 8  # epochs 5-8 all below epoch 4's best
+    with pytest.raises(Ur4recError, match="unknown pruner 'wild'"):
+        make_pruner("wild")

@@ -30,7 +30,10 @@ def apply_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if not training or p <= 0:
         return x
     mask, kept = keep_mask(x.shape, p)
-    return x * mask * (1.0 / kept) if kept > 0 else x * 0.0
+    if kept <= 0:
+        return x * 0.0
+    # One float factor (0 or 1/kept): the backward pass is then a single product.
+    return x * mask.to(x.dtype).mul_(1.0 / kept)
 
 
 class Dropout(nn.Module):

@@ -22,23 +22,27 @@ def softmax_ce(
     targets: torch.Tensor,
     known: torch.Tensor | None = None,
     budget: int = 1 << 20,
+    keep: int = 1 << 25,
 ) -> torch.Tensor:
     """``full_softmax_ce(hidden @ vectors.T, targets, known)`` without the [N, n_items]
-    logits: rows are taken a block at a time (about ``budget`` logits each), in the forward
-    pass and again in the backward one, so memory is bounded by the block, whatever the
-    catalogue. It is also faster than the materialised loss, since each block stays in cache.
-    ``hidden`` [N, H], ``vectors`` [n_items, H], ``targets`` [N], ``known`` [n_items] bool."""
+    logits at once: rows are taken a block at a time (about ``budget`` logits each), so each
+    block stays in cache. When all N x n_items probabilities fit in ``keep`` floats (128 MiB),
+    the forward pass keeps them for the backward one; past that only the log-partition values
+    are kept and the backward pass recomputes each block, so memory is bounded by the block,
+    whatever the catalogue. ``hidden`` [N, H], ``vectors`` [n_items, H], ``targets`` [N],
+    ``known`` [n_items] bool."""
     unknown = None
     if known is not None and not bool(known.all()):
         unknown = (~known).nonzero()[:, 0]
     rows = max(1, budget // max(1, vectors.shape[0]))
-    return _BlockedSoftmaxCE.apply(hidden, vectors, targets, unknown, rows)
+    keep_probs = len(hidden) * vectors.shape[0] <= keep
+    return _BlockedSoftmaxCE.apply(hidden, vectors, targets, unknown, rows, keep_probs)
 
 
 class _BlockedSoftmaxCE(torch.autograd.Function):
     """Mean cross-entropy of ``hidden @ vectors.T`` (the ``unknown`` columns at -inf) a block
-    of rows at a time; the backward pass recomputes each block's logits from the saved
-    log-partition values."""
+    of rows at a time. The backward pass takes each block's softmax from the forward pass
+    (``keep_probs``) or recomputes it from the saved log-partition values."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -48,38 +52,52 @@ class _BlockedSoftmaxCE(torch.autograd.Function):
         targets: torch.Tensor,
         unknown: torch.Tensor | None,
         rows: int,
+        keep_probs: bool,
     ) -> torch.Tensor:
         h, v = hidden.float(), vectors.float()
         lse = torch.empty(len(h))
+        probs: list[torch.Tensor] = []  # one tensor a block: the allocator reuses their memory
         total = torch.zeros((), dtype=torch.float64)
         for start in range(0, len(h), rows):
             block = slice(start, start + rows)
             logits = _block_logits(h[block], v, unknown)
-            lse[block] = torch.logsumexp(logits, dim=1)
             picked = logits.gather(1, targets[block, None])[:, 0]
+            if not keep_probs:
+                lse[block] = torch.logsumexp(logits, dim=1)
+            else:  # the fused softmax, kept for backward, gives the loss -log p[target] too
+                p = torch.softmax(logits, dim=1)
+                probs.append(p)
+                lse[block] = picked - p.gather(1, targets[block, None])[:, 0].log()
+                tiny = ~torch.isfinite(lse[block])  # p[target] underflowed: loss above ~87
+                if bool(tiny.any()):
+                    rows_at = tiny.nonzero()[:, 0]
+                    lse[block][rows_at] = torch.logsumexp(logits[rows_at], dim=1)
             total += (lse[block] - picked).sum(dtype=torch.float64)
-        saved = [hidden, vectors, targets, lse, *([] if unknown is None else [unknown])]
-        ctx.save_for_backward(*saved)
-        ctx.rows = rows
+        ctx.unknown = unknown
+        ctx.save_for_backward(hidden, vectors, targets, *(probs if keep_probs else [lse]))
+        ctx.rows, ctx.keep_probs = rows, keep_probs
         return (total / max(1, len(h))).float()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        hidden, vectors, targets, lse, *rest = ctx.saved_tensors
-        unknown = rest[0] if rest else None
+        hidden, vectors, targets, *kept = ctx.saved_tensors
+        unknown = ctx.unknown
         h, v = hidden.float(), vectors.float()
         grad_h = torch.empty_like(h)
         grad_v = torch.zeros_like(v)
         scale = grad.float() / max(1, len(h))
         for start in range(0, len(h), ctx.rows):
             block = slice(start, start + ctx.rows)
+            if ctx.keep_probs:
+                p = kept[start // ctx.rows]  # the forward pass's softmax, updated in place
+            else:
+                p = _block_logits(h[block], v, unknown).sub_(kept[0][block, None]).exp_()
             # softmax - one-hot of the target, times the incoming gradient
-            p = _block_logits(h[block], v, unknown).sub_(lse[block, None]).exp_()
             p[torch.arange(len(p)), targets[block]] -= 1.0
             p.mul_(scale)
             grad_h[block] = p @ v
             grad_v.addmm_(p.T, h[block])
-        return grad_h.to(hidden.dtype), grad_v.to(vectors.dtype), None, None, None
+        return grad_h.to(hidden.dtype), grad_v.to(vectors.dtype), None, None, None, None
 
 
 def _block_logits(h: torch.Tensor, v: torch.Tensor, unknown: torch.Tensor | None) -> torch.Tensor:
