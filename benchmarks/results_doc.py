@@ -81,8 +81,22 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def _current_or_all(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The runs of the current code where there are any (they stand for the variant)."""
-    return [r for r in runs if is_current(r.get("provenance"))] or runs
+    """The runs of the current code where there are any (they stand for the variant), else
+    those of the code that ran the most of them (the later listed on a tie), so seeds of
+    different code are not averaged together."""
+    current = [r for r in runs if is_current(r.get("provenance"))]
+    if current or not runs:
+        return current or runs
+
+    def code(r: dict[str, Any]) -> str | None:
+        return (r.get("provenance") or {}).get("code", {}).get("source_hash")
+
+    counts: dict[str | None, int] = {}
+    for r in runs:
+        counts[code(r)] = counts.get(code(r), 0) + 1
+    last = {code(r): i for i, r in enumerate(runs)}
+    chosen = max(counts, key=lambda c: (counts[c], last[c]))
+    return [r for r in runs if code(r) == chosen]
 
 
 def _interval(d: dict[str, Any]) -> str:

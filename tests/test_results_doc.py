@@ -68,3 +68,18 @@ def test_report_estimates_pairs_hits_and_renders(tmp_path: Path) -> None:
     text = results_doc.render(doc, tmp_path)
     assert "| c (older code) | +5-8% | 0.6000 / 0.4000 | +50.0% | +0.2000 [" in text
     assert "Not measured yet (no runs): negatives." in text
+
+
+def test_a_variant_stands_for_one_code_only() -> None:
+    """Seeds of other code are not averaged together: the current code's runs stand for a
+    variant, else those of the code that ran the most of them."""
+
+    def run(seed: int, source: str) -> dict:
+        return {"seed": seed, "provenance": {"code": {"source_hash": source}}}
+
+    old, newer = run(42, "aaa"), [run(s, "bbb") for s in (43, 44, 45)]
+    assert results_doc._current_or_all([old, *newer]) == newer
+    assert results_doc._current_or_all([*newer, old]) == newer
+    tie = [run(1, "aaa"), run(2, "bbb")]
+    assert results_doc._current_or_all(tie) == [tie[1]]  # the later listed
+    assert results_doc._current_or_all([]) == []
