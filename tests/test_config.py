@@ -116,17 +116,21 @@ def test_tuned_configs_match_the_search_and_the_variant() -> None:
         from ur4rec_quality import read_variants
     finally:
         sys.path.pop(0)
-    # The tuned SASRec file holds the recorded search's best, to three figures.
+    # Each tuned SASRec file holds its dataset's recorded search's best, to three figures,
+    # on that dataset.
     searches = json.loads((root / "docs" / "results" / "tune-search.json").read_text())
-    best = next(s for s in searches if s["config"] == "configs/sasrec-ml-100k-liked.yaml")
+    for dataset in ("ml-100k-liked", "ml-100k"):
+        best = next(s for s in searches if s["config"] == f"configs/sasrec-{dataset}.yaml")
+        tuned = to_dict(load_config(root / "configs" / f"sasrec-{dataset}-tuned.yaml"))
+        assert tuned["data"]["dataset"] == dataset
+        for key, value in best["best"]["params"].items():
+            section, name = key.split(".")
+            got = tuned[section][name]
+            if isinstance(value, float):
+                assert math.isclose(got, float(f"{value:.3g}")), (dataset, key)
+            else:
+                assert got == value, (dataset, key)
     tuned = to_dict(load_config(root / "configs" / "sasrec-ml-100k-liked-tuned.yaml"))
-    for key, value in best["best"]["params"].items():
-        section, name = key.split(".")
-        got = tuned[section][name]
-        if isinstance(value, float):
-            assert math.isclose(got, float(f"{value:.3g}")), key
-        else:
-            assert got == value, key
     # The UR4Rec tuned file is the "tuned" variant of the default config.
     variant = read_variants()["tuned"]
     base = root / "configs" / "ur4rec-ml-100k-liked.yaml"
