@@ -76,6 +76,21 @@ def compare(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]]) -> d
     return out
 
 
+def _earlier_rows(path: Path, dataset: str, seeds: str) -> dict[str, dict[str, Any]]:
+    """The rows of an earlier record for the same dataset and seeds, by change: a rerun
+    without some variants' run folders keeps what was measured before instead of dropping it."""
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        msg = f"{path} is not valid JSON ({exc}); move it aside to start afresh"
+        raise SystemExit(msg) from exc
+    if record.get("dataset") != dataset or record.get("seeds") != seeds:
+        return {}
+    return {row["change"]: row for row in record.get("rows", [])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="43-45")
@@ -93,14 +108,19 @@ def main() -> None:
     def folder(variant: str, seed: int) -> Path:
         return Path(args.runs) / f"{args.dataset}-{slug(variant)}-s{seed}"
 
+    earlier = _earlier_rows(Path(args.results), args.dataset, args.seeds)
     ranks: dict[str, list[dict[str, np.ndarray]]] = {}
     rows, missing = [], []
     for change, a, b, estimate in ROWS:
         absent = [str(folder(v, s)) for v in (a, b) for s in seeds
                   if not (folder(v, s) / "summary.json").is_file()]  # fmt: skip
         if absent:
-            missing.append(change)
-            print(f"{change}: skipped, no finished runs in {', '.join(absent)}")
+            if change in earlier:  # measured by an earlier call: it stands, marked by its code
+                rows.append(earlier[change])
+                print(f"{change}: no runs here ({', '.join(absent)}); the earlier row is kept")
+            else:
+                missing.append(change)
+                print(f"{change}: skipped, no finished runs in {', '.join(absent)}")
             continue
         for v in (a, b):
             if v not in ranks:
@@ -114,6 +134,8 @@ def main() -> None:
               f"{t['sampled hit@10 b']['mean']:.4f} ({t['sampled hit@10 relative']:+.1%}; "
               f"report {estimate}); full NDCG@10 difference "
               f"{t['full ndcg@10 difference']['mean']:+.4f}")  # fmt: skip
+    order = [change for change, *_ in ROWS]
+    rows.sort(key=lambda row: order.index(row["change"]) if row["change"] in order else len(order))
     if not rows:
         raise SystemExit("no comparison had its runs; run benchmarks/ur4rec_quality.py first")
     record = {"dataset": args.dataset, "seeds": args.seeds, "rows": rows, "missing": missing,

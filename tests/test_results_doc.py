@@ -70,6 +70,32 @@ def test_report_estimates_pairs_hits_and_renders(tmp_path: Path) -> None:
     assert "Not measured yet (no runs): negatives." in text
 
 
+def test_report_estimates_keeps_earlier_rows_whose_runs_are_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun without some variants' run folders keeps the rows measured before (for the same
+    dataset and seeds) rather than dropping them; other datasets' rows are not borrowed."""
+    import report_estimates
+
+    change = report_estimates.ROWS[1][0]
+    results = tmp_path / "report-estimates.json"
+    earlier = {"dataset": "d", "seeds": "1-3", "missing": [],
+               "rows": [{"change": change, "a": "x", "b": "y", "estimate": "+5-8%"}]}  # fmt: skip
+    results.write_text(json.dumps(earlier))
+    argv = ["report_estimates.py", "--seeds", "1-3", "--dataset", "d",
+            "--runs", str(tmp_path / "runs"), "--results", str(results)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    report_estimates.main()
+    record = json.loads(results.read_text())
+    assert [r["change"] for r in record["rows"]] == [change]
+    assert len(record["missing"]) == len(report_estimates.ROWS) - 1
+    # Another dataset's record is not a source: with nothing measured the call fails.
+    monkeypatch.setattr(sys, "argv", [*argv[:4], "other", *argv[5:]])
+    with pytest.raises(SystemExit, match="no comparison had its runs"):
+        report_estimates.main()
+    assert json.loads(results.read_text()) == record
+
+
 def test_a_variant_stands_for_one_code_only() -> None:
     """Seeds of other code are not averaged together: the current code's runs stand for a
     variant, else those of the code that ran the most of them."""
