@@ -420,11 +420,25 @@ def sasrec_speed(path: Path) -> str:
         f"{code_line([d.get('provenance')])}\n\n"
         f"SASRec on {d['dataset']} ({d['interactions']:,} interactions, "
         f"{d['train_positions_per_epoch']:,} training positions per epoch): "
-        f"**{d['epoch_seconds_median']:.2f} s per epoch** (median), "
+        + _epoch_figures(d)
+        + ", "
         f"{d['full_eval_seconds_median']:.3f} s to rank every item for all "
         f"{d['eval_users']} users under the full protocol, peak RSS {d['peak_rss_mib']:.0f} MiB."
         + _machine_rate(d)
         + "\n"
+    )
+
+
+def _epoch_figures(d: dict) -> str:
+    """The median epoch, per training precision where the record has several."""
+    if "precisions" not in d:
+        return f"**{d['epoch_seconds_median']:.2f} s per epoch** (median)"
+    return (
+        "; ".join(
+            f"**{r['epoch_seconds_median']:.2f} s per epoch** in {p}"
+            for p, r in d["precisions"].items()
+        )
+        + " (medians; `train.precision`, float32 by default)"
     )
 
 

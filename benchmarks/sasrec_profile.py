@@ -2,6 +2,7 @@
 setting (after a warm-up epoch), the operators with the most self CPU time.
 
     .venv/bin/python benchmarks/sasrec_profile.py --label after
+    .venv/bin/python benchmarks/sasrec_profile.py --label bfloat16 --precision bfloat16
     git worktree add /tmp/before COMMIT && PYTHONPATH=/tmp/before/src \\
         .venv/bin/python benchmarks/sasrec_profile.py --label before
 
@@ -34,11 +35,13 @@ OVERRIDES = [
 ]  # fmt: skip
 
 
-def epoch(model: torch.nn.Module, windows, optimizer, generator) -> float:
+def epoch(model: torch.nn.Module, windows, optimizer, generator, precision: str) -> float:
     model.train()
     start = time.perf_counter()
     for batch in windows.batches(128, generator):
-        loss = model.training_loss(batch, generator)
+        # as the trainer does for train.precision=bfloat16
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            loss = model.training_loss(batch, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0)
@@ -50,15 +53,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--label", required=True, help="e.g. before or after")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--results", default=str(OUT))
     args = parser.parse_args()
     cfg = load_config(None, OVERRIDES)
     model, _, windows = build(cfg, open_dataset("ml-100k"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
-    epoch(model, windows, optimizer, generator)  # warm-up
+    epoch(model, windows, optimizer, generator, args.precision)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        seconds = epoch(model, windows, optimizer, generator)
+        seconds = epoch(model, windows, optimizer, generator, args.precision)
     events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in events)
     rows = [
@@ -75,6 +79,7 @@ def main() -> None:
         "epoch_seconds_profiled": round(seconds, 2),
         "self_cpu_ms": round(total / 1000, 1),
         "threads": torch.get_num_threads(),
+        "precision": args.precision,
         "top": rows,
     }
     atomic_write_json(path, kept)

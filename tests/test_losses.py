@@ -133,3 +133,35 @@ def test_blocked_softmax_ce_keeps_an_exact_loss_when_the_target_underflows() -> 
     assert math.isfinite(value.item())
     assert value.item() == pytest.approx(expected.item(), rel=1e-6)
     assert value.item() == pytest.approx(200.0 / 2, rel=1e-4)
+
+
+@pytest.mark.parametrize("keep", [0, 1 << 25])
+@pytest.mark.parametrize("how", ["argument", "autocast"])
+def test_bfloat16_softmax_ce_is_close_to_float32(keep: int, how: str) -> None:
+    """bfloat16 products (asked for, or taken from a bfloat16 autocast) keep the loss and
+    both gradients within bfloat16's rounding of the float32 ones; float32 tensors come back."""
+    gen = torch.Generator().manual_seed(5)
+    hidden = torch.randn(300, 32, generator=gen, requires_grad=True)
+    vectors = (0.3 * torch.randn(50, 32, generator=gen)).requires_grad_()
+    targets = torch.randint(0, 50, (300,), generator=gen)
+    known = torch.ones(50, dtype=torch.bool)
+    known[[3, 7]] = False
+    targets[targets == 3], targets[targets == 7] = 4, 8
+    want = losses.softmax_ce(hidden, vectors, targets, known, budget=500, keep=keep)
+    want_grads = torch.autograd.grad(want, [hidden, vectors])
+    if how == "argument":
+        value = losses.softmax_ce(
+            hidden, vectors, targets, known, budget=500, keep=keep, precision="bfloat16"
+        )
+    else:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            value = losses.softmax_ce(hidden, vectors, targets, known, budget=500, keep=keep)
+    grads = torch.autograd.grad(value, [hidden, vectors])
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(want.item(), rel=1e-2)
+    assert value.item() != want.item()  # the products really were bfloat16
+    for got, ref in zip(grads, want_grads, strict=True):
+        assert got.dtype == torch.float32
+        assert ((got - ref).norm() / ref.norm()).item() < 0.02
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        losses.softmax_ce(hidden, vectors, targets, precision="float16")

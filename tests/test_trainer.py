@@ -76,6 +76,25 @@ def test_training_learns_the_cycle(prepared, tmp_path: Path) -> None:
     assert json.loads((out / "summary.json").read_text())["valid"]["hit@5"] > 0.5
 
 
+def test_bfloat16_training_follows_float32_and_keeps_float32_weights(
+    prepared, tmp_path: Path
+) -> None:
+    """train.precision=bfloat16 runs the forward pass under autocast: the loss curve stays
+    near the float32 one from the same seed, it still learns, and the weights stay float32."""
+    steps = [*TINY, "train.epochs=15"]
+    base = read_log(run.train(load_config(None, steps), tmp_path / "f32", quiet=True) / "log.jsonl")
+    cfg = load_config(None, [*steps, "train.precision=bfloat16"])
+    out = run.train(cfg, tmp_path / "bf16", quiet=True)
+    rows = read_log(out / "log.jsonl")
+    assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
+    assert [r["loss"] for r in rows] != [r["loss"] for r in base]
+    for a, b in zip(rows, base, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=0.1)
+    assert json.loads((out / "summary.json").read_text())["valid"]["hit@5"] > 0.5
+    weights = load_checkpoint(out / "best.pt")["model"]
+    assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
+
+
 def test_checkpoints_weights_only_and_corrupt(prepared, tmp_path: Path) -> None:
     out = run.train(load_config(None, [*TINY, "train.epochs=1"]), tmp_path / "r", quiet=True)
     for name in ("best.pt", "last.pt"):

@@ -70,6 +70,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_epochs: float = 1.0
     schedule: Literal["cosine", "constant"] = "cosine"
+    # bfloat16: the training forward pass under autocast (products in bfloat16, weights,
+    # optimiser and evaluation in float32); faster on CPUs with bfloat16 dot products.
+    precision: Literal["float32", "bfloat16"] = "float32"
     clip_norm: float = 1.0  # per parameter group; 0 disables
     patience: int = 10  # epochs without improvement before stopping; 0 disables
     metric: str = "ndcg@10"

@@ -23,6 +23,7 @@ def softmax_ce(
     known: torch.Tensor | None = None,
     budget: int = 1 << 20,
     keep: int = 1 << 25,
+    precision: str | None = None,
 ) -> torch.Tensor:
     """``full_softmax_ce(hidden @ vectors.T, targets, known)`` without the [N, n_items]
     logits at once: rows are taken a block at a time (about ``budget`` logits each), so each
@@ -30,13 +31,26 @@ def softmax_ce(
     the forward pass keeps them for the backward one; past that only the log-partition values
     are kept and the backward pass recomputes each block, so memory is bounded by the block,
     whatever the catalogue. ``hidden`` [N, H], ``vectors`` [n_items, H], ``targets`` [N],
-    ``known`` [n_items] bool."""
+    ``known`` [n_items] bool. ``precision="bfloat16"``: the three products (logits and both
+    gradients) take bfloat16 inputs, accumulate in float32 and round their output to bfloat16,
+    several times faster on CPUs with bfloat16 dot products (AVX512-BF16, AMX); the softmax,
+    the loss and the gradients' sums stay float32. None: bfloat16 under a bfloat16 autocast
+    (the backward pass runs outside it), else float32."""
+    if precision is None:
+        device = hidden.device.type
+        on = torch.is_autocast_enabled(device)
+        precision = (
+            "bfloat16" if on and torch.get_autocast_dtype(device) == torch.bfloat16 else "float32"
+        )
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be float32 or bfloat16, not {precision!r}")
     unknown = None
     if known is not None and not bool(known.all()):
         unknown = (~known).nonzero()[:, 0]
     rows = max(1, budget // max(1, vectors.shape[0]))
     keep_probs = len(hidden) * vectors.shape[0] <= keep
-    return _BlockedSoftmaxCE.apply(hidden, vectors, targets, unknown, rows, keep_probs)
+    low = torch.bfloat16 if precision == "bfloat16" else None
+    return _BlockedSoftmaxCE.apply(hidden, vectors, targets, unknown, rows, keep_probs, low)
 
 
 class _BlockedSoftmaxCE(torch.autograd.Function):
@@ -53,8 +67,9 @@ class _BlockedSoftmaxCE(torch.autograd.Function):
         unknown: torch.Tensor | None,
         rows: int,
         keep_probs: bool,
+        low: torch.dtype | None,
     ) -> torch.Tensor:
-        h, v = hidden.float(), vectors.float()
+        h, v = _operands(hidden, vectors, low)
         lse = torch.empty(len(h))
         probs: list[torch.Tensor] = []  # one tensor a block: the allocator reuses their memory
         total = torch.zeros((), dtype=torch.float64)
@@ -75,16 +90,16 @@ class _BlockedSoftmaxCE(torch.autograd.Function):
             total += (lse[block] - picked).sum(dtype=torch.float64)
         ctx.unknown = unknown
         ctx.save_for_backward(hidden, vectors, targets, *(probs if keep_probs else [lse]))
-        ctx.rows, ctx.keep_probs = rows, keep_probs
+        ctx.rows, ctx.keep_probs, ctx.low = rows, keep_probs, low
         return (total / max(1, len(h))).float()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         hidden, vectors, targets, *kept = ctx.saved_tensors
         unknown = ctx.unknown
-        h, v = hidden.float(), vectors.float()
-        grad_h = torch.empty_like(h)
-        grad_v = torch.zeros_like(v)
+        h, v = _operands(hidden, vectors, ctx.low)
+        grad_h = torch.empty(h.shape)
+        grad_v = torch.zeros(v.shape)
         scale = grad.float() / max(1, len(h))
         for start in range(0, len(h), ctx.rows):
             block = slice(start, start + ctx.rows)
@@ -94,15 +109,28 @@ class _BlockedSoftmaxCE(torch.autograd.Function):
                 p = _block_logits(h[block], v, unknown).sub_(kept[0][block, None]).exp_()
             # softmax - one-hot of the target, times the incoming gradient
             p[torch.arange(len(p)), targets[block]] -= 1.0
-            p.mul_(scale)
-            grad_h[block] = p @ v
-            grad_v.addmm_(p.T, h[block])
-        return grad_h.to(hidden.dtype), grad_v.to(vectors.dtype), None, None, None, None
+            if ctx.low is not None:  # scaled and cast in one pass
+                p = torch.mul(p, scale, out=torch.empty(p.shape, dtype=ctx.low))
+                grad_h[block] = p @ v
+                grad_v += p.T @ h[block]
+            else:
+                p.mul_(scale)
+                grad_h[block] = p @ v
+                grad_v.addmm_(p.T, h[block])
+        return grad_h.to(hidden.dtype), grad_v.to(vectors.dtype), None, None, None, None, None
+
+
+def _operands(
+    hidden: torch.Tensor, vectors: torch.Tensor, low: torch.dtype | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The products' inputs: float32, or ``low`` (cast once, not once a block)."""
+    dtype = low or torch.float32
+    return hidden.detach().to(dtype), vectors.detach().to(dtype)
 
 
 def _block_logits(h: torch.Tensor, v: torch.Tensor, unknown: torch.Tensor | None) -> torch.Tensor:
-    """The logits of one block; -inf for the unknown items."""
-    logits = h @ v.T
+    """The logits of one block, float32; -inf for the unknown items."""
+    logits = (h @ v.T).float()
     return logits if unknown is None else logits.index_fill_(1, unknown, float("-inf"))
 
 

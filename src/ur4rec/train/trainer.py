@@ -100,7 +100,7 @@ class Trainer:
         self.quiet = quiet
         self.on_epoch_end = on_epoch_end
         self.world = world()
-        self.loss_module: nn.Module = _Loss(model)
+        self.loss_module: nn.Module = _Loss(model, train.precision)
         if self.world.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -283,12 +283,17 @@ class _Loss(nn.Module):
     """The model's training loss as a forward pass, which is what DDP wraps (it syncs
     gradients on the backward pass of what its forward returned)."""
 
-    def __init__(self, model: RecModel) -> None:
+    def __init__(self, model: RecModel, precision: str = "float32") -> None:
         super().__init__()
         self.model = model
+        self.precision = precision
 
     def forward(self, batch: Any, generator: torch.Generator) -> torch.Tensor:
-        return self.model.training_loss(batch, generator)
+        if self.precision == "float32":
+            return self.model.training_loss(batch, generator)
+        device = next(self.model.parameters()).device.type
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return self.model.training_loss(batch, generator).float()
 
 
 def _first_then(batches: Any, generator: torch.Generator, seed: int) -> Any:
