@@ -179,3 +179,27 @@ def test_single_file_cache_is_migrated(tmp_path: Path) -> None:
     enc = TextEncoder(cache_dir=tmp_path)
     np.testing.assert_array_equal(enc.encode(texts[::-1]), vectors[::-1])
     assert enc.last_encoded == 0 and not (folder / "index.json").exists()
+
+
+def test_trainable_encoder_caches_the_frozen_layers_exactly() -> None:
+    """The cached path (frozen layers' output kept per text, only the trained layer run)
+    gives the full model's embeddings, for texts of different lengths in one batch, and its
+    gradients reach only the trained layer."""
+    enc = TrainableTextEncoder(trainable_layers=1).eval()
+    texts = ["A space opera.", "A long, slow and very quiet drama about a family in winter.", "x"]
+    full = enc._full(texts)
+    cached = enc(texts)
+    assert set(enc._frozen) == set(texts)
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-4)
+    again = enc([texts[2], texts[0]])  # from the cache, another order and batch
+    torch.testing.assert_close(again, full[[2, 0]], atol=1e-5, rtol=1e-4)
+    again.sum().backward()
+    assert all(p.grad is not None for p in enc.trainable_parameters())
+    frozen = next(p for n, p in enc.named_parameters() if ".layer.0." in n)
+    assert frozen.grad is None
+    # Past the budget nothing more is kept and texts are encoded from the start.
+    small = TrainableTextEncoder(trainable_layers=1, cache_bytes=0).eval()
+    torch.testing.assert_close(small(texts), full, atol=1e-5, rtol=1e-4)
+    assert small._frozen == {}
+    enc.load_state_dict(enc.state_dict())  # new weights: the kept outputs are dropped
+    assert enc._frozen == {}
