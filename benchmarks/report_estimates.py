@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from compare_runs import parse_seeds, ranks_of
-from reuse import command_line, run_provenance
+from compare_runs import CASES, parse_seeds, ranks_of
+from reuse import cached_ranks, command_line, run_provenance
 from ur4rec.eval.compare import ndcg_at, paired_difference
 from ur4rec.io import atomic_write_text
 from ur4rec.measures import SAMPLED_99
@@ -98,6 +98,11 @@ def main() -> None:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "ur4rec-quality"))
     parser.add_argument("--data-dir")
     parser.add_argument("--results", default=str(ROOT / "docs/results/report-estimates.json"))
+    parser.add_argument(
+        "--as-stored", action="store_true",
+        help="read finished runs of other code as they are (ranked now from their best "
+        "checkpoints; the rows keep the runs' provenance) instead of training them again",
+    )  # fmt: skip
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
     for _, a, b, _ in ROWS:
@@ -124,7 +129,12 @@ def main() -> None:
             continue
         for v in (a, b):
             if v not in ranks:
-                ranks[v] = [ranks_of(folder(v, s), args.data_dir) for s in seeds]
+                ranks[v] = [
+                    cached_ranks(folder(v, s), CASES, args.data_dir)
+                    if args.as_stored
+                    else ranks_of(folder(v, s), args.data_dir)
+                    for s in seeds
+                ]
         result = compare(ranks[a], ranks[b])
         rows.append({"change": change, "a": a, "b": b, "estimate": estimate, **result,
                      "run_provenance": [run_provenance(folder(v, s)) for v in (a, b)
