@@ -96,6 +96,48 @@ def test_report_estimates_keeps_earlier_rows_whose_runs_are_gone(
     assert json.loads(results.read_text()) == record
 
 
+def test_report_estimates_as_stored_reads_runs_without_retraining(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--as-stored ranks finished runs of any code from their checkpoints; without it a run
+    goes through ranks_of, which trains a run of other code again."""
+    import numpy as np
+
+    import report_estimates
+
+    _, a, b, _ = report_estimates.ROWS[0]
+    for variant in (a, b):
+        for seed in (1, 2):
+            run = tmp_path / "runs" / f"d-{report_estimates.slug(variant)}-s{seed}"
+            run.mkdir(parents=True)
+            (run / "summary.json").write_text("{}")
+            (run / "run.json").write_text('{"provenance": {"code": {"source_hash": "old"}}}')
+    hits = np.where(np.arange(100) < 60, 0, 50)
+    ranks = {
+        f"{p} {c}": hits for p in ("valid", "test") for c in ("full", "sampled-with-history:99")
+    }
+    read: list[str] = []
+
+    def stored(run_dir: Path, cases: list, data_dir: str | None = None) -> dict:
+        read.append(Path(run_dir).name)
+        return ranks
+
+    def retrain(run_dir: Path, data_dir: str | None = None) -> dict:
+        raise AssertionError("--as-stored must not train runs again")
+
+    monkeypatch.setattr(report_estimates, "cached_ranks", stored)
+    monkeypatch.setattr(report_estimates, "ranks_of", retrain)
+    results = tmp_path / "out.json"
+    monkeypatch.setattr(sys, "argv", ["report_estimates.py", "--seeds", "1-2", "--dataset", "d",
+                                      "--runs", str(tmp_path / "runs"), "--results", str(results),
+                                      "--as-stored"])  # fmt: skip
+    report_estimates.main()
+    assert len(read) == 4
+    (row,) = json.loads(results.read_text())["rows"]
+    assert row["change"] == report_estimates.ROWS[0][0]
+    assert row["test"]["sampled hit@10 a"]["mean"] == pytest.approx(0.6)
+
+
 def test_a_variant_stands_for_one_code_only() -> None:
     """Seeds of other code are not averaged together: the current code's runs stand for a
     variant, else those of the code that ran the most of them."""
