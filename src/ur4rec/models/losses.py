@@ -70,9 +70,9 @@ class _BlockedSoftmaxCE(torch.autograd.Function):
         low: torch.dtype | None,
     ) -> torch.Tensor:
         h, v = _operands(hidden, vectors, low)
-        lse = torch.empty(len(h))
+        lse = torch.empty(len(h), device=h.device)
         probs: list[torch.Tensor] = []  # one tensor a block: the allocator reuses their memory
-        total = torch.zeros((), dtype=torch.float64)
+        total = torch.zeros((), dtype=torch.float64, device=h.device)
         for start in range(0, len(h), rows):
             block = slice(start, start + rows)
             logits = _block_logits(h[block], v, unknown)
@@ -98,8 +98,8 @@ class _BlockedSoftmaxCE(torch.autograd.Function):
         hidden, vectors, targets, *kept = ctx.saved_tensors
         unknown = ctx.unknown
         h, v = _operands(hidden, vectors, ctx.low)
-        grad_h = torch.empty(h.shape)
-        grad_v = torch.zeros(v.shape)
+        grad_h = torch.empty(h.shape, device=h.device)
+        grad_v = torch.zeros(v.shape, device=v.device)
         scale = grad.float() / max(1, len(h))
         for start in range(0, len(h), ctx.rows):
             block = slice(start, start + ctx.rows)
@@ -110,7 +110,7 @@ class _BlockedSoftmaxCE(torch.autograd.Function):
             # softmax - one-hot of the target, times the incoming gradient
             p[torch.arange(len(p)), targets[block]] -= 1.0
             if ctx.low is not None:  # scaled and cast in one pass
-                p = torch.mul(p, scale, out=torch.empty(p.shape, dtype=ctx.low))
+                p = torch.mul(p, scale, out=torch.empty(p.shape, dtype=ctx.low, device=p.device))
                 grad_h[block] = p @ v
                 grad_v += p.T @ h[block]
             else:

@@ -229,8 +229,8 @@ class TrainableTextEncoder(nn.Module):
 
     The frozen layers' output depends on the text alone, so it is computed once per text
     (in eval mode, without dropout) and kept, up to ``cache_bytes``; each step then runs only
-    the trained layers and the pooling. With one trained layer of six that is about a sixth
-    of the work, and no tokenising. Texts past the budget are encoded from the start."""
+    the trained layers and the pooling, with no tokenising: for one trained layer of six a
+    forward pass does a sixth of the work. Texts past the budget are encoded from the start."""
 
     def __init__(
         self, model: str | None = None, trainable_layers: int = 1, cache_bytes: int = 1 << 30
@@ -273,8 +273,9 @@ class TrainableTextEncoder(nn.Module):
             return self._full(texts)
         states = [self._frozen[t] for t in texts]
         length = max(len(x) for x in states)
-        hidden = torch.zeros(len(states), length, states[0].shape[1])
-        mask = torch.zeros(len(states), length, dtype=torch.long)
+        device = states[0].device
+        hidden = torch.zeros(len(states), length, states[0].shape[1], device=device)
+        mask = torch.zeros(len(states), length, dtype=torch.long, device=device)
         for row, x in enumerate(states):
             hidden[row, : len(x)], mask[row, : len(x)] = x, 1
         # additive [B, 1, 1, T] mask: what eager and SDPA attention both take
