@@ -144,8 +144,6 @@ def main() -> None:
               f"{t['sampled hit@10 b']['mean']:.4f} ({t['sampled hit@10 relative']:+.1%}; "
               f"report {estimate}); full NDCG@10 difference "
               f"{t['full ndcg@10 difference']['mean']:+.4f}")  # fmt: skip
-    order = [change for change, *_ in ROWS]
-    rows.sort(key=lambda row: order.index(row["change"]) if row["change"] in order else len(order))
     if not rows:
         raise SystemExit("no comparison had its runs; run benchmarks/ur4rec_quality.py first")
     record = {"dataset": args.dataset, "seeds": args.seeds, "rows": rows, "missing": missing,
