@@ -122,3 +122,16 @@ def test_direct_torchrun_and_nproc_flag_parsing(setup: Path, tmp_path: Path) -> 
     summary = json.loads(done.stdout)  # rank 0 alone prints
     assert [s["stage"] for s in summary["stages"]] == ["first", "second"]
     assert (out / "stages" / "2-second" / "done.json").is_file()
+
+
+def test_gloo_even_where_a_gpu_is_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Training runs on the CPU, and nccl takes only GPU tensors.
+    from ur4rec.train import distributed
+
+    chosen: list[str] = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", chosen.append)
+    distributed.init_from_env()
+    assert chosen == ["gloo"]

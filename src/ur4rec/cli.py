@@ -759,8 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="train in N processes on this machine (DDP under torchrun; gloo on CPU, nccl "
-        "on GPU); the same as `torchrun --nproc-per-node N -m ur4rec.cli train ...`",
+        help="train in N processes on this machine (DDP on gloo under torchrun, on the CPU); "
+        "the same as `torchrun --nproc-per-node N -m ur4rec.cli train ...`",
     )
     _common(tr)
     tr.set_defaults(func=cmd_train)

@@ -14,7 +14,8 @@ runs the same code on its share of the data:
 - Rank 0 alone writes logs, checkpoints and summaries (atomically); the others wait for it
   before reading what it wrote. A killed run resumes with ``--resume`` like any other.
 
-Backends: gloo on CPU, nccl when the process has a GPU.
+Backend: gloo. Training runs on the CPU (the trainer does not move models to a GPU), so
+nccl, which takes only GPU tensors, would fail even on a machine that has one.
 """
 
 from __future__ import annotations
@@ -83,10 +84,7 @@ def init_from_env() -> World:
     """Join the process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR, ...); a
     process started without torchrun is a world of one."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
+        dist.init_process_group("gloo")
     return world()
 
 
