@@ -543,6 +543,34 @@ def report_estimates(path: Path) -> str:
     )
 
 
+def protocol_calibration(path: Path) -> str:
+    """Fusion weights chosen by each validation figure, and what they give on test."""
+    d = _json(path)
+    runs = d["runs"]
+    origins = [r["provenance"] for r in runs]
+    names = [row["choice"] for row in runs[0]["rows"]]
+    rows = []
+    for name in names:
+        cells = [next(x for x in r["rows"] if x["choice"] == name) for r in runs]
+
+        def mean(part: str, protocol: str, metric: str, cells: list = cells) -> str:
+            return f"{sum(c[part][protocol][metric] for c in cells) / len(cells):.4f}"
+
+        rows.append({
+            "weights chosen by (validation)": _mark(name, origins),
+            "valid 1+99 Hit@10": mean("valid", SAMPLED_99, "hit@10"),
+            "test 1+99 Hit@10": mean("test", SAMPLED_99, "hit@10"),
+            "test full NDCG@10": mean("test", "full", "ndcg@10"),
+            "SASRec / prior / popularity weights by seed": ", ".join(
+                "/".join(f"{c[k]:g}" for k in ("sasrec_weight", "prior_weight",
+                                                 "popularity_weight")) for c in cells),
+        })  # fmt: skip
+    return (
+        f"`.venv/bin/python {d['provenance']['command']}` ({d['dataset']}, {len(runs)} seeds; "
+        f"means over the seeds)\n{code_line(origins)}\n\n" + _md(rows, list(rows[0])) + "\n"
+    )
+
+
 def _fmt_param(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
@@ -757,6 +785,7 @@ TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "embedding-store": ("embedding-store.json", embedding_store),
     "tune-search": ("tune-search.json", tune_search),
     "report-estimates": ("report-estimates.json", report_estimates),
+    "protocol-calibration": ("protocol-calibration.json", protocol_calibration),
     "sasrec-profile": ("sasrec-profile.json", sasrec_profile),
     "scale": ("scale.json", scale),
     "ann-serving": ("ann-serving.json", ann_serving),
