@@ -47,6 +47,26 @@ def stop(state):
 run.train(load_config(sys.argv[1]), Path(sys.argv[2]), quiet=True, on_epoch_end=stop)
 """
 
+# Rank 1 builds its model 2 s after rank 0, so rank 0 has saved inputs.pt by the time rank 1
+# asks whether it exists: both must still take the same collectives.
+SLOW_RANK_1 = """
+import sys, time
+from pathlib import Path
+from ur4rec.config import load_config
+from ur4rec.train import distributed, run
+
+here = distributed.init_from_env()
+build = run.build
+
+def slow_build(*args, **kwargs):
+    if here.rank == 1:
+        time.sleep(2)
+    return build(*args, **kwargs)
+
+run.build = slow_build
+run.train(load_config(sys.argv[1]), Path(sys.argv[2]), quiet=True)
+"""
+
 
 @pytest.fixture
 def setup(cyclic_folder: Path, tmp_path: Path) -> Path:
@@ -135,3 +155,16 @@ def test_gloo_even_where_a_gpu_is_visible(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(distributed.dist, "init_process_group", chosen.append)
     distributed.init_from_env()
     assert chosen == ["gloo"]
+
+
+def test_a_slow_rank_does_not_deadlock_the_run(setup: Path, tmp_path: Path) -> None:
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_RANK_1, encoding="utf-8")
+    out = tmp_path / "slow"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         str(script), str(setup), str(out)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [r["epoch"] for r in read_log(out / "log.jsonl")] == [1, 2, 3, 4]

@@ -169,7 +169,9 @@ def _run(
 ) -> Path:
     here = world()
     model, split, windows = build(cfg, dataset, data_dir)
-    if not (run_dir / INPUTS).is_file():
+    # Rank 0's answer for every rank: a rank that looked after rank 0 had written the file
+    # would skip the barrier below, and the ranks' collectives would no longer pair up.
+    if here.broadcast(not (run_dir / INPUTS).is_file()):
         here.on_main(save_inputs, run_dir, model)
     summary: dict[str, Any]
     if cfg.stages:
