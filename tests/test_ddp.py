@@ -75,6 +75,15 @@ def setup(cyclic_folder: Path, tmp_path: Path) -> Path:
     return config
 
 
+def torchrun(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
+    """``args`` in two processes under torchrun, one thread each."""
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         *args],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, **kwargs,
+    )  # fmt: skip
+
+
 def losses(run_dir: Path) -> list[float]:
     return [row["loss"] for row in read_log(run_dir / "log.jsonl")]
 
@@ -95,11 +104,7 @@ def test_two_processes_follow_one_and_a_killed_run_resumes(setup: Path, tmp_path
     script = tmp_path / "killed.py"
     script.write_text(KILL_AFTER_EPOCH_2, encoding="utf-8")
     part = tmp_path / "part"
-    killed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-         str(script), str(setup), str(part)],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    killed = torchrun(str(script), str(setup), str(part))
     assert killed.returncode != 0
     logged = [r["epoch"] for r in read_log(part / "log.jsonl")]
     assert logged == [1, 2], killed.stderr[-3000:]
@@ -125,12 +130,8 @@ def test_direct_torchrun_and_nproc_flag_parsing(setup: Path, tmp_path: Path) -> 
     config = tmp_path / "staged.yaml"
     config.write_text(yaml.safe_dump(staged), encoding="utf-8")
     out = tmp_path / "staged"
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-         "-m", "ur4rec.cli", "train", "--config", str(config), "--out", str(out), "--quiet",
-         "--json"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    done = torchrun("-m", "ur4rec.cli", "train", "--config", str(config), "--out", str(out),
+                    "--quiet", "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)  # rank 0 alone prints
     assert [s["stage"] for s in summary["stages"]] == ["first", "second"]
@@ -154,10 +155,6 @@ def test_a_slow_rank_does_not_deadlock_the_run(setup: Path, tmp_path: Path) -> N
     script = tmp_path / "slow.py"
     script.write_text(SLOW_RANK_1, encoding="utf-8")
     out = tmp_path / "slow"
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-         str(script), str(setup), str(out)],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120,
-    )  # fmt: skip
+    done = torchrun(str(script), str(setup), str(out), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert [r["epoch"] for r in read_log(out / "log.jsonl")] == [1, 2, 3, 4]
