@@ -37,15 +37,19 @@ def test_prepare_from_folder_then_baseline_json(capsys, tiny_folder: Path) -> No
 @needs_recbole
 def test_seed_protocol_popularity_matches_known_figure(capsys) -> None:
     """The report's protocol on the report's data: popularity's figure, pinned (it is
-    deterministic: the candidates are drawn with a fixed seed)."""
-    code, out, _ = run(
-        capsys, "baseline", "pop", "--dataset", "ml-100k-liked", "--protocol", "seed", "--json"
-    )
-    assert code == 0
-    result = json.loads(out)
-    assert result["users"] == 938 and result["protocol"] == "sampled-with-history:99"
-    assert result["hit@10"] == pytest.approx(0.4009, abs=1e-4)
-    assert result["ndcg@10"] == pytest.approx(0.2048, abs=1e-4)
+    deterministic: the candidates are drawn with a fixed seed), with the user's own items
+    among the candidates as scored and, by default, ranked last."""
+    args = ("baseline", "pop", "--dataset", "ml-100k-liked", "--protocol", "seed", "--json")
+    for seen, hit, ndcg in (("keep", 0.4009, 0.2048), ("auto", 0.4510, 0.2442)):
+        code, out, _ = run(capsys, *args, "--seen-items", seen)
+        assert code == 0
+        result = json.loads(out)
+        assert result["users"] == 938 and result["protocol"] == "sampled-with-history:99"
+        assert result["seen_items"] == ("scored" if seen == "keep" else "last")
+        assert result["hit@10"] == pytest.approx(hit, abs=1e-4)
+        assert result["ndcg@10"] == pytest.approx(ndcg, abs=1e-4)
+    code, out, _ = run(capsys, *args[:-1])
+    assert code == 0 and "the user's own items ranked last" in out
     code, out, _ = run(capsys, "baseline", "pop", "--dataset", "ml-100k-liked")
     assert code == 0 and "hit@10" in out
 
@@ -55,12 +59,12 @@ PINNED_BASELINES = {
     ("ml-100k", "full", "pop"): (None, 0.0838, 0.0432),
     ("ml-100k", "full", "ease"): (100.0, 0.1432, 0.0711),
     ("ml-100k", "full", "ease-recent"): (5000.0, 0.1824, 0.0938),
-    ("ml-100k", "sampled-with-history:99", "ease-recent"): (5000.0, 0.6363, 0.3575),
+    ("ml-100k", "sampled-with-history:99", "ease-recent"): (5000.0, 0.7158, 0.4435),
     ("ml-100k-liked", "full", "pop"): (None, 0.0810, 0.0406),
     ("ml-100k-liked", "full", "ease"): (150.0, 0.1386, 0.0781),
     ("ml-100k-liked", "full", "ease-recent"): (500.0, 0.1567, 0.0889),
-    ("ml-100k-liked", "sampled-with-history:99", "pop"): (None, 0.4009, 0.2048),
-    ("ml-100k-liked", "sampled-with-history:99", "ease"): (150.0, 0.5267, 0.2792),
+    ("ml-100k-liked", "sampled-with-history:99", "pop"): (None, 0.4510, 0.2442),
+    ("ml-100k-liked", "sampled-with-history:99", "ease"): (150.0, 0.6514, 0.3904),
 }
 
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -198,3 +200,65 @@ def test_blocked_evaluation_equals_the_one_matrix_evaluation_on_ml100k(protocol:
             parts = Evaluator(dataset, split, "test", protocol, batch_size=batch, item_block=block)
             assert parts.blocked(model)
             assert torch.equal(parts.ranks(model), expected), (name, block)
+
+
+class BlockedScores(FixedScores):
+    """FixedScores scored a block of items at a time, as large catalogues are."""
+
+    def user_states(self, batch: HistoryBatch) -> dict[str, torch.Tensor]:
+        return {"users": batch.users}
+
+    def block_scores(self, states: dict[str, torch.Tensor], items: slice) -> torch.Tensor:
+        return self.table[states["users"]][:, items].clone()
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_seen_items_last_ranks_the_users_own_items_below_the_target(
+    tiny: Dataset, blocked: bool
+) -> None:
+    """Under sampled-with-history with every other item a candidate, ranking the user's own
+    items last is exactly full ranking (which leaves history out); scored, they are rivals."""
+    split = make_split(tiny)
+    protocol = f"sampled-with-history:{tiny.n_items - 1}"
+    table = torch.arange(tiny.n_items, dtype=torch.float32).repeat(tiny.n_users, 1)
+    kind = BlockedScores if blocked else FixedScores
+    block = {"item_block": 2} if blocked else {}
+    ev = Evaluator(tiny, split, "test", protocol, **block)
+    full = Evaluator(tiny, split, "test", "full").ranks(FixedScores(table))
+    scored = ev.ranks(kind(table))
+    last = kind(table)
+    last.seen_items_last = True
+    assert ev.blocked(last) == blocked
+    assert torch.equal(ev.ranks(last), full)
+    # Scored, every history item above the target is one more rival.
+    history = [set(tiny.sequence(u)[:n].tolist()) for u, n in zip(ev.prefixes.users,
+               ev.prefixes.lengths, strict=True)]  # fmt: skip
+    above = [sum(i > t for i in h) for h, t in zip(history, ev.targets, strict=True)]
+    assert (scored - full).tolist() == above
+    assert any(above)
+    assert ev.evaluate(last)["seen_items"] == "last"
+    assert ev.evaluate(kind(table))["seen_items"] == "scored"
+    # Protocols whose candidates never hold history say nothing about it.
+    assert "seen_items" not in Evaluator(tiny, split, "test", "full").evaluate(last)
+    assert "seen_items" not in Evaluator(tiny, split, "test", "sampled:1").evaluate(last)
+
+
+def test_seen_items_follow_the_config_and_the_data(tiny: Dataset) -> None:
+    from ur4rec.config import load_config
+    from ur4rec.models import ranks_seen_items_last
+    from ur4rec.runs import build
+
+    split = make_split(tiny)
+    assert ranks_seen_items_last("auto", tiny, split.train)  # no item twice in a history
+    assert ranks_seen_items_last("last", tiny, split.train)
+    assert not ranks_seen_items_last("keep", tiny, split.train)
+    with pytest.raises(Ur4recError, match="model.seen_items must be auto, last or keep"):
+        ranks_seen_items_last("sometimes", tiny, split.train)
+    # A log where a user consumes an item again: auto keeps the user's items as candidates.
+    item = tiny.item.copy()
+    item[tiny.offsets[0] + 1] = item[tiny.offsets[0]]  # user 0's first item, again
+    again = dataclasses.replace(tiny, item=item)
+    assert not ranks_seen_items_last("auto", again, make_split(again).train)
+    for mode, expected in (("auto", True), ("keep", False)):
+        cfg = load_config(None, ["model.name=pop", f"model.seen_items={mode}"])
+        assert build(cfg, tiny)[0].seen_items_last is expected

@@ -63,3 +63,25 @@ def test_training_popularity_excludes_held_out(tiny: Dataset) -> None:
     assert counts.sum() == split.train.lengths.sum() == 10
     # Item "15" is only ever a validation/test item.
     assert counts[tiny.item_index("15")] == 0
+
+
+def test_repeats_items_finds_an_item_a_history_holds_twice(tiny: Dataset) -> None:
+    import dataclasses
+
+    from ur4rec.data.splits import repeats_items
+
+    split = make_split(tiny)
+    assert not repeats_items(tiny, split.train)
+    last_user = len(tiny.user_ids) - 1
+    item = tiny.item.copy()
+    start = tiny.offsets[last_user]
+    item[start + 1] = item[start]  # inside the last user's training part
+    again = dataclasses.replace(tiny, item=item)
+    for chunk in (1, 3, 1 << 22):  # one user per block, a few, all at once
+        assert repeats_items(again, split.train, chunk=chunk)
+    # A repeat only after the training part (the test item seen before) is not in it.
+    item = tiny.item.copy()
+    end = tiny.offsets[1]  # user 0: test item = validation item, both after training
+    assert split.train.lengths[0] <= end - tiny.offsets[0] - 2
+    item[end - 1] = item[end - 2]
+    assert not repeats_items(dataclasses.replace(tiny, item=item), split.train)

@@ -81,6 +81,22 @@ def _print(obj: object, as_json: bool, text: str) -> None:
     print(json.dumps(obj, indent=2) if as_json else text)
 
 
+_SEEN = {
+    "last": ", the user's own items ranked last",
+    "scored": ", the user's own items as scored",
+}
+
+
+def _seen_items_arg(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--seen-items",
+        choices=("auto", "last", "keep"),
+        default=None if default != "auto" else "auto",
+        help="under sampled-with-history: rank the user's own items last (last), as scored "
+        "(keep), or last unless the training data repeats items (auto); default: " + default,
+    )
+
+
 def _print_metrics(result: dict[str, object], as_json: bool) -> None:
     """One evaluation result: what was measured, then a table of its @K metrics (or JSON)."""
     run = f" ({result['run']})" if "run" in result else ""
@@ -89,7 +105,8 @@ def _print_metrics(result: dict[str, object], as_json: bool) -> None:
         run = f" (lambda {result['lambda']:g} from {result['lambda_from']}, {window})"
     title = (
         f"{result['model']}{run} on {result['dataset']} ({result['scheme']}, {result['split']}, "
-        f"protocol {result['protocol']}, {result['users']} users)"
+        f"protocol {result['protocol']}, {result['users']} users"
+        f"{_SEEN.get(str(result.get('seen_items')), '')})"
     )
     columns = [c for c in result if "@" in c]
     text = title + "\n" + format_table([result], columns)
@@ -191,7 +208,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     )
     model = build_baseline(
         args.model, dataset, split, args.l2, args.recent, root=args.data_dir,
-        item_texts=args.item_texts,
+        item_texts=args.item_texts, seen_items=args.seen_items,
     )  # fmt: skip
     result = {"model": args.model, **evaluator.evaluate(model), **describe_baseline(model)}
     if args.model.startswith("ease"):
@@ -212,7 +229,10 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
             )
     rows = baseline_table(names, root=args.data_dir)
     columns = ["dataset", "protocol", "model", "users", *METRIC_COLUMNS, "hit@20"]
-    text = "\nBaselines, test split (leave-one-out), history masked under 'full':\n"
+    text = (
+        "\nBaselines, test split (leave-one-out); the user's own items are left out under "
+        f"'full' and ranked last under {SAMPLED_99}:\n"
+    )
     _print(rows, args.json, text + format_table(rows, columns))
     return 0
 
@@ -318,6 +338,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         ks=args.ks,
         groups=_group_spec(args),
+        seen_items=args.seen_items,
     )
     _print_metrics(result, args.json)
     return 0
@@ -729,6 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{EASE_RECENT}, text-knn 5)",
     )
     base.add_argument("--ks", type=_parse_ks, default=DEFAULT_KS, help="cut-offs, e.g. 5,10,20")
+    _seen_items_arg(base, "auto")
     base.add_argument(
         "--item-texts", default="template",
         help="text-knn: item texts, template or a JSON file keyed by raw item id",
@@ -797,6 +819,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=("valid", "test"))
     ev.add_argument("--checkpoint", default="best", choices=("best", "last"))
     ev.add_argument("--ks", type=_parse_ks, default=DEFAULT_KS, help="cut-offs, e.g. 5,10,20")
+    _seen_items_arg(ev, "the run's model.seen_items")
     _group_args(ev)
     _common(ev)
     ev.set_defaults(func=cmd_evaluate)

@@ -50,6 +50,11 @@ class ModelConfig:
     # step, so the model also learns to rank from content alone, as it must for new items
     # (DropoutNet, Volkovs et al. 2017). Needs item text features.
     id_dropout: float = 0.0
+    # Under sampled-with-history:N, whose candidates may be the user's own items: ``last``
+    # ranks them below the target (what full ranking does by leaving history out), ``keep``
+    # scores them as the model does, ``auto`` is ``last`` unless the training data repeats
+    # items (a user consuming an item again).
+    seen_items: Literal["auto", "last", "keep"] = "auto"
 
 
 @dataclass

@@ -185,3 +185,31 @@ def prefix_mask(dataset: Dataset, prefixes: Prefixes) -> np.ndarray:
 def interaction_counts(dataset: Dataset, prefixes: Prefixes) -> np.ndarray:
     """How often each item occurs in the given prefixes (e.g. training popularity)."""
     return np.bincount(dataset.item[prefix_mask(dataset, prefixes)], minlength=dataset.n_items)
+
+
+def repeats_items(dataset: Dataset, prefixes: Prefixes, chunk: int = 1 << 22) -> bool:
+    """Whether some user's prefix holds an item more than once (a log of repeat consumption:
+    plays, purchases). Read a block of about ``chunk`` interactions at a time."""
+    if len(prefixes) == 0:
+        return False
+    order = np.argsort(prefixes.users, kind="stable")
+    users, lengths = prefixes.users[order], prefixes.lengths[order]
+    starts = dataset.offsets[users]
+    keep = None if prefixes.skip is None else ~prefixes.skip
+    ends = np.cumsum(lengths)
+    first = 0
+    while first < len(users):
+        # Users first .. last - 1: at least one, and about ``chunk`` interactions.
+        last = int(np.searchsorted(ends, (ends[first] - lengths[first]) + chunk, side="right"))
+        last = max(last, first + 1)
+        n = lengths[first:last]
+        owner = np.repeat(np.arange(last - first, dtype=np.int64), n)
+        within = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+        items = dataset.item[np.repeat(starts[first:last], n) + within].astype(np.int64)
+        if keep is not None:
+            owner, items = owner[keep[items]], items[keep[items]]
+        keys = owner * dataset.n_items + items
+        if len(np.unique(keys)) < len(keys):
+            return True
+        first = last
+    return False

@@ -66,14 +66,17 @@ def build_baseline(
     recent: int | None = None,
     root: str | None = None,
     item_texts: str = "template",
+    seen_items: str = "auto",
 ) -> Scorer:
     """The baseline fitted on ``split``'s training part. ``l2``: EASE's lambda (None: tuned
     on the validation part); ``recent``: how many of the last items EASE or text-kNN reads
     (0: all; default: 0 for ``ease``, EASE_RECENT for ``ease-recent``, 5 for ``text-knn``);
-    ``item_texts``: text-kNN's item texts (template or a file); ``root``: the data folder."""
+    ``item_texts``: text-kNN's item texts (template or a file); ``root``: the data folder;
+    ``seen_items``: ``model.seen_items`` (the user's own items under sampled-with-history)."""
     if name not in BASELINES:
         raise Ur4recError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
     cfg = RunConfig()
+    cfg.model.seen_items = seen_items  # type: ignore[assignment]  # checked by build_model
     texts = None
     if name == "pop":
         cfg.model.name = "pop"

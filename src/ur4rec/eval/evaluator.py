@@ -7,6 +7,11 @@ On a large catalogue a model (``user_states`` and ``block_scores``) is scored a 
 at a time, so memory is bounded by [users per batch x items per block]. The target's rank is
 still exact: its score comes from the block that holds it, and each block adds the number of
 rivals scoring at least as much (ties count against the target, as everywhere).
+
+Full ranking leaves each user's history out of the rivals. Under ``sampled-with-history:N``
+(the report's 1+99 protocol) the candidates may include the user's own items; a scorer whose
+``seen_items_last`` is true has those ranked below the target, the same rule (``model.seen_items``
+sets it; a scorer without the attribute is ranked on its scores alone).
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ class Evaluator:
             train_counts, self.targets, self.prefixes.lengths, self.group_spec
         )
         self.negatives: np.ndarray | None = None
+        # [users, N] bool: which negatives the user's input history holds (None when the
+        # protocol draws no such negatives).
+        self.seen: np.ndarray | None = None
         if self.protocol.kind != "full":
             histories = [
                 dataset.sequence(u)[:n]
@@ -83,6 +91,9 @@ class Evaluator:
             self.negatives = draw_negatives(
                 self.protocol, self.targets, histories, dataset.n_items, popularity, part
             )
+            if not self.protocol.excludes_history:
+                seen = [np.isin(row, h) for row, h in zip(self.negatives, histories, strict=True)]
+                self.seen = np.array(seen, dtype=bool).reshape(self.negatives.shape)
 
     def __len__(self) -> int:
         return len(self.prefixes)
@@ -114,19 +125,22 @@ class Evaluator:
         rank, size = _process_group() if sharded else (0, 1)
         out = torch.zeros(len(self), dtype=torch.int64)
         batches = self.batches((rank, size))
+        seen = self.seen if getattr(scorer, "seen_items_last", False) else None
         if self.blocked(scorer):
             with frozen_item_vectors(scorer):
                 for rows, batch in batches:
-                    out[rows] = self._blocked_ranks(scorer, rows, batch)
+                    out[rows] = self._blocked_ranks(scorer, rows, batch, seen)
         else:
-            self._ranks(scorer, batches, out)
+            self._ranks(scorer, batches, out, seen)
         if size > 1:
             import torch.distributed as dist
 
             dist.all_reduce(out, op=dist.ReduceOp.SUM)
         return out
 
-    def _ranks(self, scorer: Scorer, batches: Iterator, out: torch.Tensor) -> None:
+    def _ranks(
+        self, scorer: Scorer, batches: Iterator, out: torch.Tensor, seen: np.ndarray | None
+    ) -> None:
         for rows, batch in batches:
             scores = scorer.score(batch)
             self._check(scores, batch)
@@ -141,9 +155,14 @@ class Evaluator:
                 out[rows] = target_ranks(scores, target_scores)
             else:
                 negatives = torch.from_numpy(self.negatives[rows])
-                out[rows] = target_ranks(scores.gather(1, negatives), target_scores)
+                rivals = scores.gather(1, negatives)
+                if seen is not None:
+                    rivals = rivals.masked_fill(torch.from_numpy(seen[rows]), -torch.inf)
+                out[rows] = target_ranks(rivals, target_scores)
 
-    def _blocked_ranks(self, scorer: Any, rows: slice, batch: HistoryBatch) -> torch.Tensor:
+    def _blocked_ranks(
+        self, scorer: Any, rows: slice, batch: HistoryBatch, seen: np.ndarray | None
+    ) -> torch.Tensor:
         states = scorer.user_states(batch)
         target = torch.from_numpy(self.targets[rows])
         n, n_items, width = len(target), self.dataset.n_items, self.item_block
@@ -155,6 +174,9 @@ class Evaluator:
                 scores = scorer.block_scores(_rows_of(states, held, n), items)
                 target_scores[held] = scores[torch.arange(len(held)), target[held] - items.start]
         negatives = None if self.negatives is None else torch.from_numpy(self.negatives[rows])
+        rival = None if negatives is None else torch.ones(negatives.shape, dtype=torch.bool)
+        if seen is not None:
+            rival = ~torch.from_numpy(seen[rows])
         ranks = torch.zeros(n, dtype=torch.int64)
         row, col = torch.nonzero(batch.items != PAD, as_tuple=True)
         history = batch.items[row, col]
@@ -172,13 +194,17 @@ class Evaluator:
             else:
                 inside = (negatives >= items.start) & (negatives < items.stop)
                 picked = scores.gather(1, (negatives - items.start).clamp(0, scores.shape[1] - 1))
-                ranks += ((picked >= target_scores[:, None]) & inside).sum(dim=1)
+                ranks += ((picked >= target_scores[:, None]) & inside & rival).sum(dim=1)
         return ranks
 
     def evaluate(self, scorer: Scorer, sharded: bool = False) -> dict[str, object]:
         """Metrics plus what they were measured on, in the JSON shape the CLI prints; under
         ``groups`` the same metrics per user group (eval/groups.py)."""
-        return self.result(self.ranks(scorer, sharded))
+        result = self.result(self.ranks(scorer, sharded))
+        if self.seen is not None:
+            last = bool(getattr(scorer, "seen_items_last", False))
+            result["seen_items"] = "last" if last else "scored"
+        return result
 
     def result(self, ranks: torch.Tensor | np.ndarray) -> dict[str, object]:
         """``evaluate``'s answer for already computed ranks (e.g. stored ones)."""

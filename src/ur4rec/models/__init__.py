@@ -9,13 +9,18 @@ from ur4rec.models.base import (
     check_config,
     model_class,
     model_names,
+    ranks_seen_items_last,
     register,
 )
 
 
 def build_model(inputs: ModelInputs) -> RecModel:
     """A fresh model of the config's ``model.name`` (initialised from the global torch seed)."""
-    return model_class(inputs.cfg.model.name).build(inputs)
+    model = model_class(inputs.cfg.model.name).build(inputs)
+    model.seen_items_last = ranks_seen_items_last(
+        inputs.cfg.model.seen_items, inputs.dataset, inputs.train
+    )
+    return model
 
 
 __all__ = [
@@ -25,5 +30,6 @@ __all__ = [
     "check_config",
     "model_class",
     "model_names",
+    "ranks_seen_items_last",
     "register",
 ]

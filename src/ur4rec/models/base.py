@@ -89,6 +89,21 @@ def trained_items(inputs: ModelInputs) -> torch.Tensor:
     return torch.from_numpy(interaction_counts(inputs.dataset, inputs.train) > 0)
 
 
+def ranks_seen_items_last(mode: str, dataset: Dataset, train: Prefixes) -> bool:
+    """What ``model.seen_items`` means for this data: ``last`` and ``keep`` say it; ``auto``
+    ranks them last unless some training history holds an item twice, where consuming an item
+    again is what the data is about and a user's own items are fair candidates."""
+    from ur4rec.data.splits import repeats_items
+
+    if mode == "last":
+        return True
+    if mode == "keep":
+        return False
+    if mode == "auto":
+        return not repeats_items(dataset, train)
+    raise Ur4recError(f"model.seen_items must be auto, last or keep, got {mode!r}")
+
+
 class RecModel(nn.Module):
     """A sequential recommender: histories in, a score per item out."""
 
@@ -99,6 +114,9 @@ class RecModel(nn.Module):
     # Parameter group names, which stages train (not `modules`: nn.Module has that method).
     module_names: ClassVar[tuple[str, ...]] = ()
     branches: ClassVar[tuple[str, ...]] = ()  # named branch scores shown beside the score
+    # Under a protocol whose candidates may be the user's own items, rank those last (as
+    # full ranking and the service do): set by ``build_model`` from ``model.seen_items``.
+    seen_items_last: bool = False
     n_items: int
 
     @classmethod

@@ -558,6 +558,7 @@ class _ReplayedBranches:
 
     def __init__(self, model: UR4Rec, cached: list[dict[str, torch.Tensor]]) -> None:
         self.model, self.cached, self.batch = model, cached, 0
+        self.seen_items_last = model.seen_items_last  # ranked as the model itself is
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         out = dict(self.cached[self.batch])

@@ -22,7 +22,7 @@ from ur4rec.errors import Ur4recError
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.eval.groups import GroupSpec
 from ur4rec.io import atomic_write_json, atomic_write_text
-from ur4rec.models import check_config
+from ur4rec.models import check_config, ranks_seen_items_last
 from ur4rec.runs.checkpoint import save_checkpoint
 from ur4rec.runs.layout import (
     BEST,
@@ -250,9 +250,14 @@ def evaluate(
     checkpoint: str = "best",
     ks: tuple[int, ...] | None = None,
     groups: GroupSpec | None = None,
+    seen_items: str | None = None,
 ) -> dict[str, Any]:
+    """A run's metrics on ``part`` under ``protocol``; ``seen_items`` overrides the run's
+    ``model.seen_items`` (auto, last or keep)."""
     cfg, dataset, model = load_run(run_dir, data_dir, checkpoint)
     split = make_split(dataset, cfg.data.scheme)
+    if seen_items is not None:
+        model.seen_items_last = ranks_seen_items_last(seen_items, dataset, split.train)
     evaluator = Evaluator(
         dataset, split, part, protocol, groups=groups, **({"ks": ks} if ks else {})
     )
