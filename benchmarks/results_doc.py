@@ -766,6 +766,34 @@ def add_items(path: Path) -> str:
     return head + _md(rows, list(rows[0])) + "\n"
 
 
+def seen_items(path: Path) -> str:
+    """Each model's 1+99 figures with the user's own items scored or ranked last, and under
+    sampled:99; the paired test Hit@10 intervals."""
+    out = []
+    for dataset, d in _json(path).items():
+        origins = [d["provenance"]]
+        rows = []
+        for name, parts in d["models"].items():
+            row: dict[str, str] = {"model": _mark(name, origins)}
+            for part in ("valid", "test"):
+                for case in ("scored", "last", "sampled:99"):
+                    cell = parts[part][case]
+                    row[f"{part} {case}"] = f"{cell['hit@10']:.4f} / {cell['ndcg@10']:.4f}"
+            rows.append(row)
+        diffs = "\n".join(
+            f"- test Hit@10, {label}: {_interval(diff)}"
+            for label, diff in d["test_hit10_intervals"].items()
+        )
+        seeds = ", ".join(str(s) for s in d["seeds"])
+        out.append(
+            f"`.venv/bin/python {d['provenance']['command']}` ({dataset}; fused and SASRec: "
+            f"means over seeds {seeds}; Hit@10 / NDCG@10; scored and last under {SAMPLED_99})\n"
+            f"{code_line(origins)}\n\n" + _md(rows, list(rows[0])) + "\n\n"
+            "Paired differences, mean [users' 95%] [seeds' 95%]:\n\n" + diffs + "\n"
+        )
+    return "\n".join(out)
+
+
 TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "new-users": ("new-users-leave-one-out.json", new_users),
     "add-items": ("add-items.jsonl", add_items),
@@ -786,6 +814,7 @@ TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "tune-search": ("tune-search.json", tune_search),
     "report-estimates": ("report-estimates.json", report_estimates),
     "protocol-calibration": ("protocol-calibration.json", protocol_calibration),
+    "seen-items": ("seen-items.json", seen_items),
     "sasrec-profile": ("sasrec-profile.json", sasrec_profile),
     "scale": ("scale.json", scale),
     "ann-serving": ("ann-serving.json", ann_serving),
