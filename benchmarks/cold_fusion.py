@@ -11,8 +11,14 @@ part, NDCG@10 (full ranking) for all users and by group, of:
 - a new item's prior column filled from its k text-nearest trained items (k = 5, 20, 50;
   softmax over cosine / 0.05), at prior weights 0.1 to 0.5;
 - a constant bonus b added to new items' fused scores;
+- new items ranked among themselves only (an oracle that knows the target is new), by each
+  branch and by their true popularity over the whole log: the most any placement could reach;
+- three ways to place new items among the trained ones: their score standardised over the
+  new items alone, a * z + b; a two-part mixture (a share pi for the new items); and each
+  new item at the fused score of the trained item its SASRec branch ranks beside it;
 - (leave-one-out) a text-kNN branch added to the fused scores: c times its per-user z-score;
-  and a bonus for rare candidates (1-19 training interactions), with or without that branch.
+  a bonus for rare candidates (1-19 training interactions), with or without that branch; and
+  popularity buckets (head, rare, new) as a mixture with a small share for the rare ones.
 
 Nothing here is chosen on test, and nothing of it is in the model: these are the repairs
 docs/results.md reports as tried and dropped. Writes docs/results/cold-fusion.json.
@@ -21,6 +27,7 @@ docs/results.md reports as tried and dropped. Writes docs/results/cold-fusion.js
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +58,40 @@ class Adjusted(torch.nn.Module):
 
     def score(self, batch: Any) -> torch.Tensor:
         return self.model.score(batch) + self.extra(batch)
+
+
+class Masked(torch.nn.Module):
+    """A scorer's scores with the items ``drop`` ([n] bool) ranked last."""
+
+    def __init__(self, scorer: Any, drop: torch.Tensor) -> None:
+        super().__init__()
+        self.scorer, self.drop = scorer, drop
+
+    def score(self, batch: Any) -> torch.Tensor:
+        return self.scorer.score(batch).masked_fill(self.drop, -1e9)
+
+
+class Constant(torch.nn.Module):
+    """The same scores ([n]) for every user."""
+
+    def __init__(self, scores: torch.Tensor) -> None:
+        super().__init__()
+        self.scores = scores
+
+    def score(self, batch: Any) -> torch.Tensor:
+        return self.scores.expand(len(batch.items), -1)
+
+
+class Rescored(torch.nn.Module):
+    """``rescore(fused scores, branch scores)`` of a fused UR4Rec."""
+
+    def __init__(self, model: Any, rescore: Any) -> None:
+        super().__init__()
+        self.model, self.rescore = model, rescore
+
+    def score(self, batch: Any) -> torch.Tensor:
+        branches = self.model.branch_scores(batch)
+        return self.rescore(self.model.combine(branches), branches)
 
 
 def figures(evaluator: Evaluator, scorer: Any) -> dict[str, float]:
@@ -97,6 +138,80 @@ def cold_items(run_dir: Path, data_dir: str | None) -> dict[str, Any]:
             out[f"prior filled from {k} text neighbours, weight {p:g}"] = figures(evaluator, model)
     model.prior, model.fusion.new_items = fitted, saved_new
     model.fusion.set_prior_weight(weight)
+    out.update(new_item_ceiling(model, dataset, evaluator))
+    out.update(new_item_placements(model, evaluator))
+    return out
+
+
+def new_item_ceiling(model: Any, dataset: Any, evaluator: Evaluator) -> dict[str, Any]:
+    """How well anything here ranks new items among themselves: each scorer with every
+    trained item left out (an oracle that knows the target is new), and the new items' true
+    popularity over the whole log (unreachable: it counts the held-out interactions)."""
+    new = model.fusion.new_items
+    among_new = {}
+    for objective in ("fused", "sasrec", "retriever"):
+        model.set_objective(objective)
+        among_new[f"{objective}, among new items only"] = figures(evaluator, Masked(model, ~new))
+    model.set_objective("fused")
+    counts = torch.zeros(dataset.n_items)
+    counts.index_add_(0, torch.as_tensor(dataset.item), torch.ones(len(dataset.item)))
+    among_new["true popularity (whole log), among new items only"] = figures(
+        evaluator, Masked(Constant(torch.log1p(counts)), ~new)
+    )
+    return among_new
+
+
+def new_item_placements(model: Any, evaluator: Evaluator) -> dict[str, Any]:
+    """Three ways to place new items among the trained ones, each a small grid: their
+    content score standardised over the new items alone, then a * z + b; a two-part
+    mixture, log pi + log softmax over the new items (sharpness s) against log(1 - pi) + log
+    softmax over the trained ones (the fused model's own sharpness); and each new item at
+    the fused score of the trained item its SASRec branch ranks next to it, shifted up by
+    a share of the catalogue."""
+    new = model.fusion.new_items
+    warm = ~new
+    scale = float(model.fusion.log_scale.exp())
+    out: dict[str, Any] = {}
+
+    def placed(a: float, b: float) -> Any:
+        return lambda fused, _: torch.where(new, a * standardise(fused, over=new) + b, fused)
+
+    def mixture(pi: float, sharp: float) -> Any:
+        def score(fused: torch.Tensor, _: dict[str, torch.Tensor]) -> torch.Tensor:
+            trained = torch.log_softmax((scale * fused).masked_fill(new, -1e9), 1)
+            fresh = torch.log_softmax((sharp * fused).masked_fill(warm, -1e9), 1)
+            return torch.where(new, fresh + math.log(pi), trained + math.log(1 - pi))
+
+        return score
+
+    def transfer(shift: float) -> Any:
+        def score(fused: torch.Tensor, branches: dict[str, torch.Tensor]) -> torch.Tensor:
+            ref = branches["sasrec"]
+            by_branch = ref[:, warm].sort(dim=1).values.contiguous()
+            by_fused = fused[:, warm].sort(dim=1).values
+            n = by_branch.shape[1]
+            below = torch.searchsorted(by_branch, ref[:, new].contiguous()).float()
+            at = (below + shift * n).clamp(0, n - 1).long()
+            result = fused.clone()
+            result[:, new] = by_fused.gather(1, at) + 1e-4 * standardise(ref)[:, new]
+            return result
+
+        return score
+
+    for a in (0.5, 1.0):
+        for b in (0.0, 0.5, 1.0, 1.5):
+            out[f"new items at {a:g} z(over new) + {b:g}"] = figures(
+                evaluator, Rescored(model, placed(a, b))
+            )
+    for pi in (0.05, 0.2):
+        for sharp in (1.0, 4.0):
+            out[f"mixture, new share {pi:g}, sharpness {sharp:g}"] = figures(
+                evaluator, Rescored(model, mixture(pi, sharp))
+            )
+    for shift in (0.0, 0.01):
+        out[f"placed by the SASRec branch's rank, shift {shift:g}"] = figures(
+            evaluator, Rescored(model, transfer(shift))
+        )
     return out
 
 
@@ -125,7 +240,43 @@ def text_knn_branch(run_dir: Path, data_dir: str | None) -> dict[str, Any]:
                     lambda batch, c=c, d=d: (c * standardise(knn.score(batch)) + d) * tail,
                 ),
             )
+    # Popularity buckets as a mixture: log p + log softmax within the bucket, head items
+    # (>= 20) at sharpness sh of the fused score, rare and new ones at sharpness st of the
+    # fused score plus c times text-kNN's z-score, p = 1 - pt - pn, pt, pn = 0.0005.
+    head = counts >= evaluator.group_spec.tail_below
+    new = counts == 0
+    rare = ~head & ~new
+
+    def buckets(sh: float, st: float, c: float, pt: float) -> Any:
+        def score(batch: Any) -> torch.Tensor:
+            fused = model.score(batch)
+            text = st * (fused + c * standardise(knn.score(batch)))
+            out = torch.log_softmax((sh * fused).masked_fill(~head, -1e9), 1)
+            out = out + math.log(1 - pt - 0.0005)
+            out = torch.where(rare, torch.log_softmax(text.masked_fill(~rare, -1e9), 1), out)
+            out = torch.where(rare, out + math.log(pt), out)
+            fresh = torch.log_softmax(text.masked_fill(~new, -1e9), 1) + math.log(0.0005)
+            return torch.where(new, fresh, out) if bool(new.any()) else out
+
+        return score
+
+    for sh, st, c, pt in (
+        (1.0, 10, 0.5, 0.01), (1.0, 10, 0.5, 0.03), (2.5, 5, 0.0, 0.01), (2.5, 5, 0.0, 0.03),
+        (2.5, 10, 0.5, 0.03),
+    ):  # fmt: skip
+        out[f"bucket mixture, sh {sh:g}, st {st:g}, c {c:g}, pt {pt:g}"] = figures(
+            evaluator, Scorer(buckets(sh, st, c, pt))
+        )
     return out
+
+
+class Scorer(torch.nn.Module):
+    def __init__(self, fn: Any) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def score(self, batch: Any) -> torch.Tensor:
+        return self.fn(batch)
 
 
 def main() -> None:
