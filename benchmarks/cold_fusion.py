@@ -71,15 +71,21 @@ class Masked(torch.nn.Module):
         return self.scorer.score(batch).masked_fill(self.drop, -1e9)
 
 
-class Constant(torch.nn.Module):
-    """The same scores ([n]) for every user."""
+class Scorer(torch.nn.Module):
+    """A scorer for the evaluator from a function of the batch."""
 
-    def __init__(self, scores: torch.Tensor) -> None:
+    def __init__(self, fn: Any) -> None:
         super().__init__()
-        self.scores = scores
+        self.fn = fn
 
     def score(self, batch: Any) -> torch.Tensor:
-        return self.scores.expand(len(batch.items), -1)
+        return self.fn(batch)
+
+
+def log_share(scores: torch.Tensor, members: torch.Tensor, share: float) -> torch.Tensor:
+    """log(share) + the log softmax of ``scores`` over the items ``members`` ([n] bool): one
+    part of a mixture that gives those items ``share`` of each user's probability."""
+    return torch.log_softmax(scores.masked_fill(~members, -1e9), 1) + math.log(share)
 
 
 class Rescored(torch.nn.Module):
@@ -153,10 +159,10 @@ def new_item_ceiling(model: Any, dataset: Any, evaluator: Evaluator) -> dict[str
         model.set_objective(objective)
         among_new[f"{objective}, among new items only"] = figures(evaluator, Masked(model, ~new))
     model.set_objective("fused")
-    counts = torch.zeros(dataset.n_items)
-    counts.index_add_(0, torch.as_tensor(dataset.item), torch.ones(len(dataset.item)))
+    counts = torch.bincount(torch.as_tensor(dataset.item), minlength=dataset.n_items)
+    popularity = torch.log1p(counts.float())
     among_new["true popularity (whole log), among new items only"] = figures(
-        evaluator, Masked(Constant(torch.log1p(counts)), ~new)
+        evaluator, Masked(Scorer(lambda batch: popularity.expand(len(batch.items), -1)), ~new)
     )
     return among_new
 
@@ -178,9 +184,8 @@ def new_item_placements(model: Any, evaluator: Evaluator) -> dict[str, Any]:
 
     def mixture(pi: float, sharp: float) -> Any:
         def score(fused: torch.Tensor, _: dict[str, torch.Tensor]) -> torch.Tensor:
-            trained = torch.log_softmax((scale * fused).masked_fill(new, -1e9), 1)
-            fresh = torch.log_softmax((sharp * fused).masked_fill(warm, -1e9), 1)
-            return torch.where(new, fresh + math.log(pi), trained + math.log(1 - pi))
+            fresh = log_share(sharp * fused, new, pi)
+            return torch.where(new, fresh, log_share(scale * fused, warm, 1 - pi))
 
         return score
 
@@ -251,12 +256,10 @@ def text_knn_branch(run_dir: Path, data_dir: str | None) -> dict[str, Any]:
         def score(batch: Any) -> torch.Tensor:
             fused = model.score(batch)
             text = st * (fused + c * standardise(knn.score(batch)))
-            out = torch.log_softmax((sh * fused).masked_fill(~head, -1e9), 1)
-            out = out + math.log(1 - pt - 0.0005)
-            out = torch.where(rare, torch.log_softmax(text.masked_fill(~rare, -1e9), 1), out)
-            out = torch.where(rare, out + math.log(pt), out)
-            fresh = torch.log_softmax(text.masked_fill(~new, -1e9), 1) + math.log(0.0005)
-            return torch.where(new, fresh, out) if bool(new.any()) else out
+            out = torch.where(
+                rare, log_share(text, rare, pt), log_share(sh * fused, head, 1 - pt - 0.0005)
+            )
+            return torch.where(new, log_share(text, new, 0.0005), out) if bool(new.any()) else out
 
         return score
 
@@ -268,15 +271,6 @@ def text_knn_branch(run_dir: Path, data_dir: str | None) -> dict[str, Any]:
             evaluator, Scorer(buckets(sh, st, c, pt))
         )
     return out
-
-
-class Scorer(torch.nn.Module):
-    def __init__(self, fn: Any) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def score(self, batch: Any) -> torch.Tensor:
-        return self.fn(batch)
 
 
 def main() -> None:
