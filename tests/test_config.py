@@ -67,6 +67,7 @@ def test_overrides_and_round_trip(tmp_path: Path) -> None:
         (["train.tensorboard=maybe"], "train.tensorboard: expected true or false"),
         (["model=3"], "model: expected a mapping"),
         (["novalue"], "must look like key=value"),
+        (["train.device=gpu"], "train.device: must be cpu, cuda, cuda:N or auto, got 'gpu'"),
     ],
 )
 def test_bad_values_are_named(overrides: list[str], message: str) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ur4rec.cli import main
@@ -138,13 +139,35 @@ def test_direct_torchrun_and_nproc_flag_parsing(setup: Path, tmp_path: Path) -> 
     assert (out / "stages" / "2-second" / "done.json").is_file()
 
 
-def test_gloo_even_where_a_gpu_is_visible(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Training runs on the CPU, and nccl takes only GPU tensors.
+@pytest.mark.parametrize("nccl", [True, False])
+def test_nccl_for_gpu_tensors_where_a_gpu_is_visible(
+    monkeypatch: pytest.MonkeyPatch, nccl: bool
+) -> None:
+    # GPU tensors (DDP's gradient sums under train.device=cuda) go over nccl where torch has
+    # it; the CPU bookkeeping sums stay on gloo. Each process takes the GPU of its LOCAL_RANK.
+    from ur4rec.train import distributed
+
+    chosen: list[str] = []
+    current: list[int] = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(distributed.torch.cuda, "set_device", current.append)
+    monkeypatch.setattr(distributed.dist, "is_nccl_available", lambda: nccl)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", chosen.append)
+    distributed.init_from_env()
+    assert chosen == (["cpu:gloo,cuda:nccl"] if nccl else ["gloo"])
+    assert current == [1]
+
+
+def test_gloo_alone_on_a_machine_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     from ur4rec.train import distributed
 
     chosen: list[str] = []
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
     monkeypatch.setattr(distributed.dist, "init_process_group", chosen.append)
     distributed.init_from_env()
@@ -158,3 +181,26 @@ def test_a_slow_rank_does_not_deadlock_the_run(setup: Path, tmp_path: Path) -> N
     done = torchrun(str(script), str(setup), str(out), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert [r["epoch"] for r in read_log(out / "log.jsonl")] == [1, 2, 3, 4]
+
+
+def test_training_device_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ur4rec.errors import Ur4recError
+    from ur4rec.train import distributed
+
+    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: False)
+    assert distributed.training_device("cpu") == torch.device("cpu")
+    assert distributed.training_device("auto") == torch.device("cpu")
+    with pytest.raises(Ur4recError, match="train.device=cuda: torch sees no CUDA GPU"):
+        distributed.training_device("cuda")
+    # With two GPUs visible: cuda is this process's LOCAL_RANK's, cuda:N that one, alone.
+    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.training_device("cuda") == torch.device("cuda", 1)
+    assert distributed.training_device("auto") == torch.device("cuda", 1)
+    assert distributed.training_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(Ur4recError, match="this machine has 2 CUDA GPU"):
+        distributed.training_device("cuda:2")
+    monkeypatch.setattr(distributed, "world", lambda: distributed.World(rank=0, size=2))
+    with pytest.raises(Ur4recError, match="names one GPU for every process"):
+        distributed.training_device("cuda:0")

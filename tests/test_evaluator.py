@@ -262,3 +262,26 @@ def test_seen_items_follow_the_config_and_the_data(tiny: Dataset) -> None:
     for mode, expected in (("auto", True), ("keep", False)):
         cfg = load_config(None, ["model.name=pop", f"model.seen_items={mode}"])
         assert build(cfg, tiny)[0].seen_items_last is expected
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_a_model_on_another_device_ranks_as_on_the_cpu(tiny: Dataset, blocked: bool) -> None:
+    """The wrapper the evaluator puts around a model on a GPU (batches there, float32 scores
+    back) changes no rank; here it wraps a CPU model, the one device this machine has."""
+    from ur4rec.eval.evaluator import _OnDevice, on_its_device
+
+    table = torch.randn(tiny.n_users, tiny.n_items, generator=torch.Generator().manual_seed(0))
+    kind = BlockedScores if blocked else FixedScores
+    ev = Evaluator(tiny, make_split(tiny), "test", "full", **({"item_block": 2} if blocked else {}))
+    wrapped = _OnDevice(kind(table), torch.device("cpu"))
+    assert ev.blocked(wrapped) == blocked
+    assert torch.equal(ev.ranks(wrapped), ev.ranks(kind(table)))
+    with pytest.raises(AttributeError):
+        wrapped.no_such_attribute  # noqa: B018
+    # Only a module with weights off the CPU is wrapped.
+    plain = kind(table)
+    assert on_its_device(plain) is plain
+    cpu_module = torch.nn.Linear(2, 2)
+    assert on_its_device(cpu_module) is cpu_module
+    meta = on_its_device(torch.nn.Linear(2, 2, device="meta"))
+    assert isinstance(meta, _OnDevice) and meta.device.type == "meta"

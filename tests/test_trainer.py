@@ -7,6 +7,7 @@ import torch
 from ur4rec.cli import main
 from ur4rec.config import load_config
 from ur4rec.data.prepare import prepare_dataset
+from ur4rec.errors import Ur4recError
 from ur4rec.runs.checkpoint import CheckpointError, load_checkpoint
 from ur4rec.train import run
 from ur4rec.train.trainer import ParamGroup, Trainer, lr_factor, read_log
@@ -180,3 +181,15 @@ def test_user_ranks_give_the_run_metrics(prepared, tmp_path: Path) -> None:
         metrics = run.evaluate(out, protocol, part)
         assert ndcg_at(ranks[key]).mean() == pytest.approx(metrics["ndcg@10"])
         assert (ranks[key] < 10).mean() == pytest.approx(metrics["hit@10"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU-only host")
+def test_train_device_auto_is_the_cpu_here_and_cuda_is_refused(prepared, tmp_path: Path) -> None:
+    cfg = load_config(None, [*TINY, "train.epochs=2"])
+    cpu = run.train(cfg, tmp_path / "cpu", quiet=True)
+    auto = run.train(load_config(None, [*TINY, "train.epochs=2", "train.device=auto"]),
+                     tmp_path / "auto", quiet=True)  # fmt: skip
+    assert metrics(read_log(auto / "log.jsonl")) == metrics(read_log(cpu / "log.jsonl"))
+    with pytest.raises(Ur4recError, match="train.device=cuda: torch sees no CUDA GPU"):
+        run.train(load_config(None, [*TINY, "train.device=cuda"]), tmp_path / "gpu", quiet=True)
+    assert not (tmp_path / "gpu" / "best.pt").exists()

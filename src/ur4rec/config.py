@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -78,6 +79,9 @@ class TrainConfig:
     # bfloat16: the training forward pass under autocast (products in bfloat16, weights,
     # optimiser and evaluation in float32); faster on CPUs with bfloat16 dot products.
     precision: Literal["float32", "bfloat16"] = "float32"
+    # Where training runs: cpu, cuda (under torchrun: each process's own GPU), cuda:N, or
+    # auto (cuda when torch sees one). Evaluation, serving and reports stay on the CPU.
+    device: str = "cpu"
     clip_norm: float = 1.0  # per parameter group; 0 disables
     patience: int = 10  # epochs without improvement before stopping; 0 disables
     metric: str = "ndcg@10"
@@ -415,6 +419,10 @@ def _finite(value: float) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
+def device_ok(spec: str) -> bool:
+    return bool(re.fullmatch(r"cpu|auto|cuda(:\d+)?", spec))
+
+
 def validate(cfg: RunConfig) -> None:
     """Range checks on every value a run reads; raises ConfigError naming each bad key."""
     p: list[str] = []
@@ -452,6 +460,7 @@ def validate(cfg: RunConfig) -> None:
         _check(p, _finite(value) and value >= 0, f"train.{key}", "a finite number >= 0", value)
     _check(p, t.patience >= 0, "train.patience", ">= 0 (0 disables)", t.patience)
     _check(p, t.eval_every >= 1, "train.eval_every", ">= 1", t.eval_every)
+    _check(p, device_ok(t.device), "train.device", "cpu, cuda, cuda:N or auto", t.device)
     metric_rule = "one of hit/ndcg/mrr @ 5/10/20, e.g. ndcg@10"
     _check(p, metric_ok(t.metric), "train.metric", metric_rule, t.metric)
     _check(p, protocol_ok(t.eval_protocol), "train.eval_protocol",

@@ -12,6 +12,9 @@ Full ranking leaves each user's history out of the rivals. Under ``sampled-with-
 (the report's 1+99 protocol) the candidates may include the user's own items; a scorer whose
 ``seen_items_last`` is true has those ranked below the target, the same rule (``model.seen_items``
 sets it; a scorer without the attribute is ranked on its scores alone).
+
+A model on a GPU (training with ``train.device=cuda`` validates each epoch) gets its batches
+there and hands its scores back to the CPU, where ranking happens.
 """
 
 from __future__ import annotations
@@ -123,11 +126,12 @@ class Evaluator:
         torch.distributed process group, each process scores every size-th batch of users
         and the ranks are summed across processes, so each ends with all of them."""
         rank, size = _process_group() if sharded else (0, 1)
+        model, scorer = scorer, on_its_device(scorer)
         out = torch.zeros(len(self), dtype=torch.int64)
         batches = self.batches((rank, size))
         seen = self.seen if getattr(scorer, "seen_items_last", False) else None
         if self.blocked(scorer):
-            with frozen_item_vectors(scorer):
+            with frozen_item_vectors(model):
                 for rows, batch in batches:
                     out[rows] = self._blocked_ranks(scorer, rows, batch, seen)
         else:
@@ -234,6 +238,42 @@ class Evaluator:
                 f"the model produced NaN or infinite scores for {len(raw)} user(s) "
                 f"(raw ids: {shown}); a non-finite score is never counted"
             )
+
+
+class _OnDevice:
+    """A scorer whose model lives on another device than the CPU: batches go there, scores
+    come back as float32 CPU tensors; every other attribute is the model's."""
+
+    def __init__(self, scorer: Any, device: torch.device) -> None:
+        self.scorer, self.device = scorer, device
+
+    def __getattr__(self, name: str) -> Any:
+        inner = getattr(self.scorer, name)  # AttributeError when the model has none
+        return getattr(self, "_" + name) if name in ("user_states", "block_scores") else inner
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        moved = HistoryBatch(batch.users.to(self.device), batch.items.to(self.device))
+        return self.scorer.score(moved).float().cpu()
+
+    def _user_states(self, batch: HistoryBatch) -> Any:
+        moved = HistoryBatch(batch.users.to(self.device), batch.items.to(self.device))
+        return self.scorer.user_states(moved)
+
+    def _block_scores(self, states: Any, items: slice) -> torch.Tensor:
+        return self.scorer.block_scores(states, items).float().cpu()  # states: on the device
+
+
+def on_its_device(scorer: Any) -> Any:
+    """``scorer`` itself when it is not a module or lives on the CPU; else wrapped so that the
+    evaluator's CPU batches and ranking work with it."""
+    if not isinstance(scorer, torch.nn.Module):
+        return scorer
+    first = next(iter(scorer.parameters()), None)
+    if first is None:
+        first = next(iter(scorer.buffers()), None)
+    if first is None or first.device.type == "cpu":
+        return scorer
+    return _OnDevice(scorer, first.device)
 
 
 def _rows_of(states: dict[str, torch.Tensor], rows: torch.Tensor, n: int) -> dict[str, Any]:

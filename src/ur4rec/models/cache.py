@@ -2,7 +2,8 @@
 
 ``item_vectors()`` of SASRec and the retriever costs a projection of every item's features;
 a served model's weights never change, so ``cache_item_vectors()`` keeps the result. Switching
-to training mode or loading weights drops the copy, so it can never go stale.
+to training mode, loading weights or moving the module drops the copy, so it can never go
+stale.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class ItemVectorCache(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         self._item_cache = None
         super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        self._item_cache = None  # moved or cast (.to(device)): the copy would be left behind
+        return super()._apply(fn, recurse)
 
 
 @contextmanager

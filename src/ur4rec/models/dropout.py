@@ -29,6 +29,8 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> tuple[torch.Tens
 def apply_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if not training or p <= 0:
         return x
+    if x.device.type != "cpu":  # the cheap mask is a CPU economy; accelerators draw their own
+        return torch.nn.functional.dropout(x, p, True)
     mask, kept = keep_mask(x.shape, p)
     if kept <= 0:
         return x * 0.0

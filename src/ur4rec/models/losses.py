@@ -108,7 +108,7 @@ class _BlockedSoftmaxCE(torch.autograd.Function):
             else:
                 p = _block_logits(h[block], v, unknown).sub_(kept[0][block, None]).exp_()
             # softmax - one-hot of the target, times the incoming gradient
-            p[torch.arange(len(p)), targets[block]] -= 1.0
+            p[torch.arange(len(p), device=p.device), targets[block]] -= 1.0
             if ctx.low is not None:  # scaled and cast in one pass
                 p = torch.mul(p, scale, out=torch.empty(p.shape, dtype=ctx.low, device=p.device))
                 grad_h[block] = p @ v

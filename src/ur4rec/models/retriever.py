@@ -124,7 +124,7 @@ class Retriever(ItemVectorCache):
         if self.known is not None:
             ids = ids * torch.cat([self.known, self.known.new_zeros(1)])[:, None]
         if self.training and self.cfg.id_dropout > 0:
-            keep = id_keep_mask(self.n_items, self.cfg.id_dropout)
+            keep = id_keep_mask(self.n_items, self.cfg.id_dropout, ids.device)
             ids = ids * torch.cat([keep, keep.new_zeros(1)])[:, None]
         return ids
 
@@ -175,7 +175,7 @@ class Retriever(ItemVectorCache):
         valid = items != PAD
         d = self.cfg.dim
         rows = slice(length - 1, length) if last_only else slice(None)
-        state = torch.zeros(batch, 1 if last_only else length, d)
+        state = torch.zeros(batch, 1 if last_only else length, d, device=items.device)
         if self.cfg.preference_text:
             text = user_text if user_text is not None else self.user_text[users]
             projected = self.user_proj(text)
@@ -186,8 +186,9 @@ class Retriever(ItemVectorCache):
             # Causal attention pooling: position t summarises the items up to t.
             queries = tokens[:, rows]
             scores = self.pool_query(queries + state) @ self.pool_key(tokens).transpose(1, 2)
-            causal = torch.ones(length, length, dtype=torch.bool).tril()[rows]
-            allowed = (causal & valid[:, None, :]) | torch.eye(length, dtype=torch.bool)[rows]
+            causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
+            eye = torch.eye(length, dtype=torch.bool, device=items.device)
+            allowed = (causal[rows] & valid[:, None, :]) | eye[rows]
             scores = scores.masked_fill(~allowed, float("-inf")) / math.sqrt(d)
             state = state + scores.softmax(dim=-1) @ tokens + queries
         if memory is not None:

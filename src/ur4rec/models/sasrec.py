@@ -120,8 +120,9 @@ class SASRec(SequentialModel):
         x = x * valid[..., None]
         length = items.shape[1]
         causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
+        eye = torch.eye(length, dtype=torch.bool, device=items.device)
         # A position may see earlier real positions; padding sees only itself (never NaN).
-        allowed = (causal & valid[:, None, :]) | torch.eye(length, dtype=torch.bool)
+        allowed = (causal & valid[:, None, :]) | eye
         allowed = allowed[:, None]  # broadcast over heads
         for block in self.blocks:
             x = block(x, allowed) * valid[..., None]

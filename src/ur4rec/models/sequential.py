@@ -131,7 +131,7 @@ class SequentialModel(ItemVectorCache, RecModel):
             return ids
         content = self.feature_proj(self.item_features)
         if self.training and self.cfg.id_dropout > 0:
-            ids = ids * id_keep_mask(self.n_items, self.cfg.id_dropout)[:, None]
+            ids = ids * id_keep_mask(self.n_items, self.cfg.id_dropout, ids.device)[:, None]
         bound = self.cfg.id_residual
         if bound > 0:
             # The ID part may move an item at most `bound` times its content vector's length
@@ -225,15 +225,15 @@ class SequentialModel(ItemVectorCache, RecModel):
             return losses.softmax_ce(hidden, vectors, target, self.known)
         pos_logits = (hidden * vectors[target]).sum(dim=1)
         if loss.kind == "bce":
-            negatives = sampler.sample((len(target), loss.negatives), generator)
+            negatives = sampler.sample((len(target), loss.negatives), generator).to(target.device)
             neg_logits = (hidden[:, None, :] * vectors[negatives]).sum(dim=2)
             return losses.bce_with_negatives(pos_logits, neg_logits, negatives != target[:, None])
-        negatives = sampler.sample((loss.negatives,), generator)
+        negatives = sampler.sample((loss.negatives,), generator).to(target.device)
         if loss.in_batch:
             return mixed_sampled_softmax(hidden, vectors, target, negatives, sampler, generator)
         neg_logits = hidden @ vectors[negatives].T
         valid = negatives[None, :] != target[:, None]
-        log_q = sampler.log_expected_count(loss.negatives)
+        log_q = sampler.log_expected_count(loss.negatives).to(target.device)
         return losses.sampled_softmax(
             pos_logits, neg_logits, valid, log_q[target], log_q[negatives][None, :]
         )
@@ -254,9 +254,10 @@ def mixed_sampled_softmax(
     item's expected count among the 2K: ``K x share_i + K x q_i``; a negative that is the
     position's own target is left out."""
     k = len(negatives)
-    in_batch = target[torch.randint(len(target), (k,), generator=generator)]
+    in_batch = target[torch.randint(len(target), (k,), generator=generator).to(target.device)]
     pool = torch.cat([in_batch, negatives])
     log_q = torch.log((k * sampler.target_share + k * sampler.probs).clamp(min=1e-12))
+    log_q = log_q.to(target.device)
     pos_logits = (hidden * vectors[target]).sum(dim=1)
     neg_logits = hidden @ vectors[pool].T
     valid = pool[None, :] != target[:, None]
@@ -265,15 +266,17 @@ def mixed_sampled_softmax(
     )
 
 
-def id_keep_mask(n_items: int, drop: float) -> torch.Tensor:
+def id_keep_mask(n_items: int, drop: float, device: torch.device | None = None) -> torch.Tensor:
     """[n_items] 0/1: which items keep their ID vector in this training step. A dropped item
     is seen as a new one is (content only), so content alone learns to rank it."""
-    return (torch.rand(n_items) >= drop).float()
+    # Drawn on the CPU wherever the model runs, so a seed gives the same mask.
+    return (torch.rand(n_items) >= drop).float().to(device)
 
 
 class NegativeSampler:
     """Draws negative items uniformly or in proportion to training popularity, among the
-    items seen in training (``known``; all when None)."""
+    items seen in training (``known``; all when None). It lives on the CPU, where the
+    training generator is; callers move its draws to the model's device."""
 
     def __init__(
         self,
@@ -283,6 +286,9 @@ class NegativeSampler:
         counts: torch.Tensor | None = None,
     ) -> None:
         self.n_items = n_items
+        known = None if known is None else known.cpu()
+        counts = None if counts is None else counts.cpu()
+        popularity = None if popularity is None else popularity.cpu()
         allowed = torch.ones(n_items) if known is None else known.double()
         # Each item's share of the training targets (counts: its training interactions),
         # for the in-batch correction; uniform over the allowed items without counts.

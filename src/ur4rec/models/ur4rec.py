@@ -497,7 +497,7 @@ class UR4Rec(RecModel):
         users, windows, inputs, targets = batch.users, batch.windows, batch.inputs, batch.targets
         keep = targets != PAD
         target = targets[keep]
-        loss = torch.zeros(())
+        loss = torch.zeros((), device=inputs.device)
         seq_logits = seq_state = ret_logits = ret_state = None
         if self.objective == "sasrec":
             states = self.sasrec.encode(inputs)[keep]
@@ -541,7 +541,9 @@ class UR4Rec(RecModel):
         masked = masked.scatter(1, target[:, None], float("-inf"))
         hard = masked.topk(k, dim=1).indices
         pool = torch.arange(self.n_items) if self.known is None else self.known.nonzero()[:, 0]
-        uniform = pool[torch.randint(len(pool), (len(target), k), generator=generator)]
+        # Drawn from the (CPU) training generator wherever the model runs: the same draws.
+        draw = torch.randint(len(pool), (len(target), k), generator=generator)
+        uniform = pool.to(target.device)[draw.to(target.device)]
         negatives = torch.cat([hard, uniform], dim=1)
         pos = logits.gather(1, target[:, None]).squeeze(1)
         neg = logits.gather(1, negatives)

@@ -273,7 +273,7 @@ class TrainableTextEncoder(nn.Module):
             return self._full(texts)
         states = [self._frozen[t] for t in texts]
         length = max(len(x) for x in states)
-        device = states[0].device
+        device = self._device()  # kept outputs may come from before the model moved
         hidden = torch.zeros(len(states), length, states[0].shape[1], device=device)
         mask = torch.zeros(len(states), length, dtype=torch.long, device=device)
         for row, x in enumerate(states):
@@ -290,8 +290,16 @@ class TrainableTextEncoder(nn.Module):
     def _full(self, texts: list[str]) -> torch.Tensor:
         # sentence-transformers 6 renamed tokenize() to preprocess().
         prepare = getattr(self.st, "preprocess", None) or self.st.tokenize
-        out = self.st(prepare(texts))["sentence_embedding"]
+        out = self.st(self._on_device(prepare(texts)))["sentence_embedding"]
         return F.normalize(out, dim=-1)
+
+    def _device(self) -> torch.device:
+        return next(self.st.parameters()).device
+
+    def _on_device(self, features: dict[str, Any]) -> dict[str, Any]:
+        """The tokeniser's output (CPU tensors) on the encoder's device."""
+        device = self._device()
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
 
     @torch.no_grad()
     def _remember(self, texts: list[str]) -> None:
@@ -304,7 +312,7 @@ class TrainableTextEncoder(nn.Module):
             raise _Stop
 
         prepare = getattr(self.st, "preprocess", None) or self.st.tokenize
-        features = prepare(texts)
+        features = self._on_device(prepare(texts))
         handle = self.top[0].register_forward_pre_hook(catch, with_kwargs=True)
         training = self.st.training
         self.st.eval()

@@ -14,8 +14,10 @@ runs the same code on its share of the data:
 - Rank 0 alone writes logs, checkpoints and summaries (atomically); the others wait for it
   before reading what it wrote. A killed run resumes with ``--resume`` like any other.
 
-Backend: gloo. Training runs on the CPU (the trainer does not move models to a GPU), so
-nccl, which takes only GPU tensors, would fail even on a machine that has one.
+Backend: gloo for CPU tensors, and nccl for GPU tensors where this torch has it
+(``cpu:gloo,cuda:nccl``): with ``train.device=cuda`` each process trains on the GPU of its
+LOCAL_RANK and DDP's gradient sums go over nccl, while the small bookkeeping sums (loss
+totals, validation ranks) stay CPU tensors on gloo.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from ur4rec.errors import Ur4recError
 
 T = TypeVar("T")
 
@@ -80,12 +84,48 @@ def world() -> World:
     return World()
 
 
+def backend() -> str:
+    """gloo, plus nccl for GPU tensors when this torch build has it and sees a GPU."""
+    if torch.cuda.is_available() and dist.is_nccl_available():
+        return "cpu:gloo,cuda:nccl"
+    return "gloo"
+
+
 def init_from_env() -> World:
     """Join the process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR, ...); a
     process started without torchrun is a world of one."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        if torch.cuda.is_available():  # nccl's own collectives run on the current device
+            torch.cuda.set_device(local_rank() % torch.cuda.device_count())
+        dist.init_process_group(backend())
     return world()
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def training_device(spec: str) -> torch.device:
+    """The device ``train.device`` names for this process: ``cuda`` is the GPU of this
+    process's LOCAL_RANK (one per process under torchrun), ``auto`` is that GPU when torch sees
+    one and the CPU otherwise."""
+    if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise Ur4recError(
+            f"train.device={spec}: torch sees no CUDA GPU here (torch {torch.__version__}, "
+            f"CUDA build: {torch.version.cuda or 'no'}); use train.device=cpu"
+        )
+    count = torch.cuda.device_count()
+    index = int(spec.split(":", 1)[1]) if ":" in spec else local_rank()
+    if spec.startswith("cuda:") and world().distributed:
+        raise Ur4recError(
+            f"train.device={spec} names one GPU for every process; use train.device=cuda, "
+            "which gives each process the GPU of its LOCAL_RANK"
+        )
+    if index >= count:
+        raise Ur4recError(f"train.device={spec}: this machine has {count} CUDA GPU(s)")
+    return torch.device("cuda", index)
 
 
 def shutdown() -> None:

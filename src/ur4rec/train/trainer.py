@@ -9,10 +9,14 @@ Under torchrun (train/distributed.py) the model trains wrapped in DDP: every ran
 same window order, takes its share of each batch and its own dropout and negatives (seeded
 by rank too), and weights its mean loss by its share of the batch's positions, so the
 averaged gradient is the whole batch's; rank 0 alone writes.
+
+``train.device`` moves the model there for the fit and back to the CPU after it; each batch
+is drawn on the CPU (the same order and negatives for a seed on any device) and moved.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -36,7 +40,7 @@ from ur4rec.io import atomic_write_text
 from ur4rec.models.base import RecModel
 from ur4rec.runs.checkpoint import save_checkpoint
 from ur4rec.runs.layout import BEST, LAST, LOG_FILE, append_log, load_state_into, read_log
-from ur4rec.train.distributed import world
+from ur4rec.train.distributed import training_device, world
 
 
 @dataclass
@@ -100,6 +104,8 @@ class Trainer:
         self.quiet = quiet
         self.on_epoch_end = on_epoch_end
         self.world = world()
+        self.device = training_device(train.device)
+        model.to(self.device)  # in place: the parameters the optimiser gets are these
         self.loss_module: nn.Module = _Loss(model, train.precision)
         if self.world.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -107,8 +113,9 @@ class Trainer:
             # A static graph: a stage's objective uses the same parameters in every step
             # (possibly not all of them); the buffers are the same on every rank.
             self.loss_module = DistributedDataParallel(
-                self.loss_module, static_graph=True, forward_sync_buffers=False
-            )
+                self.loss_module, static_graph=True, forward_sync_buffers=False,
+                device_ids=[self.device] if self.device.type == "cuda" else None,
+            )  # fmt: skip
         if groups is None:
             params = [p for p in model.parameters() if p.requires_grad]
             groups = [ParamGroup("model", params, train.lr, train.clip_norm, train.weight_decay)]
@@ -173,6 +180,13 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------
     def fit(self) -> FitState:
+        """Train to the end (or early stop); the model is back on the CPU afterwards."""
+        try:
+            return self._fit()
+        finally:
+            self.model.to("cpu")
+
+    def _fit(self) -> FitState:
         cfg, state = self.cfg, self.state
         self.run_dir.mkdir(parents=True, exist_ok=True)
         disabled = progress_disabled(self.quiet)
@@ -219,6 +233,8 @@ class Trainer:
             batches, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}",
             disable=disabled or not self.world.main, leave=False,
         ):  # fmt: skip
+            if self.device.type != "cpu":
+                batch = _to_device(batch, self.device)
             loss = self.loss_module(batch, generator)
             if size > 1:
                 loss = loss * self._share(batch)
@@ -294,6 +310,16 @@ class _Loss(nn.Module):
         device = next(self.model.parameters()).device.type
         with torch.autocast(device, dtype=torch.bfloat16):
             return self.model.training_loss(batch, generator).float()
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """A training batch (a dataclass of tensors) with every tensor on ``device``."""
+    moved = {
+        f.name: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+        for f in dataclasses.fields(batch)
+        for value in [getattr(batch, f.name)]
+    }
+    return dataclasses.replace(batch, **moved)
 
 
 def _first_then(batches: Any, generator: torch.Generator, seed: int) -> Any:
