@@ -3,6 +3,9 @@ time to evaluate every user under the full protocol.
 
     .venv/bin/python benchmarks/sasrec_speed.py [--epochs 3] [--rounds 2] [--json]
 
+On a machine with a GPU, ``--set train.device=cuda --results docs/results/sasrec-speed-cuda.json``
+times the epochs there (evaluation stays on the CPU, as in every run).
+
 Model: max length 50, hidden 64, 2 layers, 2 heads, full-softmax CE loss (issue #3's setting;
 RecBole 1.2.1's SASRec took 232 s per epoch on the same interactions on this machine). Trained
 in float32 (the default) and in bfloat16 (train.precision), alternately for ``--rounds``
@@ -102,6 +105,10 @@ def main() -> None:
         "interactions": dataset.n_interactions,
         "train_positions_per_epoch": windows.n_targets,
         "threads": torch.get_num_threads(),
+        "train_device": cfg.train.device,
+        "gpu": torch.cuda.get_device_name()
+        if cfg.train.device != "cpu" and torch.cuda.is_available()
+        else None,
         "matmul_gflops": [gflops_before, gflops_after],
         "precision": precisions[0],
         "epoch_seconds_median": round(statistics.median(epoch_seconds), 3),
@@ -118,7 +125,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
     else:
         print(
-            "SASRec ml-100k: "
+            f"SASRec ml-100k, training on {cfg.train.device}: "
             + ", ".join(
                 f"{p} {r['epoch_seconds_median']:.2f} s/epoch"
                 for p, r in result["precisions"].items()
