@@ -168,6 +168,25 @@ def test_id_dropout_drops_whole_id_vectors_in_training_only(skewed: Dataset) -> 
         load_config(None, ["model.id_dropout=1"])
 
 
+def test_id_dropout_keeps_one_mask_per_training_step(skewed: Dataset) -> None:
+    # A step's histories and the items it scores must drop the same IDs.
+    torch.manual_seed(0)
+    inputs = _inputs(skewed, "leave-one-out", "sasrec-content", id_dropout=0.5)
+    model = ContentSASRec.build(inputs)
+    model.train()
+    content = model.feature_proj(model.item_features).detach()
+
+    def dropped() -> torch.Tensor:
+        return (model.item_vectors() - content).detach().norm(dim=1) == 0
+
+    first = dropped()
+    assert torch.equal(first, dropped())  # same step: same mask
+    windows = TrainWindows(skewed, inputs.train, 6)
+    batch = next(windows.batches(16, torch.Generator().manual_seed(0)))
+    model.training_loss(batch, torch.Generator().manual_seed(0))  # a new step draws anew
+    assert not torch.equal(first, dropped())
+
+
 def test_fusion_gives_a_new_items_id_branch_weight_to_the_text_branch() -> None:
     fusion = Fusion(FusionConfig(method="fixed", sasrec_weight=0.4, prior="ease"), 4, 4)
     fusion.set_prior_weight(0.5)

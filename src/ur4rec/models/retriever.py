@@ -24,7 +24,7 @@ from ur4rec.config import RetrieverConfig
 from ur4rec.data.splits import PAD
 from ur4rec.models.base import grown_embedding
 from ur4rec.models.cache import ItemVectorCache
-from ur4rec.models.sequential import id_keep_mask
+from ur4rec.models.sequential import step_id_keep
 
 
 class MixtureOfExperts(nn.Module):
@@ -124,7 +124,7 @@ class Retriever(ItemVectorCache):
         if self.known is not None:
             ids = ids * torch.cat([self.known, self.known.new_zeros(1)])[:, None]
         if self.training and self.cfg.id_dropout > 0:
-            keep = id_keep_mask(self.n_items, self.cfg.id_dropout, ids.device)
+            keep = step_id_keep(self, self.cfg.id_dropout, self.n_items, ids.device)
             ids = ids * torch.cat([keep, keep.new_zeros(1)])[:, None]
         return ids
 

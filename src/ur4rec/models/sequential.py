@@ -131,7 +131,7 @@ class SequentialModel(ItemVectorCache, RecModel):
             return ids
         content = self.feature_proj(self.item_features)
         if self.training and self.cfg.id_dropout > 0:
-            ids = ids * id_keep_mask(self.n_items, self.cfg.id_dropout, ids.device)[:, None]
+            ids = ids * step_id_keep(self, self.cfg.id_dropout, self.n_items, ids.device)[:, None]
         bound = self.cfg.id_residual
         if bound > 0:
             # The ID part may move an item at most `bound` times its content vector's length
@@ -201,6 +201,7 @@ class SequentialModel(ItemVectorCache, RecModel):
         return {self.name: list(self.parameters())}
 
     def training_loss(self, batch: TrainBatch, generator: torch.Generator) -> torch.Tensor:
+        new_training_step(self)
         if self.sampler is None:
             self.sampler = NegativeSampler(self.n_items, known=self.known)
         return self.next_item_loss(
@@ -271,6 +272,25 @@ def id_keep_mask(n_items: int, drop: float, device: torch.device | None = None) 
     is seen as a new one is (content only), so content alone learns to rank it."""
     # Drawn on the CPU wherever the model runs, so a seed gives the same mask.
     return (torch.rand(n_items) >= drop).float().to(device)
+
+
+def step_id_keep(
+    module: nn.Module, drop: float, n_items: int, device: torch.device | None = None
+) -> torch.Tensor:
+    """``module``'s ID keep mask for the current training step: drawn on first use and
+    reused until ``new_training_step``, so a step's histories (inputs) and the items it
+    scores (outputs) drop the same IDs."""
+    keep = module.__dict__.get("_id_keep")
+    if keep is None or len(keep) != n_items:
+        keep = id_keep_mask(n_items, drop, device)
+        module.__dict__["_id_keep"] = keep  # a plain attribute: not a buffer, never saved
+    return keep
+
+
+def new_training_step(model: nn.Module) -> None:
+    """Forgets every submodule's ID keep mask, so the next step draws fresh ones."""
+    for module in model.modules():
+        module.__dict__.pop("_id_keep", None)
 
 
 class NegativeSampler:

@@ -40,7 +40,7 @@ from ur4rec.models.ease import ease_weights, recent_item_scores
 from ur4rec.models.fusion import Fusion, standardise
 from ur4rec.models.memory import WindowMemory
 from ur4rec.models.retriever import CoAttentionReranker, Retriever
-from ur4rec.models.sequential import SequentialModel
+from ur4rec.models.sequential import SequentialModel, new_training_step
 from ur4rec.text.features import TextFeatures
 
 OBJECTIVES = ("fused", "sasrec", "retriever")  # the first is the default
@@ -494,6 +494,7 @@ class UR4Rec(RecModel):
 
     # -- training ---------------------------------------------------------------------
     def training_loss(self, batch: TrainBatch, generator: torch.Generator) -> torch.Tensor:
+        new_training_step(self)
         users, windows, inputs, targets = batch.users, batch.windows, batch.inputs, batch.targets
         keep = targets != PAD
         target = targets[keep]
