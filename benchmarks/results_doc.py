@@ -447,9 +447,13 @@ def _machine_rate(d: dict) -> str:
     if "matmul_gflops" not in d:
         return ""
     before, after = d["matmul_gflops"]
+    cpu = ""
+    if "cpu" in d:
+        native = "native bfloat16" if d["native_bfloat16"] else "no native bfloat16"
+        cpu = f" The CPU: {d['cpu']} ({native})."
     return (
         f" The machine's 2048x2048 float32 matmul ran at {before:.0f} GFLOP/s before the "
-        f"epochs and {after:.0f} after."
+        f"epochs and {after:.0f} after." + cpu
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import resource
 import statistics
 import tempfile
@@ -32,9 +33,21 @@ from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_json
 from ur4rec.provenance import text_hash
 from ur4rec.runs import build
+from ur4rec.text.encoder import native_bfloat16
 from ur4rec.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), for telling hosts apart: speeds differ by 3x between them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def matmul_gflops(size: int = 2048, reps: int = 5) -> float:
@@ -110,6 +123,8 @@ def main() -> None:
         if cfg.train.device != "cpu" and torch.cuda.is_available()
         else None,
         "matmul_gflops": [gflops_before, gflops_after],
+        "cpu": cpu_name(),
+        "native_bfloat16": native_bfloat16(),
         "precision": precisions[0],
         "epoch_seconds_median": round(statistics.median(epoch_seconds), 3),
         "epoch_seconds": epoch_seconds,

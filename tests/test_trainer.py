@@ -9,7 +9,7 @@ from ur4rec.config import load_config
 from ur4rec.data.prepare import prepare_dataset
 from ur4rec.errors import Ur4recError
 from ur4rec.runs.checkpoint import CheckpointError, load_checkpoint
-from ur4rec.train import run
+from ur4rec.train import run, trainer
 from ur4rec.train.trainer import ParamGroup, Trainer, lr_factor, read_log
 
 TINY = [
@@ -94,6 +94,21 @@ def test_bfloat16_training_follows_float32_and_keeps_float32_weights(
     assert json.loads((out / "summary.json").read_text())["valid"]["hit@5"] > 0.5
     weights = load_checkpoint(out / "best.pt")["model"]
     assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
+
+
+def test_bfloat16_on_a_cpu_without_it_warns_once(
+    prepared, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(trainer, "native_bfloat16", lambda: False)
+    trainer._warn_emulated_bfloat16.cache_clear()
+    cfg = load_config(None, [*TINY, "train.epochs=1", "train.precision=bfloat16"])
+    run.train(cfg, tmp_path / "a", quiet=True)
+    run.train(cfg, tmp_path / "b", quiet=True)
+    assert capsys.readouterr().err.count("no native bfloat16") == 1
+    trainer._warn_emulated_bfloat16.cache_clear()
+    monkeypatch.setattr(trainer, "native_bfloat16", lambda: True)
+    run.train(cfg, tmp_path / "c", quiet=True)
+    assert "bfloat16" not in capsys.readouterr().err
 
 
 def test_checkpoints_weights_only_and_corrupt(prepared, tmp_path: Path) -> None:

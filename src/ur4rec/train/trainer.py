@@ -17,6 +17,7 @@ is drawn on the CPU (the same order and negatives for a seed on any device) and 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -40,6 +41,7 @@ from ur4rec.io import atomic_write_text
 from ur4rec.models.base import RecModel
 from ur4rec.runs.checkpoint import save_checkpoint
 from ur4rec.runs.layout import BEST, LAST, LOG_FILE, append_log, load_state_into, read_log
+from ur4rec.text.encoder import native_bfloat16
 from ur4rec.train.distributed import training_device, world
 
 
@@ -107,6 +109,8 @@ class Trainer:
         self.device = training_device(train.device)
         model.to(self.device)  # in place: the parameters the optimiser gets are these
         self.loss_module: nn.Module = _Loss(model, train.precision)
+        if train.precision == "bfloat16" and self.device.type == "cpu" and not native_bfloat16():
+            self.world.on_main(_warn_emulated_bfloat16)
         if self.world.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -293,6 +297,18 @@ class Trainer:
             if self.cfg.patience and state.bad_epochs >= self.cfg.patience:
                 state.stopped_early = True
         return {**metrics, "eval_seconds": round(time.perf_counter() - start, 3)}
+
+
+@functools.cache
+def _warn_emulated_bfloat16() -> None:
+    """Once per process: bfloat16 without hardware support is emulated, about 9 times slower
+    than float32 for SASRec on an AVX2-only CPU (docs/results.md, Speed)."""
+    print(
+        "warning: train.precision=bfloat16, but this CPU has no native bfloat16 (AVX-512 BF16 "
+        "or AMX): it is emulated and several times slower than float32; use "
+        "train.precision=float32 here",
+        file=sys.stderr,
+    )
 
 
 class _Loss(nn.Module):
