@@ -15,7 +15,14 @@ from ur4rec.config import load_config
 from ur4rec.data.batches import HistoryBatch
 from ur4rec.data.prepare import prepare_dataset
 from ur4rec.runs.load import load_run
-from ur4rec.runs.overlay import OVERLAY, ItemSpecError, parse_item, read_overlay
+from ur4rec.runs.overlay import (
+    OVERLAY,
+    ItemSpecError,
+    NewItem,
+    append_items,
+    parse_item,
+    read_overlay,
+)
 from ur4rec.serve.app import create_app
 from ur4rec.serve.recommender import Recommender
 from ur4rec.text.templates import item_text
@@ -99,6 +106,36 @@ def test_an_id_only_model_refuses_new_items(runs) -> None:
 def test_bad_items_are_named(obj: object, problem: str) -> None:
     with pytest.raises(ItemSpecError, match=problem):
         parse_item(obj, "line 3")
+
+
+def test_appending_reuses_the_callers_overlay_only_while_the_file_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ur4rec.runs import overlay as overlay_module
+
+    encoder = "all-MiniLM-L6-v2"
+    reads: list[Path] = []
+
+    def counted(run_dir: Path, enc: str) -> object:
+        reads.append(run_dir)
+        return read_overlay(run_dir, enc)
+
+    monkeypatch.setattr(overlay_module, "read_overlay", counted)
+
+    def add(name: str, known: object = None) -> tuple:
+        item = NewItem(name, name.upper(), f"text {name}")
+        return append_items(tmp_path, [item], torch.ones(1, 4), encoder, set(), known)
+
+    first = add("a")
+    assert len(reads) == 1
+    mine = add("b", first)  # the caller's own view, the file unchanged since: not read again
+    assert [i.id for i in mine[0].items] == ["a", "b"] and len(reads) == 1
+    add("c")  # another writer
+    last = add("d", mine)  # a stale view: the file is read, nothing of the other writer lost
+    assert len(reads) == 3
+    assert [i.id for i in last[0].items] == ["a", "b", "c", "d"]
+    assert [i.id for i in read_overlay(tmp_path, encoder).items] == ["a", "b", "c", "d"]
+    assert len(read_overlay(tmp_path, encoder).vectors) == 4
 
 
 @pytest.fixture

@@ -156,15 +156,26 @@ def check_new(items: list[NewItem], taken: set[str]) -> None:
 
 
 def append_items(
-    run_dir: Path, items: list[NewItem], vectors: torch.Tensor, encoder: str, catalogue: set[str]
+    run_dir: Path,
+    items: list[NewItem],
+    vectors: torch.Tensor,
+    encoder: str,
+    catalogue: set[str],
+    known: tuple[Overlay, tuple[int, int] | None] | None = None,
 ) -> tuple[Overlay, tuple[int, int] | None]:
     """Add ``items`` (with their text vectors) to the run's overlay, atomically; ``catalogue``:
-    the ids of the trained catalogue. Returns the whole overlay as written and the file's
-    signature then (taken under the lock: this very overlay's)."""
+    the ids of the trained catalogue; ``known``: the overlay the caller last read or wrote and
+    its signature, used instead of reading the file again while the file still has that
+    signature. Returns the whole overlay as written and the file's signature then (taken
+    under the lock: this very overlay's)."""
     if len(items) != len(vectors):
         raise ValueError("one vector per item")
     with _locked(run_dir):
-        current = read_overlay(run_dir, encoder)
+        unchanged = known is not None and known[1] is not None
+        if unchanged and overlay_signature(run_dir) == known[1]:  # type: ignore[index]
+            current = known[0]  # type: ignore[index]
+        else:
+            current = read_overlay(run_dir, encoder)
         check_new(items, catalogue | {item.id for item in current.items})
         parts = [v for v in (current.vectors, vectors.float()) if len(v)]
         merged = Overlay(current.items + items, torch.cat(parts), encoder)

@@ -183,6 +183,7 @@ class Recommender:
         self.trained_items = self.dataset.n_items  # the catalogue the run was trained on
         self._added = 0  # items of the run's overlay applied so far
         self._overlay_seen: tuple[int, int] | None = None
+        self._overlay: Any = None  # the overlay last read or written, whose signature that is
         self.indexes: dict[str, Any] | None = None  # exact until the indexes are built
         self.sync_items(refresh=False)
         # no_grad, not inference_mode: these tensors outlive the block and may meet autograd.
@@ -242,8 +243,9 @@ class Recommender:
         signature = overlay_signature(self.run_dir)
         if signature == self._overlay_seen:
             return 0
-        count = self._apply(read_overlay(self.run_dir, self.cfg.text.encoder), refresh)
-        self._overlay_seen = signature
+        overlay = read_overlay(self.run_dir, self.cfg.text.encoder)
+        count = self._apply(overlay, refresh)
+        self._overlay, self._overlay_seen = overlay, signature
         return count
 
     def _apply(self, overlay: Any, refresh: bool = True) -> int:
@@ -277,12 +279,15 @@ class Recommender:
         vectors = self._encode([item.text for item in items])
         catalogue = set(self.dataset.item_ids[: self.trained_items])
         try:
-            written = append_items(self.run_dir, items, vectors, self.cfg.text.encoder, catalogue)
+            known = (self._overlay, self._overlay_seen) if self._overlay is not None else None
+            written = append_items(
+                self.run_dir, items, vectors, self.cfg.text.encoder, catalogue, known
+            )
         except DuplicateItemError:
             self.sync_items()  # another process added it meanwhile
             raise
-        overlay, self._overlay_seen = written  # it holds any other process's items too
-        self._apply(overlay)
+        self._overlay, self._overlay_seen = written  # it holds any other process's items too
+        self._apply(self._overlay)
         return [item.id for item in items]
 
     # -- ids ------------------------------------------------------------------------------
