@@ -124,7 +124,7 @@ class Retriever(ItemVectorCache):
         if self.known is not None:
             ids = ids * torch.cat([self.known, self.known.new_zeros(1)])[:, None]
         if self.training and self.cfg.id_dropout > 0:
-            keep = step_id_keep(self, self.cfg.id_dropout, self.n_items, ids.device)
+            keep = step_id_keep(self, self.cfg.id_dropout, ids.device)
             ids = ids * torch.cat([keep, keep.new_zeros(1)])[:, None]
         return ids
 

@@ -131,7 +131,7 @@ class SequentialModel(ItemVectorCache, RecModel):
             return ids
         content = self.feature_proj(self.item_features)
         if self.training and self.cfg.id_dropout > 0:
-            ids = ids * step_id_keep(self, self.cfg.id_dropout, self.n_items, ids.device)[:, None]
+            ids = ids * step_id_keep(self, self.cfg.id_dropout, ids.device)[:, None]
         bound = self.cfg.id_residual
         if bound > 0:
             # The ID part may move an item at most `bound` times its content vector's length
@@ -275,14 +275,14 @@ def id_keep_mask(n_items: int, drop: float, device: torch.device | None = None) 
 
 
 def step_id_keep(
-    module: nn.Module, drop: float, n_items: int, device: torch.device | None = None
+    module: nn.Module, drop: float, device: torch.device | None = None
 ) -> torch.Tensor:
-    """``module``'s ID keep mask for the current training step: drawn on first use and
-    reused until ``new_training_step``, so a step's histories (inputs) and the items it
-    scores (outputs) drop the same IDs."""
+    """``module``'s ID keep mask (over its ``n_items``) for the current training step: drawn
+    on first use and reused until ``new_training_step``, so a step's histories (inputs) and
+    the items it scores (outputs) drop the same IDs."""
     keep = module.__dict__.get("_id_keep")
-    if keep is None or len(keep) != n_items:
-        keep = id_keep_mask(n_items, drop, device)
+    if keep is None or len(keep) != module.n_items:
+        keep = id_keep_mask(module.n_items, drop, device)
         module.__dict__["_id_keep"] = keep  # a plain attribute: not a buffer, never saved
     return keep
 

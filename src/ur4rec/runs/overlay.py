@@ -171,9 +171,9 @@ def append_items(
     if len(items) != len(vectors):
         raise ValueError("one vector per item")
     with _locked(run_dir):
-        unchanged = known is not None and known[1] is not None
-        if unchanged and overlay_signature(run_dir) == known[1]:  # type: ignore[index]
-            current = known[0]  # type: ignore[index]
+        # Same signature, same file (no file: None, and the caller's overlay is empty too).
+        if known is not None and overlay_signature(run_dir) == known[1]:
+            current = known[0]
         else:
             current = read_overlay(run_dir, encoder)
         check_new(items, catalogue | {item.id for item in current.items})
