@@ -68,6 +68,12 @@ def test_overrides_and_round_trip(tmp_path: Path) -> None:
         (["model=3"], "model: expected a mapping"),
         (["novalue"], "must look like key=value"),
         (["train.device=gpu"], "train.device: must be cpu, cuda, cuda:N or auto, got 'gpu'"),
+        (["loss.logit_adjust=-1"], "loss.logit_adjust: must be a finite number >= 0"),
+        (["loss.kind=bce", "loss.logit_adjust=1"], "loss.logit_adjust: needs loss.kind ce"),
+        (
+            ["model.name=ur4rec", "retriever.loss=mined", "loss.logit_adjust=1"],
+            "needs retriever.loss full for ur4rec",
+        ),
     ],
 )
 def test_bad_values_are_named(overrides: list[str], message: str) -> None:

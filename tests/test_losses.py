@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ur4rec.config import LossConfig, ModelConfig
+from ur4rec.data.dataset import Dataset
 from ur4rec.models import losses
 from ur4rec.models.sasrec import NegativeSampler, SASRec
 
@@ -165,3 +166,53 @@ def test_bfloat16_softmax_ce_is_close_to_float32(keep: int, how: str) -> None:
         assert ((got - ref).norm() / ref.norm()).item() < 0.02
     with pytest.raises(ValueError, match="float32 or bfloat16"):
         losses.softmax_ce(hidden, vectors, targets, precision="float16")
+
+
+def test_popularity_bias_by_hand() -> None:
+    bias = losses.popularity_bias(torch.tensor([2, 0, 6]), 0.5)
+    assert bias is not None
+    want = [0.5 * math.log(0.25), 0.0, 0.5 * math.log(0.75)]
+    assert bias.tolist() == pytest.approx(want, rel=1e-6)
+    assert losses.popularity_bias(torch.tensor([2, 0, 6]), 0.0) is None
+
+
+@pytest.mark.parametrize("keep", [0, 1 << 25])
+def test_logit_adjusted_softmax_ce_equals_the_materialised_one(keep: int) -> None:
+    gen = torch.Generator().manual_seed(5)
+    hidden = torch.randn(7, 4, generator=gen, requires_grad=True)
+    vectors = torch.randn(6, 4, generator=gen, requires_grad=True)
+    known = torch.tensor([True, True, False, True, True, True])
+    bias = losses.popularity_bias(torch.tensor([5, 1, 0, 9, 2, 30]), 1.0)
+    targets = torch.tensor([0, 1, 3, 4, 5, 0, 3])
+    expected = losses.full_softmax_ce(hidden @ vectors.T, targets, known, bias)
+    by_hand = torch.nn.functional.cross_entropy(
+        (hidden @ vectors.T + bias).masked_fill(~known, float("-inf")), targets
+    )
+    assert expected.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    # the adjustment changes the loss: popular targets are cheaper, rare ones dearer
+    assert expected.item() != pytest.approx(
+        losses.full_softmax_ce(hidden @ vectors.T, targets, known).item(), rel=1e-3
+    )
+    want = torch.autograd.grad(expected, [hidden, vectors])
+    value = losses.softmax_ce(hidden, vectors, targets, known, keep=keep, budget=12, bias=bias)
+    got = torch.autograd.grad(value, [hidden, vectors])
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-6)
+
+
+def test_logit_adjusted_sasrec_trains_with_its_bias(tiny: Dataset) -> None:
+    from ur4rec.config import load_config
+    from ur4rec.data.splits import interaction_counts, make_split
+    from ur4rec.models import ModelInputs, build_model
+
+    cfg = load_config(None, ["model.hidden=8", "model.heads=2", "loss.logit_adjust=0.5"])
+    split = make_split(tiny, cfg.data.scheme)
+    model = build_model(ModelInputs(cfg, tiny, split.train))
+    counts = torch.from_numpy(interaction_counts(tiny, split.train))
+    assert torch.equal(model.train_bias, losses.popularity_bias(counts, 0.5))
+    assert "train_bias" not in model.state_dict()  # training only, never saved or scored
+    plain = build_model(
+        ModelInputs(load_config(None, ["model.hidden=8", "model.heads=2"]), tiny, split.train)
+    )
+    assert plain.train_bias is None

@@ -18,6 +18,7 @@ from ur4rec.data.batches import HistoryBatch, TrainBatch
 from ur4rec.data.prepare import prepare_dataset
 from ur4rec.data.splits import PAD, make_split
 from ur4rec.data.windows import TrainWindows
+from ur4rec.models import losses
 from ur4rec.models.ur4rec import SASREC_GRID, UR4Rec
 from ur4rec.train.stages import configure
 
@@ -561,3 +562,19 @@ def test_a_stage_that_cannot_beat_its_start_hands_the_start_on(
     assert all(torch.equal(kept[k], start[k]) for k in start)
     table = json.loads((out / "stages.json").read_text())
     assert [r["epochs"] for r in table if r["protocol"] == "full"] == ["3/3", "2/2 (start kept)"]
+
+
+@pytest.mark.parametrize("objective", ["sasrec", "retriever", "fused"])
+def test_logit_adjustment_enters_every_training_softmax(objective: str) -> None:
+    model = tiny_model()
+    model.set_objective(objective)
+    gen = torch.Generator()
+    plain = model.training_loss(train_batch(), gen.manual_seed(0))
+    counts = torch.arange(N_ITEMS) % 5 + 1
+    model.train_bias = losses.popularity_bias(counts, 1.0)
+    adjusted = model.training_loss(train_batch(), gen.manual_seed(0))
+    assert torch.isfinite(adjusted) and adjusted.item() != pytest.approx(plain.item(), rel=1e-4)
+    model.train_bias = None
+    assert model.training_loss(train_batch(), gen.manual_seed(0)).item() == pytest.approx(
+        plain.item(), rel=1e-6
+    )

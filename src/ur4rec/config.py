@@ -66,6 +66,11 @@ class LossConfig:
     # sampled_softmax: as many negatives again drawn from the batch's own targets (mixed
     # negative sampling), every logit corrected by the log of its expected count.
     in_batch: bool = False
+    # Logit adjustment (Menon et al., ICLR 2021): every full-softmax training logit gets
+    # tau x log(the item's share of training interactions) added and scoring leaves it out, so
+    # the model does not spend its scores on popularity and rare items are not buried.
+    # 0: off. UR4Rec applies it to each of its full softmaxes (needs retriever.loss full).
+    logit_adjust: float = 0.0
 
 
 @dataclass
@@ -452,6 +457,12 @@ def validate(cfg: RunConfig) -> None:
     _check(p, _finite(m.id_dropout) and 0 <= m.id_dropout < 1, "model.id_dropout",
            "a probability in [0, 1)", m.id_dropout)  # fmt: skip
     _check(p, lo.negatives >= 1, "loss.negatives", ">= 1", lo.negatives)
+    _check(p, _finite(lo.logit_adjust) and lo.logit_adjust >= 0, "loss.logit_adjust",
+           "a finite number >= 0 (0: off)", lo.logit_adjust)  # fmt: skip
+    if lo.logit_adjust > 0 and lo.kind != "ce":
+        p.append(f"loss.logit_adjust: needs loss.kind ce (a full softmax), got {lo.kind!r}")
+    if lo.logit_adjust > 0 and m.name == "ur4rec" and r.loss != "full":
+        p.append(f"loss.logit_adjust: needs retriever.loss full for ur4rec, got {r.loss!r}")
     _check(p, t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
     _check(p, t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)
     _check(p, _finite(t.lr) and t.lr > 0, "train.lr", "a finite number > 0", t.lr)

@@ -9,11 +9,29 @@ import torch.nn.functional as F
 
 
 def full_softmax_ce(
-    logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor | None = None
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    known: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy over all items: ``logits`` [N, n_items], ``targets`` [N]; ``known``
-    [n_items] (bool) limits the classes to the items seen in training."""
+    [n_items] (bool) limits the classes to the items seen in training; ``bias`` [n_items], a
+    constant added to every row (logit adjustment, ``popularity_bias``)."""
+    if bias is not None:
+        logits = logits + bias
     return F.cross_entropy(only_known(logits, known), targets)
+
+
+def popularity_bias(counts: torch.Tensor, tau: float) -> torch.Tensor | None:
+    """``tau`` x log(each item's share of the training interactions), [n_items]: the logit
+    adjustment of a popularity-balanced softmax. Items without interactions get 0 (they are
+    no class in training). None when ``tau`` is 0."""
+    if tau <= 0:
+        return None
+    counts = counts.double()
+    share = counts / counts.sum().clamp(min=1.0)
+    log_share = torch.where(counts > 0, share.clamp(min=1e-300).log(), 0.0)
+    return (tau * log_share).float()
 
 
 def softmax_ce(
@@ -24,6 +42,7 @@ def softmax_ce(
     budget: int = 1 << 20,
     keep: int = 1 << 25,
     precision: str | None = None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``full_softmax_ce(hidden @ vectors.T, targets, known)`` without the [N, n_items]
     logits at once: rows are taken a block at a time (about ``budget`` logits each), so each
@@ -35,7 +54,12 @@ def softmax_ce(
     gradients) take bfloat16 inputs, accumulate in float32 and round their output to bfloat16,
     several times faster on CPUs with bfloat16 dot products (AVX512-BF16, AMX); the softmax,
     the loss and the gradients' sums stay float32. None: bfloat16 under a bfloat16 autocast
-    (the backward pass runs outside it), else float32."""
+    (the backward pass runs outside it), else float32. ``bias`` [n_items]: a constant added to
+    every row's logits (logit adjustment)."""
+    if bias is not None:
+        # A column of ones against the bias: the blocked kernel adds it with the product.
+        hidden = torch.cat([hidden, hidden.new_ones(len(hidden), 1)], dim=1)
+        vectors = torch.cat([vectors, bias.to(vectors)[:, None]], dim=1)
     if precision is None:
         device = hidden.device.type
         on = torch.is_autocast_enabled(device)

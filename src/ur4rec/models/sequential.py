@@ -46,6 +46,8 @@ class SequentialModel(ItemVectorCache, RecModel):
         self.loss_cfg = LossConfig()
         self.sampler: NegativeSampler | None = None
         self.register_buffer("known", None, persistent=False)  # trained items; None: all
+        # Added to the training logits only (loss.logit_adjust); None: off.
+        self.register_buffer("train_bias", None, persistent=False)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -78,6 +80,8 @@ class SequentialModel(ItemVectorCache, RecModel):
         known = self.known if self.known is not None else torch.ones(self.n_items, dtype=bool)
         self.n_items += added
         self.set_known_items(torch.cat([known, known.new_zeros(added)]))
+        if self.train_bias is not None:
+            self.train_bias = torch.cat([self.train_bias, self.train_bias.new_zeros(added)])
         if self.sampler is not None:
             self.sampler = NegativeSampler(self.n_items, known=self.known)
         if cached is not None:  # serving: only the new rows (content alone, no ID part)
@@ -115,6 +119,7 @@ class SequentialModel(ItemVectorCache, RecModel):
         counts = torch.from_numpy(interaction_counts(inputs.dataset, inputs.train))
         popularity = counts if cfg.loss.sampler == "popularity" else None
         model.loss_cfg = cfg.loss
+        model.train_bias = losses.popularity_bias(counts, cfg.loss.logit_adjust)
         known = counts > 0
         model.set_known_items(known)
         model.sampler = NegativeSampler(inputs.dataset.n_items, popularity, known, counts)
@@ -223,7 +228,7 @@ class SequentialModel(ItemVectorCache, RecModel):
         hidden, target = states[keep], targets[keep]
         vectors = self.item_vectors()
         if loss.kind == "ce":
-            return losses.softmax_ce(hidden, vectors, target, self.known)
+            return losses.softmax_ce(hidden, vectors, target, self.known, bias=self.train_bias)
         pos_logits = (hidden * vectors[target]).sum(dim=1)
         if loss.kind == "bce":
             negatives = sampler.sample((len(target), loss.negatives), generator).to(target.device)

@@ -24,7 +24,7 @@ from ur4rec.config import (
     StageConfig,
 )
 from ur4rec.data.batches import HistoryBatch, TrainBatch
-from ur4rec.data.splits import PAD
+from ur4rec.data.splits import PAD, interaction_counts
 from ur4rec.errors import Ur4recError
 from ur4rec.models import losses
 from ur4rec.models.base import (
@@ -99,6 +99,8 @@ class UR4Rec(RecModel):
         self.register_buffer("train_user_text", None, persistent=False)
         self.register_buffer("train_user_text_rows", None, persistent=False)
         self.register_buffer("known", None, persistent=False)  # trained items; None: all
+        # Added to every training softmax's logits only (loss.logit_adjust); None: off.
+        self.register_buffer("train_bias", None, persistent=False)
 
     @classmethod
     def build(cls, inputs: ModelInputs) -> UR4Rec:
@@ -125,6 +127,9 @@ class UR4Rec(RecModel):
         )  # fmt: skip
         model.fusion_cfg = cfg.fusion
         model.set_known_items(trained_items(inputs))
+        if cfg.loss.logit_adjust > 0:
+            counts = torch.from_numpy(interaction_counts(dataset, inputs.train))
+            model.train_bias = losses.popularity_bias(counts, cfg.loss.logit_adjust)
         if model.memory is not None and windows is not None:
             model.memory.bind(windows.later, windows.last_window)
         if texts.snapshots is not None and windows is not None:
@@ -158,6 +163,8 @@ class UR4Rec(RecModel):
         self.n_items += added
         # Not set_known_items: that would drop the branches' item caches just extended.
         self.register_buffer("known", torch.cat([known, known.new_zeros(added)]), persistent=False)
+        if self.train_bias is not None:
+            self.train_bias = torch.cat([self.train_bias, self.train_bias.new_zeros(added)])
         self.fusion.set_new_items(~self.known, self.sasrec.feature_proj is not None)
 
     def _prior_scores(self, items: torch.Tensor) -> torch.Tensor:
@@ -502,7 +509,9 @@ class UR4Rec(RecModel):
         seq_logits = seq_state = ret_logits = ret_state = None
         if self.objective == "sasrec":
             states = self.sasrec.encode(inputs)[keep]
-            return losses.softmax_ce(states, self.sasrec.item_vectors(), target, self.known)
+            return losses.softmax_ce(
+                states, self.sasrec.item_vectors(), target, self.known, bias=self.train_bias
+            )
         if self.objective == "fused":
             states = self.sasrec.encode(inputs)[keep]
             seq_logits, seq_state = states @ self.sasrec.item_vectors().T, states
@@ -517,13 +526,15 @@ class UR4Rec(RecModel):
             ret_state = vectors[keep]
             ret_logits = self.retriever.logits(ret_state)
             loss = loss + self.retriever_cfg.load_balance * balance
-        known = self.known
+        known, bias = self.known, self.train_bias
         ret_loss = self._retriever_loss(ret_logits, target, generator)
         if self.objective == "retriever":
             return loss + ret_loss
         fused, _ = self.fusion(seq_logits, ret_logits, seq_state, ret_state)
-        fused_loss = losses.full_softmax_ce(fused * self.fusion.log_scale.exp(), target, known)
-        seq_loss = losses.full_softmax_ce(seq_logits, target, known)
+        fused_loss = losses.full_softmax_ce(
+            fused * self.fusion.log_scale.exp(), target, known, bias
+        )
+        seq_loss = losses.full_softmax_ce(seq_logits, target, known, bias)
         return loss + fused_loss + self.fusion.branch_loss(seq_loss, ret_loss)
 
     def _retriever_loss(
@@ -531,7 +542,7 @@ class UR4Rec(RecModel):
     ) -> torch.Tensor:
         kind = self.retriever_cfg.loss
         if kind == "full":
-            return losses.full_softmax_ce(logits, target, self.known)
+            return losses.full_softmax_ce(logits, target, self.known, self.train_bias)
         if kind == "in_batch":
             # The batch's own targets are the candidates: a softmax over the columns they use.
             columns, index = torch.unique(target, return_inverse=True)
