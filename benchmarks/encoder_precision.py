@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import statistics
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from reuse import command_line, result_provenance, run_provenance
+from reuse import command_line, cpu_name, result_provenance, run_provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +86,7 @@ def main() -> int:
         "run_provenance": run_provenance(Path(args.run)),
         "histories": len(histories),
         "native_bfloat16": native_bfloat16(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "mean_tokens": round(tokens, 1),
         "cosine_min": round(float(cosine.min()), 6),
         "cosine_mean": round(float(cosine.mean()), 6),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from reuse import command_line, result_provenance
+from reuse import command_line, cpu_name, result_provenance
 from ur4rec.config import dump_config, load_config
 from ur4rec.data.prepare import open_dataset
 from ur4rec.eval.evaluator import Evaluator
@@ -37,17 +36,6 @@ from ur4rec.text.encoder import native_bfloat16
 from ur4rec.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), for telling hosts apart: speeds differ by 3x between them."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def matmul_gflops(size: int = 2048, reps: int = 5) -> float:
