@@ -10,7 +10,9 @@ Rows: popularity, EASE (whole history and last 3 items, lambda tuned on validati
 (configs/cold/sasrec-content.yaml), and from the default UR4Rec run the retriever alone (its
 retriever stage) and the fused model; with ``--llm-texts`` also content SASRec and UR4Rec on
 the LLM item descriptions instead of the template texts, and with ``--default-ur4rec`` the
-main job's UR4Rec config (made for warm items) beside the cold one. Trained rows are
+main job's UR4Rec config (made for warm items) beside the cold one; with ``--logit-adjust
+TAU`` also SASRec and the main job's UR4Rec trained with a popularity-adjusted softmax
+(``loss.logit_adjust``; with ``--default-ur4rec``), paired with their plain runs. Trained rows are
 `ur4rec train` runs in subprocesses (``--parallel`` at once, ``--threads`` each), one per
 seed, reused while they are runs of the current code and config (benchmarks/reuse.py); the
 fitted rows do not depend on the seed.
@@ -64,6 +66,8 @@ TRAINED = {
 LLM_TRAINED = {"sasrec-content-llm": "sasrec-content", "ur4rec-llm": "ur4rec"}
 # --default-ur4rec: the main job's UR4Rec config (made for warm items) beside the cold one.
 DEFAULT_UR4REC = {"ur4rec-default": ROOT / "configs" / "ur4rec-ml-100k-liked.yaml"}
+# --logit-adjust TAU: these runs again with loss.logit_adjust=TAU.
+ADJUSTED = {"sasrec-la": "sasrec", "ur4rec-default-la": "ur4rec-default"}
 LABELS = {
     "pop": "popularity",
     "ease": "EASE",
@@ -77,16 +81,28 @@ LABELS = {
     "sasrec-content-llm": "SASRec over content embeddings (LLM descriptions)",
     "ur4rec-llm": "UR4Rec, fused (LLM descriptions)",
     "ur4rec-default": "UR4Rec, fused (the main job's config)",
+    "sasrec-la": "SASRec, ids only, logit-adjusted",
+    "ur4rec-default-la": "UR4Rec, fused (the main job's config), logit-adjusted",
 }
 FUSED = "ur4rec"
 
 
-def train(name: str, scheme: str, seed: int, out: Path, threads: int, data_dir: str | None) -> Path:
+def train(
+    name: str,
+    scheme: str,
+    seed: int,
+    out: Path,
+    threads: int,
+    data_dir: str | None,
+    tau: float = 0.0,
+) -> Path:
     run_dir = out / f"{name}-s{seed}"
-    config = {**TRAINED, **DEFAULT_UR4REC}[LLM_TRAINED.get(name, name)]
+    config = {**TRAINED, **DEFAULT_UR4REC}[LLM_TRAINED.get(name, ADJUSTED.get(name, name))]
     overrides = [f"data.scheme={scheme}", f"seed={seed}"]
     if name in LLM_TRAINED:
         overrides.append(f"text.item_texts={LLM_ITEMS}")
+    if name in ADJUSTED:
+        overrides.append(f"loss.logit_adjust={tau:g}")
     plan = plan_run(run_dir, wanted_config(config, overrides))
     if plan == "reuse":
         return run_dir
@@ -150,6 +166,11 @@ def main() -> None:
         "--default-ur4rec", action="store_true",
         help="also train the main job's UR4Rec config (ur4rec-ml-100k-liked.yaml)",
     )  # fmt: skip
+    parser.add_argument(
+        "--logit-adjust", type=float, default=0.0, metavar="TAU",
+        help="also train SASRec and (with --default-ur4rec) the main job's UR4Rec with "
+        "loss.logit_adjust=TAU",
+    )  # fmt: skip
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     slug = args.scheme.replace(":", "-")
@@ -159,10 +180,15 @@ def main() -> None:
 
     trained = [*TRAINED, *(LLM_TRAINED if args.llm_texts else ())]
     trained += [*(DEFAULT_UR4REC if args.default_ur4rec else ())]
+    adjusted = [n for n, base in ADJUSTED.items() if args.logit_adjust > 0 and base in trained]
+    trained += adjusted
     jobs = [(name, seed) for seed in seeds for name in trained]
     with ThreadPoolExecutor(args.parallel) as pool:
         done = pool.map(
-            lambda job: train(job[0], args.scheme, job[1], out, args.threads, args.data_dir), jobs
+            lambda job: train(
+                job[0], args.scheme, job[1], out, args.threads, args.data_dir, args.logit_adjust
+            ),
+            jobs,
         )
         runs = dict(zip(jobs, done, strict=True))
 
@@ -188,6 +214,7 @@ def main() -> None:
         trained_rows.update({name: (name, None) for name in LLM_TRAINED})
     if args.default_ur4rec:
         trained_rows.update({name: (name, None) for name in DEFAULT_UR4REC})
+    trained_rows.update({name: (name, None) for name in adjusted})
     for label, (name, objective) in trained_rows.items():
         per_part: dict[str, list[np.ndarray]] = {"valid": [], "test": []}
         for seed in seeds:
@@ -205,7 +232,8 @@ def main() -> None:
     for label, by_part in ranks.items():
         test = summarise([group_ndcg(r, groups["test"]) for r in by_part["test"]])
         valid = summarise([group_ndcg(r, groups["valid"]) for r in by_part["valid"]])
-        rows.append({"model": label, "label": LABELS[label], "test": test, "valid": valid,
+        text = LABELS[label] + (f" (tau {args.logit_adjust:g})" if label in ADJUSTED else "")
+        rows.append({"model": label, "label": text, "test": test, "valid": valid,
                      **({"settings": settings[label]} if label in settings else {})})  # fmt: skip
     # The fused model's rival on the cold group: the best other row by validation cold NDCG.
     others = [r for r in rows if r["model"] != FUSED and "ndcg@10" in r["valid"]["cold"]]
@@ -215,7 +243,7 @@ def main() -> None:
         comparisons.append({"a": FUSED, "b": rival, "group": "cold", "chosen_by": "valid cold",
                             **paired(ranks[FUSED]["test"], ranks[rival]["test"],
                                      groups["test"]["cold"])})  # fmt: skip
-    for a in [FUSED, *(n for n in DEFAULT_UR4REC if n in ranks)]:
+    for a in [FUSED, *(n for n in (*DEFAULT_UR4REC, "ur4rec-default-la") if n in ranks)]:
         for group in ("all", *GROUPS):
             mask = groups["test"].get(group, np.ones(len(evaluators["test"]), dtype=bool))
             if mask.any():
@@ -236,6 +264,18 @@ def main() -> None:
                         "b": "text-knn",
                         "group": group,
                         **paired(ranks[a]["test"], ranks["text-knn"]["test"], mask),
+                    }
+                )
+    for a in adjusted:  # what the adjustment costs or gains, group by group
+        for group in ("all", *GROUPS):
+            mask = groups["test"].get(group, np.ones(len(evaluators["test"]), dtype=bool))
+            if mask.any():
+                comparisons.append(
+                    {
+                        "a": a,
+                        "b": ADJUSTED[a],
+                        "group": group,
+                        **paired(ranks[a]["test"], ranks[ADJUSTED[a]]["test"], mask),
                     }
                 )
     configs = [(runs[(n, s)] / "config.yaml").read_text() for n, s in jobs]

@@ -798,12 +798,77 @@ def seen_items(path: Path) -> str:
     return "\n".join(out)
 
 
+def logit_adjust(path: Path) -> str:
+    """Validation NDCG@10 by group for each logit-adjustment tau (benchmarks/logit_adjust.py),
+    and the rare-item bonus trade-off of each run."""
+    data = _json(path)
+    origins = [data["provenance"]]
+    users = data["users"]
+    groups = [g for g in ("all", "tail", "head", "short", "long") if g in users]
+    rows = []
+    for r in data["rows"]:
+        chosen = r["tau"] is not None and data["chosen"].get(r["model"]) == r["tau"]
+        tau = "" if r["tau"] is None else f"{r['tau']:g}" + (" (chosen)" if chosen else "")
+        row: dict[str, str] = {"model": _mark(r["model"], origins), "tau": tau}
+        for g in groups:
+            row[f"{g} ({users[g]})"] = f"{r['valid'][g]:.4f}"
+        for bonus, cell in r["bonus"].items():
+            row[f"rare bonus {bonus}: tail / head"] = f"{cell['tail']:.4f} / {cell['head']:.4f}"
+        rows.append(row)
+    columns = list(max(rows, key=len))
+    for row in rows:
+        for c in columns:
+            row.setdefault(c, "")
+    head = (
+        f"`.venv/bin/python {data['provenance']['command']}` ({data['scheme']} split of "
+        f"{data['dataset']}, validation, {data['protocol']} ranking, seed {data['seed']}; "
+        "NDCG@10; users per group in the header; tau chosen by all users' NDCG@10)\n"
+        + code_line(origins)
+        + "\n\n"
+    )
+    return head + _md(rows, columns) + "\n" + _exposure(data.get("exposure", {}))
+
+
+def _exposure(exposure: dict[str, Any]) -> str:
+    """The declared rare-item exposure rule's validation choice and its test measurement."""
+    if "tau" not in exposure:
+        return ""
+    valid = exposure["valid"]
+    text = (
+        f"\nExposure rule (validation: the cheapest setting in head NDCG@10 whose tail beats "
+        f"text-kNN's {exposure['rival_valid_tail']:.4f}): tau {exposure['tau']:g}, rare bonus "
+        f"{exposure['bonus']:g}, validation tail {valid['tail']:.4f}, head {valid['head']:.4f}.\n"
+    )
+    test = exposure.get("test")
+    if not test:
+        return text
+    groups = ("all", "tail", "head", "cold", "short")
+    first = test["rows"]["exposure"]
+    rows = []
+    for name, cells in test["rows"].items():
+        row = {"test (seeds " + ", ".join(map(str, test["seeds"])) + ")": name}
+        for g in groups:
+            cell = cells[g]
+            row[f"{g} ({first[g]['users']})"] = (
+                f"{cell['ndcg@10']:.4f} ± {cell['ndcg@10 sd']:.4f}" if "ndcg@10" in cell else ""
+            )
+        rows.append(row)
+    pairs = [
+        {"A - B": f"exposure - {c['b']}", "group": c["group"],
+         "A - B [users' 95%] [seeds' 95%]": _interval(c),
+         "seeds A better": f"{c['seeds_better']}/{c['seeds']}"}
+        for c in test["comparisons"]
+    ]  # fmt: skip
+    return text + "\n" + _md(rows, list(rows[0])) + "\n\n" + _md(pairs, list(pairs[0])) + "\n"
+
+
 TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "new-users": ("new-users-leave-one-out.json", new_users),
     "add-items": ("add-items.jsonl", add_items),
     "cold-items": ("cold-start-cold-items.json", cold_start),
     "cold-time": ("cold-start-cold-time.json", cold_start),
     "cold-loo": ("cold-start-leave-one-out.json", cold_start),
+    "logit-adjust": ("logit-adjust.json", logit_adjust),
     "serve-load": ("serve-load.json", serve_load),
     "encoder-precision": ("encoder-precision.json", encoder_precision),
     "backbones": ("backbones.jsonl", backbones),
