@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cold_fusion import Adjusted, figures
 from cold_start import group_ndcg, paired, summarise
 from reuse import (
     command_line,
@@ -50,7 +51,6 @@ from ur4rec.config import load_config
 from ur4rec.data.prepare import open_dataset
 from ur4rec.data.splits import interaction_counts, make_split
 from ur4rec.eval.baselines import build_baseline
-from ur4rec.eval.compare import ndcg_at
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_json
 from ur4rec.provenance import text_hash
@@ -64,24 +64,6 @@ MODELS = {
     "ur4rec": (ROOT / "configs" / "ur4rec-ml-100k-liked.yaml", (0.0, 0.3, 0.5)),
 }
 BONUSES = (0.5, 0.75, 1.0)
-
-
-class Bonus(torch.nn.Module):
-    """A scorer: the model's scores plus ``bonus`` for the ``rare`` items ([n] float 0/1)."""
-
-    def __init__(self, model: Any, rare: torch.Tensor, bonus: float) -> None:
-        super().__init__()
-        self.model, self.rare, self.bonus = model, rare, bonus
-
-    def score(self, batch: Any) -> torch.Tensor:
-        return self.model.score(batch) + self.bonus * self.rare
-
-
-def figures(evaluator: Evaluator, scorer: Any) -> dict[str, float]:
-    """Validation NDCG@10 of all users and of each group with users."""
-    ranks = evaluator.ranks(scorer).numpy()
-    groups = {"all": np.ones(len(ranks), dtype=bool), **evaluator.groups}
-    return {g: round(float(ndcg_at(ranks[m]).mean()), 4) for g, m in groups.items() if m.any()}
 
 
 def train(name: str, tau: float, seed: int, out: Path, threads: int) -> Path:
@@ -112,7 +94,7 @@ def measure_on_test(
             if cfg.loss.logit_adjust != want or cfg.seed != seed or cfg.data.scheme != SCHEME:
                 raise SystemExit(f"{run_dir}: not a {SCHEME} run of seed {seed}, tau {want:g}")
             model = load_run(run_dir)[2]
-            scorer = Bonus(model, rare, bonus if out is chosen else 0.0)
+            scorer = Adjusted(model, lambda batch, b=bonus if out is chosen else 0.0: b * rare)
             out.append(evaluator.ranks(scorer).numpy())
             dirs.append(run_dir)
     knn_ranks = np.stack([evaluator.ranks(knn).numpy()] * len(seeds))
@@ -169,7 +151,8 @@ def main() -> None:
         model = load_run(run_dir)[2]
         row = {"model": name, "tau": tau, "valid": figures(evaluator, model), "bonus": {}}
         for bonus in BONUSES:
-            row["bonus"][f"{bonus:g}"] = figures(evaluator, Bonus(model, rare, bonus))
+            scorer = Adjusted(model, lambda batch, b=bonus: b * rare)
+            row["bonus"][f"{bonus:g}"] = figures(evaluator, scorer)
         rows.append(row)
         print(name, f"tau {tau:g}", row["valid"], flush=True)
     chosen = {
