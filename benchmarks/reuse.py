@@ -134,15 +134,18 @@ def merge_rows(path: Path, rows: list[dict[str, Any]], key: tuple[str, ...]) -> 
 
 
 def _checkpoint_digest(run_dir: Path) -> str | None:
-    digest = run_dir / f"{BEST}.sha256"
-    return digest.read_text(encoding="utf-8").strip() if digest.is_file() else None
+    """The digest of the checkpoints a run's ranks come from: best.pt, and a refit's too (the
+    final model on test, runs/layout.resolve_checkpoint)."""
+    digests = [run_dir / f"{BEST}.sha256", run_dir / "refit" / f"{BEST}.sha256"]
+    found = [d.read_text(encoding="utf-8").strip() for d in digests if d.is_file()]
+    return " ".join(found) or None
 
 
 def cached_ranks(
     run_dir: Path, cases: list[tuple[str, str]], data_dir: str | None = None
 ) -> dict[str, np.ndarray]:
     """The run's per-user ranks for ``cases``, from its ranks.npz when that was computed by
-    the current code from the run's current best checkpoint, else computed and stored."""
+    the current code from the run's current checkpoints, else computed and stored."""
     from ur4rec.train.run import user_ranks
 
     run_dir = Path(run_dir)

@@ -27,9 +27,14 @@ from ur4rec.eval.groups import FEW_USERS, GroupSpec
 from ur4rec.eval.metrics import DEFAULT_KS
 from ur4rec.measures import PROTOCOL_NAMES, SAMPLED_99
 from ur4rec.report_table import format_table
+from ur4rec.runs.layout import CHECKPOINTS
 
 METRIC_COLUMNS = ("hit@10", "ndcg@10", "mrr@10")
 
+CHECKPOINT_HELP = (
+    "final (default): the refit model where the run has one (`ur4rec refit`), on validation "
+    "and otherwise the best checkpoint; best, last, or refit"
+)
 DATASET_NAMES = [*DATASETS, *DATASET_ALIASES]  # earlier names still work
 DATASET_HELP = f"a preset ({', '.join(DATASETS)}) or a name given to `ur4rec data import`"
 
@@ -324,6 +329,26 @@ def _train(args: argparse.Namespace) -> int:
         f"ur4rec evaluate {run_dir} --protocol {SAMPLED_99})"
     )
     _print(summary, args.json, text)
+    return 0
+
+
+def cmd_refit(args: argparse.Namespace) -> int:
+    from ur4rec.train.refit import refit
+
+    summary = refit(Path(args.run_dir), data_dir=args.data_dir, quiet=args.quiet or args.json)
+    info = summary["refit"]
+    before, after = info["test_before_refit"] or {}, summary["test"]
+    rows = [
+        {"model": label, **{k: v for k, v in result.items() if k in METRIC_COLUMNS}}
+        for label, result in (("chosen checkpoint", before), ("refit", after))
+        if result
+    ]
+    text = (
+        f"refit {args.run_dir} on the training part and the validation targets: epochs "
+        f"{', '.join(map(str, info['epochs']))} ({info['train_seconds']:.0f} s); test, "
+        f"protocol {after.get('protocol')}:\n" + format_table(rows, ["model", *METRIC_COLUMNS])
+    )
+    _print({"run": args.run_dir, **info, "test": after}, args.json, text)
     return 0
 
 
@@ -811,13 +836,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common(tune)
     tune.set_defaults(func=cmd_tune)
 
+    ref = commands.add_parser(
+        "refit",
+        help="train a finished run again on training + validation targets for the epochs "
+        "validation chose, and test that model",
+    )
+    ref.add_argument("run_dir", help="a finished run folder")
+    ref.add_argument("--quiet", action="store_true", help="no epoch lines")
+    _common(ref)
+    ref.set_defaults(func=cmd_refit)
+
     ev = commands.add_parser("evaluate", help="evaluate a trained run")
     ev.add_argument("run_dir", help="a run folder written by `ur4rec train`")
     ev.add_argument(
         "--protocol", default="full", help=f"{PROTOCOL_NAMES} (default full; seed = {SAMPLED_99})"
     )
     ev.add_argument("--split", default="test", choices=("valid", "test"))
-    ev.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    ev.add_argument("--checkpoint", default="final", choices=CHECKPOINTS, help=CHECKPOINT_HELP)
     ev.add_argument("--ks", type=_parse_ks, default=DEFAULT_KS, help="cut-offs, e.g. 5,10,20")
     _seen_items_arg(ev, "the run's model.seen_items")
     _group_args(ev)
@@ -899,7 +934,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     rec.add_argument("--no-explain", action="store_true", help="the same as --explain none")
     llm_args(rec)
-    rec.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    rec.add_argument("--checkpoint", default="final", choices=CHECKPOINTS, help=CHECKPOINT_HELP)
     _common(rec)
     rec.set_defaults(func=cmd_recommend)
 
@@ -944,7 +979,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="torch threads while encoding a new text (default: the CPUs / workers)",
     )
-    srv.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    srv.add_argument("--checkpoint", default="final", choices=CHECKPOINTS, help=CHECKPOINT_HELP)
     srv.add_argument(
         "--index",
         default="exact",

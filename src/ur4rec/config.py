@@ -93,6 +93,10 @@ class TrainConfig:
     eval_protocol: str = "full"
     eval_every: int = 1
     tensorboard: bool = False
+    # After the run, train it again on the training part plus the validation targets for the
+    # epochs validation chose, and test that model (train/refit.py); validation stays the
+    # chosen checkpoint's. Not with cold-time, whose validation inputs pass the time cut.
+    refit: bool = False
 
 
 @dataclass
@@ -463,6 +467,11 @@ def validate(cfg: RunConfig) -> None:
         p.append(f"loss.logit_adjust: needs loss.kind ce (a full softmax), got {lo.kind!r}")
     if lo.logit_adjust > 0 and m.name == "ur4rec" and r.loss != "full":
         p.append(f"loss.logit_adjust: needs retriever.loss full for ur4rec, got {r.loss!r}")
+    if t.refit and d.scheme.startswith("cold-time"):
+        p.append(
+            "train.refit: cold-time validates on inputs past the time cut, which a refit would "
+            "have to train on; use it with leave-one-out, ratio or cold-items"
+        )
     _check(p, t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
     _check(p, t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)
     _check(p, _finite(t.lr) and t.lr > 0, "train.lr", "a finite number > 0", t.lr)

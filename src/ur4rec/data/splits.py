@@ -145,6 +145,25 @@ def make_split(dataset: Dataset, scheme: str = "leave-one-out") -> Split:
     return Split(scheme, Prefixes(users, train_len.astype(np.int64)), valid, test)
 
 
+def with_validation_targets(dataset: Dataset, split: Split) -> Prefixes:
+    """The training part with each validated user's validation target appended: what a refit
+    (train/refit.py) trains on once validation has chosen its epochs. The test targets stay
+    out. Needs a scheme whose validation input is the training part itself (not cold-time,
+    whose validation input runs past the time cut)."""
+    train = split.train
+    row = np.full(dataset.n_users, -1, dtype=np.int64)
+    row[train.users] = np.arange(len(train), dtype=np.int64)
+    at = row[split.valid.users]
+    if (at < 0).any() or (train.lengths[at] != split.valid.lengths).any():
+        raise Ur4recError(
+            f"scheme {split.scheme!r}: a validation input is not its user's training part, so "
+            "there is no training part to add the validation targets to"
+        )
+    lengths = train.lengths.copy()
+    lengths[at] += 1
+    return Prefixes(train.users, lengths, train.skip)
+
+
 def targets(dataset: Dataset, prefixes: Prefixes) -> np.ndarray:
     """The item right after each prefix."""
     return dataset.item[dataset.offsets[prefixes.users] + prefixes.lengths]

@@ -158,7 +158,8 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
     parts.append(
         f"# {title}\n\nRun `{run_dir}`, written {time.strftime('%Y-%m-%d %H:%M')} by ur4rec "
         f"{__version__} (`ur4rec report {run_dir}`). Every figure below is read from the run's "
-        "files or measured again from its best checkpoint; none is copied from elsewhere."
+        "files or measured again from its final model (the refit one where the run has one, "
+        "otherwise its best checkpoint); none is copied from elsewhere."
     )
 
     parts.append("## What was trained\n\n" + _describe(cfg, dataset.name, model))

@@ -5,7 +5,7 @@ per epoch), ``best.pt`` and ``last.pt`` (each with a ``.sha256`` digest), ``inpu
 the model was built from besides its weights: text embeddings, a fitted prior; with a digest),
 ``summary.json`` once finished; a staged run also has ``stages/<i>-<name>/`` (each a small
 run folder of its own), ``stages.json`` and ``stages.md``; ``ur4rec report`` adds
-``REPORT.md`` and plots.
+``REPORT.md`` and plots; a refit (``ur4rec refit``, ``train.refit``) adds ``refit/``.
 """
 
 from __future__ import annotations
@@ -46,10 +46,43 @@ def stage_dir(run_dir: Path, index: int, stage: StageConfig) -> Path:
     return Path(run_dir) / "stages" / f"{index + 1}-{stage.name}"
 
 
+# A refit (train/refit.py): the model trained again on the training part plus the validation
+# targets, a small run folder of its own inside the run (its best.pt is the refit model).
+REFIT_DIR = "refit"
+CHECKPOINTS = ("final", "best", "last", "refit")
+
+
+def has_refit(run_dir: Path) -> bool:
+    return (Path(run_dir) / REFIT_DIR / BEST).is_file()
+
+
+def resolve_checkpoint(run_dir: Path, checkpoint: str = "final", part: str = "test") -> str:
+    """Which checkpoint ``checkpoint`` means for scoring ``part`` (valid, test, or serve):
+    ``final`` is the refit model where the run has one, except on validation, whose targets
+    the refit trained on; there it is ``best``, the checkpoint validation chose."""
+    if checkpoint not in CHECKPOINTS:
+        raise Ur4recError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
+    if checkpoint == "final":
+        return "refit" if part != "valid" and has_refit(run_dir) else "best"
+    if checkpoint == "refit":
+        if not has_refit(run_dir):
+            raise Ur4recError(
+                f"{run_dir} has no refit model; make one with `ur4rec refit {run_dir}`"
+            )
+        if part == "valid":
+            raise Ur4recError(
+                "the refit model was trained on the validation targets, so validation cannot "
+                "measure it; evaluate validation with --checkpoint best"
+            )
+    return checkpoint
+
+
 def checkpoint_path(run_dir: Path, checkpoint: str = "best") -> Path:
-    if checkpoint not in ("best", "last"):
-        raise Ur4recError(f"checkpoint must be best or last, got {checkpoint!r}")
-    return Path(run_dir) / (BEST if checkpoint == "best" else LAST)
+    """The file of a resolved checkpoint name (best, last or refit; see resolve_checkpoint)."""
+    names = {"best": BEST, "last": LAST, "refit": f"{REFIT_DIR}/{BEST}"}
+    if checkpoint not in names:
+        raise Ur4recError(f"checkpoint must be best, last or refit, got {checkpoint!r}")
+    return Path(run_dir) / names[checkpoint]
 
 
 def write_run_info(run_dir: Path, dataset: Dataset, status: str, error: str | None = None) -> None:

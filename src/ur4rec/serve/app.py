@@ -438,7 +438,7 @@ SERVE_ENV = "UR4REC_SERVE"  # run folder, data folder and checkpoint for worker 
 def serve(
     run_dir: Path,
     data_dir: str | None = None,
-    checkpoint: str = "best",
+    checkpoint: str = "final",
     host: str = "127.0.0.1",
     port: int = 8000,
     threads: int = 1,

@@ -148,7 +148,7 @@ class Recommender:
         self,
         run_dir: Path,
         data_dir: str | None = None,
-        checkpoint: str = "best",
+        checkpoint: str = "final",
         *,
         cache_size: int = 4096,
         preload_encoder: bool = False,
@@ -170,7 +170,7 @@ class Recommender:
         from ur4rec.text.encoder import resolve_precision
 
         self.run_dir = Path(run_dir)
-        self.cfg, self.dataset, self.model = load_run(self.run_dir, data_dir, checkpoint)
+        self.cfg, self.dataset, self.model = load_run(self.run_dir, data_dir, checkpoint, "serve")
         self.model.eval()
         self.kind = self.cfg.model.name
         self.max_len = self.cfg.data.max_len

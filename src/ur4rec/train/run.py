@@ -31,9 +31,11 @@ from ur4rec.runs.layout import (
     INPUTS,
     LAST,
     LOG_FILE,
+    REFIT_DIR,
     RUN_FILES,
     SUMMARY,
     load_state_into,
+    resolve_checkpoint,
     write_run_info,
 )
 from ur4rec.runs.load import build, load_run, open_run, save_inputs
@@ -102,6 +104,7 @@ def _claim_folder(run_dir: Path, cfg: RunConfig, force: bool) -> None:
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "stages", ignore_errors=True)
+        shutil.rmtree(run_dir / REFIT_DIR, ignore_errors=True)
         return
     present = sorted(p.name for p in run_dir.iterdir())
     if not present:
@@ -238,6 +241,13 @@ def _run(
     atomic_write_json(run_dir / SUMMARY, summary)
     write_run_info(run_dir, dataset, "finished")
     here.barrier()  # the others wait for the summary
+    if test and cfg.train.refit:
+        if here.distributed:  # a refit trains in one process
+            here.on_main(print, f"train.refit: run `ur4rec refit {run_dir}` after torchrun")
+        else:
+            from ur4rec.train.refit import refit
+
+            refit(run_dir, data_dir=data_dir, quiet=quiet)
     return run_dir
 
 
@@ -247,14 +257,15 @@ def evaluate(
     part: str = "test",
     *,
     data_dir: str | None = None,
-    checkpoint: str = "best",
+    checkpoint: str = "final",
     ks: tuple[int, ...] | None = None,
     groups: GroupSpec | None = None,
     seen_items: str | None = None,
 ) -> dict[str, Any]:
     """A run's metrics on ``part`` under ``protocol``; ``seen_items`` overrides the run's
-    ``model.seen_items`` (auto, last or keep)."""
-    cfg, dataset, model = load_run(run_dir, data_dir, checkpoint)
+    ``model.seen_items`` (auto, last or keep). ``checkpoint``: runs/layout.resolve_checkpoint
+    (``final``: a refit model on test where the run has one, the best checkpoint otherwise)."""
+    cfg, dataset, model = load_run(run_dir, data_dir, checkpoint, part)
     split = make_split(dataset, cfg.data.scheme)
     if seen_items is not None:
         model.seen_items_last = ranks_seen_items_last(seen_items, dataset, split.train)
@@ -269,13 +280,18 @@ def user_ranks(
     cases: list[tuple[str, str]],
     *,
     data_dir: str | None = None,
-    checkpoint: str = "best",
+    checkpoint: str = "final",
 ) -> dict[str, np.ndarray]:
     """Each evaluated user's 0-based target rank for each (part, protocol) case, keyed
-    "part protocol", e.g. "test full": the input of paired comparisons (eval/compare.py)."""
-    cfg, dataset, model = load_run(run_dir, data_dir, checkpoint)
-    split = make_split(dataset, cfg.data.scheme)
-    return {
-        f"{part} {protocol}": Evaluator(dataset, split, part, protocol).ranks(model).numpy()
-        for part, protocol in cases
-    }
+    "part protocol", e.g. "test full": the input of paired comparisons (eval/compare.py).
+    Each part is scored by the checkpoint ``checkpoint`` means for it (resolve_checkpoint)."""
+    names = {part: resolve_checkpoint(run_dir, checkpoint, part) for part, _ in cases}
+    out: dict[str, np.ndarray] = {}
+    for name in dict.fromkeys(names.values()):
+        cfg, dataset, model = load_run(run_dir, data_dir, name)
+        split = make_split(dataset, cfg.data.scheme)
+        for part, protocol in cases:
+            if names[part] == name:
+                ranks = Evaluator(dataset, split, part, protocol).ranks(model)
+                out[f"{part} {protocol}"] = ranks.numpy()
+    return {f"{part} {protocol}": out[f"{part} {protocol}"] for part, protocol in cases}

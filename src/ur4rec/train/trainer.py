@@ -222,6 +222,26 @@ class Trainer:
             self.tensorboard.close()
         return state
 
+    def train_epochs(self, epochs: int) -> FitState:
+        """Train up to ``epochs`` epochs in all, without validation (a refit, whose validation
+        targets are training data): the schedule is the one ``fit`` follows, so epoch k gets
+        the learning rate it had there. Resumable like ``fit``; the model ends on the CPU."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            disabled = progress_disabled(self.quiet)
+            for epoch in range(self.state.epoch, epochs):
+                row = self._train_epoch(epoch, disabled)
+                self.state.epoch = epoch + 1
+                self.state.history.append(row)
+                if self.world.main:
+                    append_log(self.run_dir / LOG_FILE, row)
+                self.save_last()
+                if not self.quiet and self.world.main:
+                    tqdm.write(format_epoch(row, self.cfg.metric), file=sys.stderr)
+            return self.state
+        finally:
+            self.model.to("cpu")
+
     def _train_epoch(self, epoch: int, disabled: bool) -> dict[str, Any]:
         rank, size = self.world.rank, self.world.size
         torch.manual_seed(epoch_seed(self.seed, epoch, 0) + rank)
