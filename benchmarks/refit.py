@@ -1,0 +1,132 @@
+"""Refit (`ur4rec refit`, train.refit): what training again on the training part plus the
+validation targets, for the epochs validation chose, does on test.
+
+    .venv/bin/python benchmarks/refit.py --seeds 43,44,45 --parallel 2 --threads 1
+
+For each config (default: SASRec alone and the default UR4Rec on ml-100k-liked) and seed:
+the run in OUT/NAME-sS (reused when it is a run of the current code and config, resumed or
+trained otherwise; benchmarks/reuse.py), then `ur4rec refit` on it in a subprocess (a refit
+already done is kept). Measured on test under the full and the 1+99 protocols: the chosen
+checkpoint against the refit model of the same run, paired per user (users' and seeds' 95%
+intervals, eval/compare.py). Nothing is chosen here and validation cannot measure a refit:
+train.refit stays off in the shipped configs. Writes docs/results/refit.json
+(benchmarks/results_doc.py makes docs/results.md's table from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from reuse import (
+    command_line,
+    plan_run,
+    result_provenance,
+    run_provenance,
+    train_in_subprocess,
+    wanted_config,
+)
+from ur4rec.eval.compare import ndcg_at, paired_difference
+from ur4rec.io import atomic_write_json
+from ur4rec.measures import SAMPLED_99
+from ur4rec.provenance import text_hash
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = [("test", "full"), ("test", SAMPLED_99)]
+
+
+def train_and_refit(config: str, seed: int, out: Path, threads: int) -> Path:
+    path = ROOT / "configs" / f"{config}.yaml"
+    run_dir = out / f"{config}-s{seed}"
+    plan = plan_run(run_dir, wanted_config(path, [f"seed={seed}"]))
+    if plan != "reuse":
+        seconds = train_in_subprocess(run_dir, plan, path, [f"seed={seed}"], threads)
+        print(f"trained {run_dir.name} in {seconds:.0f} s", flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "ur4rec.cli", "refit", str(run_dir), "--quiet", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"{run_dir}: refit failed\n{proc.stderr[-3000:]}")
+    print(f"refit {run_dir.name} in {time.perf_counter() - start:.0f} s", flush=True)
+    return run_dir
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="sasrec-ml-100k-liked,ur4rec-ml-100k-liked")
+    parser.add_argument("--seeds", default="43,44,45")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "refit")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "refit.json")
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--draws", type=int, default=2000)
+    args = parser.parse_args()
+    from ur4rec.train.run import user_ranks
+
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = [(c, s) for c in configs for s in seeds]
+    with ThreadPoolExecutor(args.parallel) as pool:
+        done = pool.map(lambda job: train_and_refit(*job, args.out, args.threads), jobs)
+        runs = dict(zip(jobs, done, strict=True))
+    rows = []
+    for config in configs:
+        dirs = [runs[(config, s)] for s in seeds]
+        ranks = {
+            which: [user_ranks(d, CASES, checkpoint=which) for d in dirs]
+            for which in ("best", "refit")
+        }
+        summaries = [json.loads((d / "summary.json").read_text()) for d in dirs]
+        row: dict[str, object] = {
+            "config": config,
+            "seeds": seeds,
+            "epochs": [s["refit"]["epochs"] for s in summaries],
+            "refit_seconds": [s["refit"]["train_seconds"] for s in summaries],
+            "cases": [],
+        }
+        for part, protocol in CASES:
+            key = f"{part} {protocol}"
+            case: dict[str, object] = {"split": part, "protocol": protocol}
+            for metric, per_user in (("ndcg@10", ndcg_at), ("hit@10", lambda r: r < 10)):
+                a = np.stack([per_user(r[key]).astype(np.float64) for r in ranks["refit"]])
+                b = np.stack([per_user(r[key]).astype(np.float64) for r in ranks["best"]])
+                diff = paired_difference(a, b, args.draws)
+                case[metric] = {
+                    "refit": a.mean(axis=1).tolist(),
+                    "chosen": b.mean(axis=1).tolist(),
+                    "difference": asdict(diff),
+                }
+                print(
+                    f"{config} {key} {metric}: chosen {statistics.mean(b.mean(axis=1)):.4f}, "
+                    f"refit {statistics.mean(a.mean(axis=1)):.4f}, refit - chosen {diff}"
+                )
+            row["cases"].append(case)  # type: ignore[union-attr]
+        rows.append(row)
+    configs_used = [(d / "config.yaml").read_text(encoding="utf-8") for d in runs.values()]
+    document = {
+        "rows": rows,
+        "dataset": "ml-100k-liked",
+        "runs": {d.name: run_provenance(d) for d in runs.values()},
+        "provenance": result_provenance(
+            command_line(__file__), [text_hash(c) for c in configs_used]
+        ),
+    }
+    atomic_write_json(args.results, document)
+    print(f"wrote {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
