@@ -142,3 +142,24 @@ def test_refit_of_a_staged_run_keeps_each_stage_epochs_and_calibration(
 def test_refit_needs_a_finished_run(tmp_path: Path) -> None:
     with pytest.raises(Ur4recError, match="no finished run"):
         refit(tmp_path)
+
+
+def test_a_refit_baseline_counts_the_validation_targets(tiny: Dataset) -> None:
+    from ur4rec.eval.baselines import build_baseline
+
+    split = make_split(tiny, "leave-one-out")
+    plain = build_baseline("pop", tiny, split).counts
+    refitted = build_baseline("pop", tiny, split, refit=True).counts
+    added = np.bincount(targets(tiny, split.valid), minlength=tiny.n_items)
+    assert torch.equal(refitted - plain, torch.from_numpy(added).float())
+
+
+def test_the_report_of_a_refit_run_says_so(prepared, tmp_path: Path) -> None:
+    from ur4rec.report.build import write_report
+
+    out = run.train(load_config(None, [*TINY, "train.epochs=2"]), tmp_path / "r", quiet=True)
+    assert "this run is refit" not in write_report(out).read_text()
+    refit(out, quiet=True)
+    text = write_report(out).read_text()
+    assert "this run is refit" in text
+    assert f"{json.loads((out / 'summary.json').read_text())['test']['ndcg@10']:.4f}" in text

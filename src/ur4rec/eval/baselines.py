@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from ur4rec.config import EaseConfig, RunConfig
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.prepare import open_dataset
-from ur4rec.data.splits import Split, make_split
+from ur4rec.data.splits import Split, make_split, with_validation_targets
 from ur4rec.errors import Ur4recError
 from ur4rec.eval.evaluator import Evaluator, Scorer
 from ur4rec.measures import SAMPLED_99
@@ -67,12 +67,15 @@ def build_baseline(
     root: str | None = None,
     item_texts: str = "template",
     seen_items: str = "auto",
+    refit: bool = False,
 ) -> Scorer:
     """The baseline fitted on ``split``'s training part. ``l2``: EASE's lambda (None: tuned
     on the validation part); ``recent``: how many of the last items EASE or text-kNN reads
     (0: all; default: 0 for ``ease``, EASE_RECENT for ``ease-recent``, 5 for ``text-knn``);
     ``item_texts``: text-kNN's item texts (template or a file); ``root``: the data folder;
-    ``seen_items``: ``model.seen_items`` (the user's own items under sampled-with-history)."""
+    ``seen_items``: ``model.seen_items`` (the user's own items under sampled-with-history);
+    ``refit``: fitted on the training part plus the validation targets, as a refit run is
+    (train/refit.py), once validation has chosen lambda."""
     if name not in BASELINES:
         raise Ur4recError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
     cfg = RunConfig()
@@ -96,7 +99,8 @@ def build_baseline(
             l2 = tune_ease_l2(dataset, split, recent)
         cfg.model.name = "ease"
         cfg.ease = EaseConfig(l2=l2, recent=recent)
-    return build_model(ModelInputs(cfg, dataset, split.train, texts=texts))
+    train = with_validation_targets(dataset, split) if refit else split.train
+    return build_model(ModelInputs(cfg, dataset, train, texts=texts))
 
 
 def describe_baseline(model: Scorer) -> dict[str, object]:

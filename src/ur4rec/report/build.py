@@ -25,7 +25,7 @@ from ur4rec.eval.groups import FEW_USERS
 from ur4rec.io import atomic_write_bytes, atomic_write_text
 from ur4rec.measures import SAMPLED_99, canonical_protocol
 from ur4rec.report_table import format_table
-from ur4rec.runs.layout import read_log
+from ur4rec.runs.layout import has_refit, read_log
 from ur4rec.runs.load import load_run
 from ur4rec.train.stages import format_stage_table
 from ur4rec.version import __version__
@@ -167,7 +167,11 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
     # -- results next to baselines ---------------------------------------------------------
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
-    baselines = {name: build_baseline(name, dataset, split, root=data_dir) for name in BASELINES}
+    refitted = has_refit(run_dir)  # then the baselines are fitted on the same longer part
+    baselines = {
+        name: build_baseline(name, dataset, split, root=data_dir, refit=refitted)
+        for name in BASELINES
+    }
     by_group: list[dict[str, Any]] = []
     group_users: dict[str, int] = {}
     legend = ""
@@ -194,13 +198,21 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
                     f"{g} ({v['users']})": v.get("ndcg@10") for g, v in groups.items()
                 }})  # fmt: skip
     popular = [r for r in rows if r["model"] == "pop" and r["protocol"] == SAMPLED_99]
+    fitted = (
+        "the baselines, which are fitted on the same training split (EASE's lambda chosen on "
+        "the validation part)"
+        + (
+            "; this run is refit (`ur4rec refit`), so the figures are its refit model's and "
+            "the baselines too are fitted on the training part plus the validation targets"
+            if refitted
+            else ""
+        )
+    )
     popularity = (
         f"Item popularity alone scores {popular[0]['hit@10']:.4f} Hit@10 there, so read it "
-        "next to the baselines, which are fitted on the same training split (EASE's "
-        "lambda chosen on the validation part)."
+        f"next to {fitted}."
         if popular
-        else "Read it next to the baselines, which are fitted on the same training split "
-        "(EASE's lambda chosen on the validation part)."
+        else f"Read it next to {fitted}."
     )
     parts.append(
         "## Results on the test split\n\n"
