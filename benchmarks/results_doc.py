@@ -798,6 +798,40 @@ def seen_items(path: Path) -> str:
     return "\n".join(out)
 
 
+def refit(path: Path) -> str:
+    """The chosen checkpoint against the refit model of the same runs, on test
+    (benchmarks/refit.py): mean ± sd over seeds and the paired difference per metric."""
+    data = _json(path)
+    origins = [data["provenance"]]
+    rows = []
+    for r in data["rows"]:
+        for case in r["cases"]:
+            row: dict[str, str] = {
+                "config": _mark(r["config"], origins),
+                "protocol": "1+99" if case["protocol"] == SAMPLED_99 else case["protocol"],
+            }
+            for metric in ("ndcg@10", "hit@10"):
+                cell = case[metric]
+                label = metric.replace("ndcg", "NDCG").replace("hit", "Hit")
+                row[f"{label} chosen"] = _mean_sd(cell["chosen"])
+                row[f"{label} refit"] = _mean_sd(cell["refit"])
+                row[f"{label} refit - chosen [users' 95%] [seeds' 95%]"] = _interval(
+                    cell["difference"]
+                )
+            row["epochs refit (per seed)"] = "; ".join(
+                "/".join(str(e) for e in epochs) for epochs in r["epochs"]
+            )
+            rows.append(row)
+    seeds = ", ".join(str(s) for s in data["rows"][0]["seeds"]) if data["rows"] else ""
+    head = (
+        f"`.venv/bin/python {data['provenance']['command']}` ({data['dataset']}, test, seeds "
+        f"{seeds}; mean ± sd over seeds; a staged run's epochs per stage)\n"
+        + code_line(origins)
+        + "\n\n"
+    )
+    return head + _md(rows, list(rows[0]) if rows else [])
+
+
 def logit_adjust(path: Path) -> str:
     """Validation NDCG@10 by group for each logit-adjustment tau (benchmarks/logit_adjust.py),
     and the rare-item bonus trade-off of each run."""
@@ -869,6 +903,7 @@ TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "cold-time": ("cold-start-cold-time.json", cold_start),
     "cold-loo": ("cold-start-leave-one-out.json", cold_start),
     "logit-adjust": ("logit-adjust.json", logit_adjust),
+    "refit": ("refit.json", refit),
     "serve-load": ("serve-load.json", serve_load),
     "encoder-precision": ("encoder-precision.json", encoder_precision),
     "backbones": ("backbones.jsonl", backbones),
