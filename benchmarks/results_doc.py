@@ -829,7 +829,7 @@ def refit(path: Path) -> str:
         + code_line(origins)
         + "\n\n"
     )
-    return head + _md(rows, list(rows[0]) if rows else [])
+    return head + _md(rows, list(rows[0]) if rows else []) + "\n"
 
 
 def logit_adjust(path: Path) -> str:
