@@ -829,7 +829,24 @@ def refit(path: Path) -> str:
         + code_line(origins)
         + "\n\n"
     )
-    return head + _md(rows, list(rows[0]) if rows else []) + "\n"
+    groups = [
+        {
+            "config": _mark(r["config"], origins),
+            "group (users)": f"{group} ({cell['users']})",
+            "NDCG@10 chosen": _mean_sd(cell["chosen"]),
+            "NDCG@10 refit": _mean_sd(cell["refit"]),
+            "refit - chosen [users' 95%] [seeds' 95%]": _interval(cell["difference"]),
+        }
+        for r in data["rows"]
+        for group, cell in r.get("groups", {}).items()
+    ]
+    by_group = (
+        "\nBy group of users (test, full ranking; eval/groups.py, from the run's own training "
+        "part):\n\n" + _md(groups, list(groups[0])) + "\n"
+        if groups
+        else ""
+    )
+    return head + _md(rows, list(rows[0]) if rows else []) + "\n" + by_group
 
 
 def logit_adjust(path: Path) -> str:
