@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from compare_runs import group_masks
 from reuse import (
+    cli_in_subprocess,
     command_line,
     plan_run,
     result_provenance,
@@ -52,13 +50,10 @@ def train_and_refit(config: str, seed: int, out: Path, threads: int) -> Path:
     if plan != "reuse":
         seconds = train_in_subprocess(run_dir, plan, path, [f"seed={seed}"], threads)
         print(f"trained {run_dir.name} in {seconds:.0f} s", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    start = time.perf_counter()
-    cmd = [sys.executable, "-m", "ur4rec.cli", "refit", str(run_dir), "--quiet", "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"{run_dir}: refit failed\n{proc.stderr[-3000:]}")
-    print(f"refit {run_dir.name} in {time.perf_counter() - start:.0f} s", flush=True)
+    seconds = cli_in_subprocess(
+        ["refit", str(run_dir), "--quiet", "--json"], threads, f"{run_dir}: refit"
+    )
+    print(f"refit {run_dir.name} in {seconds:.0f} s", flush=True)
     return run_dir
 
 
@@ -68,17 +63,10 @@ def by_group(
     """Test full NDCG@10 of the chosen and the refit models per group of users (the target's
     training interactions, the history's length; eval/groups.py), paired. The groups come
     from the run's own training part, the same for both models."""
-    from ur4rec.config import load_config
-    from ur4rec.data.prepare import open_dataset
-    from ur4rec.data.splits import make_split
-    from ur4rec.eval.evaluator import Evaluator
-
-    cfg = load_config(run_dir / "config.yaml")
-    dataset = open_dataset(cfg.data.dataset)
-    evaluator = Evaluator(dataset, make_split(dataset, cfg.data.scheme), "test")
+    masks = group_masks(run_dir)["test"]
     out: dict[str, dict[str, object]] = {}
-    for group, mask in evaluator.groups.items():
-        if not mask.any():
+    for group, mask in masks.items():
+        if group == "all" or not mask.any():
             continue
         a = np.stack([ndcg_at(r["test full"][mask]) for r in ranks["refit"]])
         b = np.stack([ndcg_at(r["test full"][mask]) for r in ranks["best"]])

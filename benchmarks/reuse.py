@@ -3,6 +3,7 @@ wanted config and the same data (ur4rec.provenance); anything else is set aside 
 
     plan_run(run_dir, config_text) -> "reuse" | "resume" | "train"
     train_in_subprocess(run_dir, plan, config, overrides, threads) -> seconds
+    cli_in_subprocess(args, threads, what) -> seconds (any `ur4rec` command)
     cached_ranks(run_dir, cases)   -> per-user ranks, recomputed unless current
     result_provenance(...)         -> what a result file records
 """
@@ -88,18 +89,24 @@ def train_in_subprocess(
     limited to ``threads`` torch threads: "resume" continues the run, "train" trains
     ``config`` with ``overrides`` into it. Returns the seconds taken; a failure stops the
     benchmark with the tail of the run's stderr."""
-    base = [sys.executable, "-m", "ur4rec.cli", "train", "--quiet"]
     if plan == "resume":
-        cmd = [*base, "--resume", str(run_dir)]
+        args = ["train", "--quiet", "--resume", str(run_dir)]
     else:
         sets = [x for o in overrides for x in ("--set", o)]
-        cmd = [*base, "--config", str(config), "--out", str(run_dir), *sets]
-    cmd += ["--data-dir", data_dir] if data_dir else []
+        args = ["train", "--quiet", "--config", str(config), "--out", str(run_dir), *sets]
+    args += ["--data-dir", data_dir] if data_dir else []
+    return cli_in_subprocess(args, threads, f"{run_dir}: training")
+
+
+def cli_in_subprocess(args: list[str], threads: int, what: str) -> float:
+    """`ur4rec ARGS` in a subprocess limited to ``threads`` torch threads; returns the seconds
+    taken. A failure stops the benchmark with ``what`` and the tail of its stderr."""
+    cmd = [sys.executable, "-m", "ur4rec.cli", *args]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        raise SystemExit(f"{run_dir}: training failed\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"{what} failed\n{proc.stderr[-3000:]}")
     return time.perf_counter() - start
 
 
