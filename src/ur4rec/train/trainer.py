@@ -191,19 +191,30 @@ class Trainer:
             self.model.to("cpu")
 
     def _fit(self) -> FitState:
+        return self._epochs(self.cfg.epochs, validate=True)
+
+    def train_epochs(self, epochs: int) -> FitState:
+        """Train up to ``epochs`` epochs in all, without validation (a refit, whose validation
+        targets are training data): the schedule is the one ``fit`` follows, so epoch k gets
+        the learning rate it had there. Resumable like ``fit``; the model ends on the CPU."""
+        try:
+            return self._epochs(epochs, validate=False)
+        finally:
+            self.model.to("cpu")
+
+    def _epochs(self, end: int, validate: bool) -> FitState:
         cfg, state = self.cfg, self.state
         self.run_dir.mkdir(parents=True, exist_ok=True)
         disabled = progress_disabled(self.quiet)
         epochs = tqdm(
-            range(state.epoch, cfg.epochs), desc="epochs", initial=state.epoch,
-            total=cfg.epochs, disable=disabled, leave=False,
+            range(state.epoch, end), desc="epochs", initial=state.epoch,
+            total=end, disable=disabled, leave=False,
         )  # fmt: skip
         for epoch in epochs:
             if state.stopped_early:
                 break
             row = self._train_epoch(epoch, disabled)
-            evaluate = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
-            if evaluate:
+            if validate and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 row.update(self._validate())
             state.epoch = epoch + 1
             state.history.append(row)
@@ -216,31 +227,11 @@ class Trainer:
             self.save_last()
             if not self.quiet and self.world.main:
                 tqdm.write(format_epoch(row, cfg.metric), file=sys.stderr)
-            if self.on_epoch_end is not None:
+            if validate and self.on_epoch_end is not None:
                 self.on_epoch_end(state)
         if self.tensorboard is not None:
             self.tensorboard.close()
         return state
-
-    def train_epochs(self, epochs: int) -> FitState:
-        """Train up to ``epochs`` epochs in all, without validation (a refit, whose validation
-        targets are training data): the schedule is the one ``fit`` follows, so epoch k gets
-        the learning rate it had there. Resumable like ``fit``; the model ends on the CPU."""
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            disabled = progress_disabled(self.quiet)
-            for epoch in range(self.state.epoch, epochs):
-                row = self._train_epoch(epoch, disabled)
-                self.state.epoch = epoch + 1
-                self.state.history.append(row)
-                if self.world.main:
-                    append_log(self.run_dir / LOG_FILE, row)
-                self.save_last()
-                if not self.quiet and self.world.main:
-                    tqdm.write(format_epoch(row, self.cfg.metric), file=sys.stderr)
-            return self.state
-        finally:
-            self.model.to("cpu")
 
     def _train_epoch(self, epoch: int, disabled: bool) -> dict[str, Any]:
         rank, size = self.world.rank, self.world.size
