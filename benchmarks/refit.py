@@ -2,6 +2,12 @@
 validation targets, for the epochs validation chose, does on test.
 
     .venv/bin/python benchmarks/refit.py --seeds 43,44,45 --parallel 2 --threads 1
+    .venv/bin/python benchmarks/refit.py --scheme rehearsal --configs ur4rec-ml-100k-liked
+
+With ``--scheme rehearsal`` (data/splits.py) every run is leave-one-out one step back: its test
+targets are leave-one-out's validation targets, so refit - chosen there is a validation
+measurement, the one a choice of train.refit may rest on (runs in runs/refit-rehearsal,
+results in docs/results/refit-rehearsal.json).
 
 For each config (default: SASRec alone and the default UR4Rec on ml-100k-liked) and seed:
 the run in OUT/NAME-sS (reused when it is a run of the current code and config, resumed or
@@ -43,12 +49,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = [("test", "full"), ("test", SAMPLED_99)]
 
 
-def train_and_refit(config: str, seed: int, out: Path, threads: int) -> Path:
+def train_and_refit(config: str, seed: int, out: Path, threads: int, scheme: str) -> Path:
     path = ROOT / "configs" / f"{config}.yaml"
     run_dir = out / f"{config}-s{seed}"
-    plan = plan_run(run_dir, wanted_config(path, [f"seed={seed}"]))
+    overrides = [f"seed={seed}"] + ([] if scheme == "leave-one-out" else [f"data.scheme={scheme}"])
+    plan = plan_run(run_dir, wanted_config(path, overrides))
     if plan != "reuse":
-        seconds = train_in_subprocess(run_dir, plan, path, [f"seed={seed}"], threads)
+        seconds = train_in_subprocess(run_dir, plan, path, overrides, threads)
         print(f"trained {run_dir.name} in {seconds:.0f} s", flush=True)
     seconds = cli_in_subprocess(
         ["refit", str(run_dir), "--quiet", "--json"], threads, f"{run_dir}: refit"
@@ -83,20 +90,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="sasrec-ml-100k-liked,ur4rec-ml-100k-liked")
     parser.add_argument("--seeds", default="43,44,45")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "refit")
-    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "refit.json")
+    parser.add_argument("--scheme", default="leave-one-out", choices=("leave-one-out", "rehearsal"))
+    parser.add_argument("--out", type=Path, help="default: runs/refit[-SCHEME]")
+    parser.add_argument("--results", type=Path, help="default: docs/results/refit[-SCHEME].json")
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--draws", type=int, default=2000)
     args = parser.parse_args()
     from ur4rec.train.run import user_ranks
 
+    suffix = "" if args.scheme == "leave-one-out" else f"-{args.scheme}"
+    args.out = args.out or ROOT / "runs" / f"refit{suffix}"
+    args.results = args.results or ROOT / "docs" / "results" / f"refit{suffix}.json"
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [(c, s) for c in configs for s in seeds]
     with ThreadPoolExecutor(args.parallel) as pool:
-        done = pool.map(lambda job: train_and_refit(*job, args.out, args.threads), jobs)
+        done = pool.map(
+            lambda job: train_and_refit(*job, args.out, args.threads, args.scheme), jobs
+        )
         runs = dict(zip(jobs, done, strict=True))
     rows = []
     for config in configs:
@@ -140,6 +153,7 @@ def main() -> int:
     document = {
         "rows": rows,
         "dataset": "ml-100k-liked",
+        "scheme": args.scheme,
         "runs": {d.name: run_provenance(d) for d in runs.values()},
         "provenance": result_provenance(
             command_line(__file__), [text_hash(c) for c in configs_used]

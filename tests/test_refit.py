@@ -26,7 +26,7 @@ def prepared(cyclic_folder: Path) -> None:
     prepare_dataset("ml-100k", source=cyclic_folder)
 
 
-@pytest.mark.parametrize("scheme", ["leave-one-out", "ratio", "cold-items"])
+@pytest.mark.parametrize("scheme", ["leave-one-out", "ratio", "cold-items", "rehearsal"])
 def test_refit_trains_on_the_validation_targets_and_never_the_test_ones(
     tiny: Dataset, scheme: str
 ) -> None:
@@ -44,6 +44,15 @@ def test_refit_trains_on_the_validation_targets_and_never_the_test_ones(
     at = [row[int(u)] for u in split.test.users]
     assert (longer.lengths[at] <= split.test.lengths).all()
     assert longer.skip is split.train.skip  # new items of a cold split stay unseen
+
+
+def test_a_rehearsal_refit_trains_on_leave_one_out_training_part(tiny: Dataset) -> None:
+    # So a rehearsal's refit - chosen on its test part is a validation measurement of a refit.
+    loo, back = make_split(tiny), make_split(tiny, "rehearsal")
+    longer = with_validation_targets(tiny, back)
+    users = back.test.users
+    assert np.array_equal(longer.lengths[users], loo.train.lengths[users])
+    assert np.array_equal(longer.lengths[users], back.test.lengths)
 
 
 def test_cold_time_has_no_training_part_to_extend(tiny: Dataset) -> None:

@@ -6,7 +6,7 @@ from ur4rec.data.splits import PAD, interaction_counts, make_split, padded_prefi
 from ur4rec.errors import Ur4recError
 
 
-@pytest.mark.parametrize("scheme", ["leave-one-out", "ratio"])
+@pytest.mark.parametrize("scheme", ["leave-one-out", "ratio", "rehearsal"])
 def test_no_target_in_its_own_input_and_chronological(tiny: Dataset, scheme: str) -> None:
     split = make_split(tiny, scheme)
     for part in (split.valid, split.test):
@@ -29,6 +29,21 @@ def test_leave_one_out_positions(tiny: Dataset) -> None:
     assert split.valid.lengths.tolist() == [3, 2, 3]
     assert split.test.lengths.tolist() == [4, 3, 4]  # test input includes the validation item
     assert [tiny.item_ids[i] for i in targets(tiny, split.test)] == ["14", "15", "11"]
+
+
+def test_rehearsal_is_leave_one_out_one_step_back(tiny: Dataset) -> None:
+    loo, back = make_split(tiny), make_split(tiny, "rehearsal")
+    # Its test cases are leave-one-out's validation cases: same users, inputs and targets.
+    assert back.test.users.tolist() == loo.valid.users.tolist() == [0, 1, 2]
+    assert back.test.lengths.tolist() == loo.valid.lengths.tolist()
+    assert targets(tiny, back.test).tolist() == targets(tiny, loo.valid).tolist()
+    assert back.valid.lengths.tolist() == [2, 1, 2]
+    assert np.array_equal(back.train.lengths[back.valid.users], back.valid.lengths)
+    # No part reaches a user's last item; user 3 (2 items) keeps its first for training.
+    assert back.train.lengths.tolist() == [2, 1, 2, 1]
+    assert np.all(back.test.lengths + 1 < tiny.lengths[back.test.users])
+    with pytest.raises(Ur4recError, match="takes no value"):
+        make_split(tiny, "rehearsal:1")
 
 
 def test_ratio_split(tiny: Dataset) -> None:
@@ -85,3 +100,10 @@ def test_repeats_items_finds_an_item_a_history_holds_twice(tiny: Dataset) -> Non
     assert split.train.lengths[0] <= end - tiny.offsets[0] - 2
     item[end - 1] = item[end - 2]
     assert not repeats_items(dataclasses.replace(tiny, item=item), split.train)
+
+
+def test_every_scheme_has_its_words_in_the_report() -> None:
+    from ur4rec.measures import SCHEMES
+    from ur4rec.report.build import SPLIT_WORDS
+
+    assert set(SPLIT_WORDS) == set(SCHEMES)

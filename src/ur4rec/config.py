@@ -28,7 +28,7 @@ class ConfigError(Ur4recError):
 @dataclass
 class DataConfig:
     dataset: str = "ml-100k"
-    # leave-one-out, ratio, cold-items[:SHARE], cold-time[:QUANTILE] (data/splits.py)
+    # leave-one-out, ratio, cold-items[:SHARE], cold-time[:QUANTILE], rehearsal (data/splits.py)
     scheme: str = "leave-one-out"
     max_len: int = 50  # most recent items a model reads
 
@@ -447,7 +447,7 @@ def validate(cfg: RunConfig) -> None:
     _check(p, 0 <= cfg.seed < 2**63, "seed", "between 0 and 2**63 - 1", cfg.seed)
     _check(p, bool(d.dataset.strip()), "data.dataset", "a dataset name", d.dataset)
     _check(p, d.max_len >= 1, "data.max_len", ">= 1", d.max_len)
-    schemes = "leave-one-out, ratio, cold-items[:SHARE] or cold-time[:QUANTILE]"
+    schemes = "leave-one-out, ratio, cold-items[:SHARE], cold-time[:QUANTILE] or rehearsal"
     _check(p, scheme_ok(d.scheme), "data.scheme", schemes, d.scheme)
     for key in ("hidden", "layers", "heads", "inner"):
         _check(p, getattr(m, key) >= 1, f"model.{key}", ">= 1", getattr(m, key))
@@ -470,7 +470,7 @@ def validate(cfg: RunConfig) -> None:
     if t.refit and d.scheme.startswith("cold-time"):
         p.append(
             "train.refit: cold-time validates on inputs past the time cut, which a refit would "
-            "have to train on; use it with leave-one-out, ratio or cold-items"
+            "have to train on; use it with leave-one-out, ratio, cold-items or rehearsal"
         )
     _check(p, t.epochs >= 1, "train.epochs", ">= 1", t.epochs)
     _check(p, t.batch_size >= 1, "train.batch_size", ">= 1", t.batch_size)

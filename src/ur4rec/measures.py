@@ -18,7 +18,7 @@ SAMPLED_99 = "sampled-with-history:99"
 PROTOCOL_ALIASES = {"seed": SAMPLED_99}
 PROTOCOL_NAMES = "full, sampled:N, popsampled:N or sampled-with-history:N"
 # Split schemes (data/splits.py); the cold ones take an optional value after a colon.
-SCHEMES = ("leave-one-out", "ratio", "cold-items", "cold-time")
+SCHEMES = ("leave-one-out", "ratio", "cold-items", "cold-time", "rehearsal")
 
 
 @dataclass(frozen=True)

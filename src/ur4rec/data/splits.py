@@ -21,6 +21,13 @@ in its own input and nothing later than a target is seen before it.
   cut; users with at least two interactions after it are evaluated on their last two items
   (validation: the second last, test: the last), with everything before as input. Items first
   seen after the cut are new, and so are users who start after it (no training items).
+- ``rehearsal``: leave-one-out one step back. Each user's last item is left out of every
+  part, so the test target is leave-one-out's validation target (input: the same training
+  part plus leave-one-out's training part's last item, that is, the item before it) and the
+  validation target is the item before that. Test figures on it are validation figures of
+  leave-one-out: a way to choose on validation what the validation split cannot measure, such
+  as a refit, which trains on the validation targets. Users with fewer than 4 interactions
+  are train-only.
 
 In every scheme an item's training interactions decide its group: ``cold`` (none), ``tail``,
 ``head`` (eval/groups.py).
@@ -130,11 +137,13 @@ def make_split(dataset: Dataset, scheme: str = "leave-one-out") -> Split:
         valid = Prefixes(users[evaluated], lengths[evaluated] - 2)
         test = Prefixes(users[evaluated], lengths[evaluated] - 1)
         return Split(scheme, Prefixes(users, train_len), valid, test)
-    if kind == "leave-one-out":
-        evaluated = lengths >= 3
-        train_len = np.where(evaluated, lengths - 2, lengths)
-        valid = Prefixes(users[evaluated], lengths[evaluated] - 2)
-        test = Prefixes(users[evaluated], lengths[evaluated] - 1)
+    if kind in ("leave-one-out", "rehearsal"):
+        # A rehearsal is leave-one-out over every sequence without its last item.
+        back = 1 if kind == "rehearsal" else 0
+        evaluated = lengths >= 3 + back
+        train_len = np.where(evaluated, lengths - 2 - back, np.maximum(lengths - back, 0))
+        valid = Prefixes(users[evaluated], lengths[evaluated] - 2 - back)
+        test = Prefixes(users[evaluated], lengths[evaluated] - 1 - back)
     else:  # ratio
         train_len = np.floor(lengths * 0.8).astype(np.int64)
         valid_end = np.floor(lengths * 0.9).astype(np.int64)

@@ -23,7 +23,7 @@ from ur4rec.eval.baselines import BASELINES, build_baseline, describe_baseline
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.eval.groups import FEW_USERS
 from ur4rec.io import atomic_write_bytes, atomic_write_text
-from ur4rec.measures import SAMPLED_99, canonical_protocol
+from ur4rec.measures import SAMPLED_99, canonical_protocol, parse_scheme
 from ur4rec.report_table import format_table
 from ur4rec.runs.layout import has_refit, read_log
 from ur4rec.runs.load import load_run
@@ -32,6 +32,21 @@ from ur4rec.version import __version__
 
 PROTOCOLS = ("full", SAMPLED_99)
 METRICS = ("hit@10", "ndcg@10", "mrr@10")
+# What each split scheme holds out, in the report's words (data/splits.py).
+SPLIT_WORDS = {
+    "leave-one-out": "each user's last item is the test target, the one before it the "
+    "validation target, everything earlier is training data",
+    "ratio": "the first 80% of each history is training data, the next item the validation "
+    "target, the first item after 90% the test target",
+    "cold-items": "each user's last item is the test target, the one before it the validation "
+    "target, everything earlier is training data except every interaction with a held-out "
+    "share of new items",
+    "cold-time": "training data is every interaction before a global time cut; users active "
+    "after it are tested on their last item and validated on the one before",
+    "rehearsal": "each user's last item is left out; the one before it is the test target (the "
+    "leave-one-out validation target), the one before that the validation target, everything "
+    "earlier is training data",
+}
 
 
 def _md(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -367,13 +382,7 @@ def _describe(cfg: Any, dataset: str, model: Any) -> str:
                 f"objective, at most {stage.epochs} epochs, early stopping on validation "
                 f"{stage.metric}."
             )
-    split = (
-        "each user's last item is the test target, the one before it the validation target, "
-        "everything earlier is training data"
-        if cfg.data.scheme == "leave-one-out"
-        else "the first 80% of each history is training data, the next item the validation "
-        "target, the first item after 90% the test target"
-    )
+    split = SPLIT_WORDS[parse_scheme(cfg.data.scheme)[0]]
     lines.append(
         f"\nData: `{dataset}`, split `{cfg.data.scheme}`: {split}. "
         "Hit@10 is the share of users whose held-out item is among the top 10; NDCG@10 also "
