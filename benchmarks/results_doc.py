@@ -823,8 +823,11 @@ def refit(path: Path) -> str:
             )
             rows.append(row)
     seeds = ", ".join(str(s) for s in data["rows"][0]["seeds"]) if data["rows"] else ""
+    part = "test"
+    if data.get("scheme", "leave-one-out") == "rehearsal":
+        part = "split rehearsal, test: leave-one-out's validation targets"
     head = (
-        f"`.venv/bin/python {data['provenance']['command']}` ({data['dataset']}, test, seeds "
+        f"`.venv/bin/python {data['provenance']['command']}` ({data['dataset']}, {part}, seeds "
         f"{seeds}; mean ± sd over seeds; a staged run's epochs per stage)\n"
         + code_line(origins)
         + "\n\n"
@@ -841,8 +844,8 @@ def refit(path: Path) -> str:
         for group, cell in r.get("groups", {}).items()
     ]
     by_group = (
-        "\nBy group of users (test, full ranking; eval/groups.py, from the run's own training "
-        "part):\n\n" + _md(groups, list(groups[0])) + "\n"
+        f"\nBy group of users ({part}, full ranking; eval/groups.py, from the run's own "
+        "training part):\n\n" + _md(groups, list(groups[0])) + "\n"
         if groups
         else ""
     )
@@ -921,6 +924,8 @@ TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "cold-loo": ("cold-start-leave-one-out.json", cold_start),
     "logit-adjust": ("logit-adjust.json", logit_adjust),
     "refit": ("refit.json", refit),
+    "refit-rehearsal": ("refit-rehearsal.json", refit),
+    "refit-fresh": ("refit-fresh.json", refit),
     "serve-load": ("serve-load.json", serve_load),
     "encoder-precision": ("encoder-precision.json", encoder_precision),
     "backbones": ("backbones.jsonl", backbones),
