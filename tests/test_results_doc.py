@@ -151,3 +151,23 @@ def test_a_variant_stands_for_one_code_only() -> None:
     tie = [run(1, "aaa"), run(2, "bbb")]
     assert results_doc._current_or_all(tie) == [tie[1]]  # the later listed
     assert results_doc._current_or_all([]) == []
+
+
+def test_a_rehearsal_refit_table_says_its_test_part_is_validation(tmp_path: Path) -> None:
+    cell = {
+        "refit": [0.11, 0.12], "chosen": [0.10, 0.11],
+        "difference": {"mean": 0.01, "users_low": 0.0, "users_high": 0.02,
+                       "seeds_low": -0.01, "seeds_high": 0.03, "seeds_better": 2, "seeds": 2},
+    }  # fmt: skip
+    row = {
+        "config": "ur4rec-x", "seeds": [1, 2], "epochs": [[3, 1], [2, 2]],
+        "cases": [{"split": "test", "protocol": "full", "ndcg@10": cell, "hit@10": cell}],
+    }  # fmt: skip
+    data = {"rows": [row], "dataset": "toy", "scheme": "rehearsal",
+            "provenance": {"command": "benchmarks/refit.py --scheme rehearsal"}}  # fmt: skip
+    (tmp_path / "refit-rehearsal.json").write_text(json.dumps(data))
+    doc = "<!-- table: refit-rehearsal -->\n<!-- end table -->\n"
+    out = results_doc.render(doc, tmp_path)
+    assert "(toy, split rehearsal, test: leave-one-out's validation targets, seeds 1, 2;" in out
+    assert "| ur4rec-x (older code) | full | 0.1050 ± 0.0071 | 0.1150 ± 0.0071 |" in out
+    assert "3/1; 2/2" in out
