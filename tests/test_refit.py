@@ -93,6 +93,22 @@ def test_refit_sasrec_follows_the_chosen_epochs_and_becomes_the_final_model(
     assert list(ranks) == ["valid full", "test full"]
 
 
+def test_train_refit_in_the_config_is_ur4rec_refit_after_training(prepared, tmp_path: Path) -> None:
+    # So one plain run measures both a config and the same config with train.refit: true.
+    base = [*TINY, "train.epochs=3"]
+    with_refit = run.train(
+        load_config(None, [*base, "train.refit=true"]), tmp_path / "a", quiet=True
+    )
+    plain = run.train(load_config(None, base), tmp_path / "b", quiet=True)
+    refit(plain, quiet=True)
+    a = load_checkpoint(with_refit / "refit" / "best.pt")["model"]
+    b = load_checkpoint(plain / "refit" / "best.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (with_refit, plain)]
+    assert summaries[0]["test"] == summaries[1]["test"]
+    assert summaries[0]["refit"]["test_before_refit"] == summaries[1]["refit"]["test_before_refit"]
+
+
 def test_a_killed_refit_resumes_to_the_same_model(
     prepared, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
