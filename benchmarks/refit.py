@@ -52,7 +52,7 @@ CASES = [("test", "full"), ("test", SAMPLED_99)]
 def train_and_refit(config: str, seed: int, out: Path, threads: int, scheme: str) -> Path:
     path = ROOT / "configs" / f"{config}.yaml"
     run_dir = out / f"{config}-s{seed}"
-    overrides = [f"seed={seed}"] + ([] if scheme == "leave-one-out" else [f"data.scheme={scheme}"])
+    overrides = [f"seed={seed}", f"data.scheme={scheme}"]
     plan = plan_run(run_dir, wanted_config(path, overrides))
     if plan != "reuse":
         seconds = train_in_subprocess(run_dir, plan, path, overrides, threads)
