@@ -3,6 +3,8 @@ validation targets, for the epochs validation chose, does on test.
 
     .venv/bin/python benchmarks/refit.py --seeds 43,44,45 --parallel 2 --threads 1
     .venv/bin/python benchmarks/refit.py --scheme rehearsal --configs ur4rec-ml-100k-liked
+    .venv/bin/python benchmarks/refit.py --scheme rehearsal --configs ur4rec-ml-100k \
+        --results docs/results/refit-rehearsal-ml-100k.json
 
 With ``--scheme rehearsal`` (data/splits.py) every run is leave-one-out one step back: its test
 targets are leave-one-out's validation targets, so refit - chosen there is a validation
@@ -29,6 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from compare_runs import group_masks
 from reuse import (
@@ -150,9 +153,10 @@ def main() -> int:
                   f"{statistics.mean(cell['refit']):.4f}")  # fmt: skip
         rows.append(row)
     configs_used = [(d / "config.yaml").read_text(encoding="utf-8") for d in runs.values()]
+    datasets = sorted({yaml.safe_load(c)["data"]["dataset"] for c in configs_used})
     document = {
         "rows": rows,
-        "dataset": "ml-100k-liked",
+        "dataset": ", ".join(datasets),
         "scheme": args.scheme,
         "runs": {d.name: run_provenance(d) for d in runs.values()},
         "provenance": result_provenance(

@@ -926,6 +926,8 @@ TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "refit": ("refit.json", refit),
     "refit-rehearsal": ("refit-rehearsal.json", refit),
     "refit-fresh": ("refit-fresh.json", refit),
+    "refit-rehearsal-ml-100k": ("refit-rehearsal-ml-100k.json", refit),
+    "refit-fresh-ml-100k": ("refit-fresh-ml-100k.json", refit),
     "serve-load": ("serve-load.json", serve_load),
     "encoder-precision": ("encoder-precision.json", encoder_precision),
     "backbones": ("backbones.jsonl", backbones),
