@@ -16,8 +16,8 @@ the run in OUT/NAME-sS (reused when it is a run of the current code and config, 
 trained otherwise; benchmarks/reuse.py), then `ur4rec refit` on it in a subprocess (a refit
 already done is kept). Measured on test under the full and the 1+99 protocols: the chosen
 checkpoint against the refit model of the same run, paired per user (users' and seeds' 95%
-intervals, eval/compare.py). Nothing is chosen here and validation cannot measure a refit:
-train.refit stays off in the shipped configs. Writes docs/results/refit.json
+intervals, eval/compare.py). Nothing is chosen on these test figures: a choice of
+train.refit rests on a rehearsal (above) alone. Writes docs/results/refit.json
 (benchmarks/results_doc.py makes docs/results.md's table from it).
 """
 
