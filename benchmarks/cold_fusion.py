@@ -110,7 +110,11 @@ class Rescored(torch.nn.Module):
 
 
 def figures(evaluator: Evaluator, scorer: Any) -> dict[str, float]:
-    ranks = evaluator.ranks(scorer).numpy()
+    return group_ndcg(evaluator, evaluator.ranks(scorer).numpy())
+
+
+def group_ndcg(evaluator: Evaluator, ranks: np.ndarray) -> dict[str, float]:
+    """NDCG@10 of the evaluator's users, all and by group, from their targets' ranks."""
     groups = {"all": np.ones(len(ranks), dtype=bool), **evaluator.groups}
     return {g: round(float(ndcg_at(ranks[m]).mean()), 4) for g, m in groups.items() if m.any()}
 
@@ -442,8 +446,9 @@ def learned_reranker(
         for f in range(5):
             train = [u for u in range(n) if int(fold[u]) != f]
             x = torch.cat([features[u] for u in train])
-            y = torch.cat([F.one_hot(torch.tensor(max(positions[u], 0)), len(features[u])).float()
-                           * (positions[u] >= 0) for u in train])  # fmt: skip
+            y = torch.zeros(len(x))
+            starts = np.cumsum([0] + [len(features[u]) for u in train])
+            y[[int(starts[k]) + positions[u] for k, u in enumerate(train) if positions[u] >= 0]] = 1
             mean, std = x.mean(0), x.std(0) + 1e-6
             weight = torch.where((y == 1) & (x[:, rare_col] == 1), w, 1.0)
             theta = fit_logistic((x - mean) / std, y, weight)
@@ -453,10 +458,8 @@ def learned_reranker(
                         continue
                     s = ((features[u] - mean) / std) @ theta[:-1]
                     ranks[u] = int((s > s[positions[u]]).sum())
-        groups = {"all": np.ones(n, dtype=bool), **evaluator.groups}
-        out[f"learned reranker (5-fold over users), rare targets' weight {w:g}"] = {
-            g: round(float(ndcg_at(ranks[m]).mean()), 4) for g, m in groups.items() if m.any()
-        }
+        name = f"learned reranker (5-fold over users), rare targets' weight {w:g}"
+        out[name] = group_ndcg(evaluator, ranks)
     return out
 
 
