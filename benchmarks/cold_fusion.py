@@ -358,11 +358,7 @@ def text_knn_branch(run_dir: Path, data_dir: str | None) -> dict[str, Any]:
     return out
 
 
-RERANK_FEATURES = (
-    "fused, SASRec, retriever, prior, text-kNN (per-user z-scores); log(1 + count), rare, new; "
-    "the user's rare share among their last 10, and it x rare; text-kNN z x rare; fused z x "
-    "rare; log(1 + rank) by fused and by text-kNN; log(1 + history length)"
-)
+RARE_COLUMN = 6  # of rerank_cases' features: after the five z-scores and log(1 + count)
 
 
 @torch.inference_mode()
@@ -370,7 +366,11 @@ def rerank_cases(
     model: Any, knn: Any, evaluator: Evaluator, counts: torch.Tensor
 ) -> tuple[list[torch.Tensor], list[int]]:
     """Per validation user: features [candidates, 15] of the fused top 200 and text-kNN's top
-    50 (the user's own items left out), and the target's row among them (-1: not there)."""
+    50 (the user's own items left out), and the target's row among them (-1: not there).
+    The features: fused, SASRec, retriever, prior and text-kNN per-user z-scores; log(1 +
+    count), rare (column RARE_COLUMN), new; the user's rare share among their last 10, and it
+    x rare; text-kNN z x rare; fused z x rare; log(1 + rank) by fused and by text-kNN; log(1 +
+    history length)."""
     tail_below = evaluator.group_spec.tail_below
     below = (counts < tail_below).float()
     rare_item = ((counts >= 1) & (counts < tail_below)).float()
@@ -385,16 +385,16 @@ def rerank_cases(
         seen = torch.zeros_like(fused, dtype=torch.bool)
         r, c = torch.nonzero(batch.items != PAD, as_tuple=True)
         seen[r, batch.items[r, c]] = True
-        fused_rank = fused.masked_fill(seen, -1e9).argsort(1, descending=True).argsort(1)
-        text_rank = text.masked_fill(seen, -1e9).argsort(1, descending=True).argsort(1)
+        fused_order = fused.masked_fill(seen, -1e9).argsort(1, descending=True)
+        text_order = text.masked_fill(seen, -1e9).argsort(1, descending=True)
+        fused_rank, text_rank = fused_order.argsort(1), text_order.argsort(1)
         last = batch.items[:, -10:]
         share = (below[last.clamp(min=0)] * (last != PAD)).sum(1) / (last != PAD).sum(1).clamp(
             min=1
         )
         length = torch.log1p((batch.items != PAD).sum(1).float())
         for i in range(len(fused)):
-            pool = torch.cat([fused_rank[i].argsort()[:200], text_rank[i].argsort()[:50]])
-            pool = torch.unique(pool)
+            pool = torch.unique(torch.cat([fused_order[i, :200], text_order[i, :50]]))
             pool = pool[~seen[i, pool]]
             rare = rare_item[pool]
             cols = [zs[i, pool] for zs in z] + [torch.log1p(counts[pool]), rare]
@@ -433,28 +433,27 @@ def learned_reranker(
     model: Any, knn: Any, evaluator: Evaluator, counts: torch.Tensor
 ) -> dict[str, Any]:
     """A learned reranker of the fused model's and text-kNN's candidates: logistic regression
-    on RERANK_FEATURES, fitted on four fifths of the validation users and scored on the
+    on rerank_cases' features, fitted on four fifths of the validation users and scored on the
     fifth left out (5 folds; so every figure is on users the reranker was not fitted on),
     with the rare targets' weight w in the fit tracing the head/tail trade-off."""
     features, positions = rerank_cases(model, knn, evaluator, counts)
     n = len(features)
-    fold = torch.from_numpy(np.random.default_rng(0).integers(0, 5, n))
-    rare_col = 6
+    fold = np.random.default_rng(0).integers(0, 5, n)
     out: dict[str, Any] = {}
     for w in (1.0, 2.0, 3.0, 10.0):
         ranks = np.full(n, 10**6)
         for f in range(5):
-            train = [u for u in range(n) if int(fold[u]) != f]
+            train = [u for u in range(n) if fold[u] != f]
             x = torch.cat([features[u] for u in train])
             y = torch.zeros(len(x))
             starts = np.cumsum([0] + [len(features[u]) for u in train])
             y[[int(starts[k]) + positions[u] for k, u in enumerate(train) if positions[u] >= 0]] = 1
             mean, std = x.mean(0), x.std(0) + 1e-6
-            weight = torch.where((y == 1) & (x[:, rare_col] == 1), w, 1.0)
+            weight = torch.where((y == 1) & (x[:, RARE_COLUMN] == 1), w, 1.0)
             theta = fit_logistic((x - mean) / std, y, weight)
             with torch.no_grad():
                 for u in range(n):
-                    if int(fold[u]) != f or positions[u] < 0:
+                    if fold[u] != f or positions[u] < 0:
                         continue
                     s = ((features[u] - mean) / std) @ theta[:-1]
                     ranks[u] = int((s > s[positions[u]]).sum())
