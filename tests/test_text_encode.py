@@ -203,3 +203,51 @@ def test_trainable_encoder_caches_the_frozen_layers_exactly() -> None:
     assert small._frozen == {}
     enc.load_state_dict(enc.state_dict())  # new weights: the kept outputs are dropped
     assert enc._frozen == {}
+
+
+def test_encoder_runtime_is_resolved_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ur4rec.errors import Ur4recError
+    from ur4rec.text import onnx_runtime
+    from ur4rec.text.onnx_runtime import resolve_runtime
+
+    assert resolve_runtime("auto", "float32") == "onnx"  # installed with ur4rec
+    assert resolve_runtime("auto", "bfloat16") == "torch"  # bfloat16 is PyTorch's
+    assert resolve_runtime("torch", "float32") == "torch"
+    with pytest.raises(Ur4recError, match="unknown encoder runtime 'tensorrt'"):
+        TextEncoder(runtime="tensorrt")
+    with pytest.raises(Ur4recError, match="float32, not bfloat16"):
+        resolve_runtime("onnx", "bfloat16")
+    monkeypatch.setattr(onnx_runtime, "onnx_available", lambda: False)
+    assert resolve_runtime("auto", "float32") == "torch"
+    with pytest.raises(Ur4recError, match="pip install onnxruntime onnx"):
+        resolve_runtime("onnx", "float32")
+
+
+def test_onnx_runtime_encodes_as_pytorch_does() -> None:
+    texts = ["A space opera.", "A quiet family drama about three sisters and their old house."]
+    exact = TextEncoder(runtime="torch").encode(texts, remember=False)
+    onnx = TextEncoder(runtime="onnx")
+    together = onnx.encode(texts, remember=False)  # one padded batch
+    alone = np.concatenate([onnx.encode([t], remember=False) for t in texts])
+    assert onnx.runtime == "onnx" and onnx._onnx is not None
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    assert (together * exact).sum(1).min() > 0.99999
+    assert (alone * exact).sum(1).min() > 0.99999
+
+
+def test_onnx_runtime_falls_back_under_auto_only(monkeypatch, capsys) -> None:
+    from ur4rec.errors import Ur4recError
+    from ur4rec.text import onnx_runtime
+
+    def broken(*args, **kwargs):
+        raise Ur4recError("cannot run the sentence encoder in ONNX Runtime: boom")
+
+    monkeypatch.setattr(onnx_runtime, "OnnxSentenceEncoder", broken)
+    auto = TextEncoder(runtime="auto")
+    vectors = auto.encode(["A space opera."], remember=False)
+    assert vectors.shape == (1, 384) and auto.runtime == "torch"
+    assert "stays in PyTorch: cannot run the sentence encoder in ONNX Runtime: boom" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(Ur4recError, match="boom"):
+        TextEncoder(runtime="onnx").encode(["A space opera."], remember=False)

@@ -658,7 +658,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         Path(args.run_dir), args.data_dir, args.checkpoint, args.host, args.port,
         args.threads, args.workers, args.access_log, args.cache_size,
         args.encoder_precision, args.encoder_threads or _default_encoder_threads(args.workers),
-        llm=llm_spec(args), index=args.index,
+        llm=llm_spec(args), index=args.index, encoder_runtime=args.encoder_runtime,
     )  # fmt: skip
     return 0
 
@@ -973,6 +973,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=("auto", "float32", "bfloat16"),
         help="how new texts are encoded; auto: bfloat16 where the CPU has it natively",
+    )
+    srv.add_argument(
+        "--encoder-runtime",
+        default="auto",
+        choices=("auto", "torch", "onnx"),
+        help="what runs the sentence encoder on new texts; auto: ONNX Runtime (faster for a "
+        "few texts at a time) where installed and the precision is float32",
     )
     srv.add_argument(
         "--encoder-threads",

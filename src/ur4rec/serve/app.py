@@ -150,6 +150,7 @@ class Health(BaseModel):
     users: int
     items: int
     version: str
+    encoder: str | None  # how new texts are encoded: "onnx", "torch float32", ...; None: no text
 
 
 class MicroBatcher:
@@ -315,6 +316,7 @@ def create_app(
             "users": recommender.dataset.n_users,
             "items": recommender.dataset.n_items,
             "version": __version__,
+            "encoder": recommender.encoder_description,
         }
 
     def score_many(requests: list[Any]) -> list[bytes | Exception]:
@@ -449,6 +451,7 @@ def serve(
     encoder_threads: int | None = None,
     llm: dict[str, Any] | None = None,
     index: str = "exact",
+    encoder_runtime: str = "auto",
 ) -> None:
     """Run the service until interrupted (uvicorn). The run is loaded before the port opens,
     so a bad run folder fails here, with its own message; ``workers`` > 1 starts that many
@@ -456,8 +459,9 @@ def serve(
     vectors kept per process (new preference texts and template texts of new histories).
     ``encoder_precision`` and ``encoder_threads`` set how new texts are encoded: by default
     in bfloat16 where the CPU has it natively, on all of the process's CPUs (scoring stays
-    on ``threads``). ``llm``: the backend for ``explain=llm`` (serve/explain.py). ``index``:
-    ``exact`` or ``ann`` (serve/index.py)."""
+    on ``threads``); ``encoder_runtime``: ``auto`` (ONNX Runtime where it is installed and
+    the precision is float32), ``torch`` or ``onnx``. ``llm``: the backend for
+    ``explain=llm`` (serve/explain.py). ``index``: ``exact`` or ``ann`` (serve/index.py)."""
     import uvicorn
 
     from ur4rec.serve.explain import explainer_from_spec
@@ -465,7 +469,7 @@ def serve(
     _tune_process(threads)
     encoder = {
         "encoder_precision": encoder_precision, "encoder_threads": encoder_threads,
-        "index": index,
+        "encoder_runtime": encoder_runtime, "index": index,
     }  # fmt: skip
     recommender = Recommender(
         run_dir, data_dir, checkpoint, cache_size=cache_size, preload_encoder=True, **encoder
@@ -503,6 +507,7 @@ def app_from_environment() -> FastAPI:
         preload_encoder=True,
         encoder_precision=spec["encoder_precision"],
         encoder_threads=spec["encoder_threads"],
+        encoder_runtime=spec.get("encoder_runtime", "auto"),
         index=spec.get("index", "exact"),
     )
     from ur4rec.serve.explain import explainer_from_spec

@@ -93,7 +93,11 @@ class TextEncoder:
     0.9999, see benchmarks/encoder_precision.py): for a service, not for cached training
     vectors, which stay float32 so runs reproduce.
     ``threads`` sets torch's thread count while encoding (then restores it), so a service can
-    score on one thread and encode on all.
+    score on one thread and encode on all. ``runtime``: ``onnx`` runs the transformer of a
+    service's few texts (``remember=False``) in ONNX Runtime, 1.2 to 1.7 times as fast at one
+    text, shorter texts gaining more (text/onnx_runtime.py); ``auto`` does so where ONNX
+    Runtime is installed and the precision is float32, falling back to PyTorch with a warning
+    if the model cannot be exported.
     """
 
     def __init__(
@@ -105,9 +109,15 @@ class TextEncoder:
         precision: str = "float32",
         threads: int | None = None,
         chunk: int = 8192,
+        runtime: str = "torch",
     ) -> None:
+        from ur4rec.text.onnx_runtime import resolve_runtime
+
         self.model_name = model or DEFAULT_MODEL
         self.precision = resolve_precision(precision)
+        self.requested_runtime = runtime
+        self.runtime = resolve_runtime(runtime, self.precision)
+        self._onnx: Any = None
         if cache_dir is not None and self.precision != "float32":
             raise Ur4recError("cached sentence vectors are float32: no cache_dir with bfloat16")
         if chunk < 1:
@@ -191,6 +201,13 @@ class TextEncoder:
                     convert_to_numpy=True,
                     show_progress_bar=show_progress,
                 ).astype(np.float32)
+            onnx = self._onnx_encoder() if self.runtime == "onnx" else None
+            if onnx is not None:
+                parts = [
+                    onnx.encode(texts[start : start + self.batch_size])
+                    for start in range(0, len(texts), self.batch_size)
+                ]
+                return F.normalize(torch.cat(parts), dim=-1).numpy()
             prepare = getattr(model, "preprocess", None) or model.tokenize
             parts = []
             with torch.inference_mode():
@@ -201,6 +218,21 @@ class TextEncoder:
             return F.normalize(torch.cat(parts), dim=-1).numpy()
         finally:
             torch.set_num_threads(previous)
+
+    def _onnx_encoder(self) -> Any:
+        """The ONNX Runtime encoder, made on first use; under ``auto`` a model that cannot be
+        exported stays in PyTorch (``runtime`` becomes ``torch``)."""
+        if self._onnx is None:
+            from ur4rec.text.onnx_runtime import OnnxSentenceEncoder, warn_fallback
+
+            try:
+                self._onnx = OnnxSentenceEncoder(self.model, self.threads)
+            except Ur4recError as exc:
+                if self.requested_runtime == "onnx":
+                    raise
+                warn_fallback(str(exc))
+                self.runtime = "torch"
+        return self._onnx
 
 
 PAD_TO = 16
