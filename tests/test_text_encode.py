@@ -233,6 +233,10 @@ def test_onnx_runtime_encodes_as_pytorch_does() -> None:
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
     assert (together * exact).sum(1).min() > 0.99999
     assert (alone * exact).sum(1).min() > 0.99999
+    many = [f"Film number {i}, a {'long ' * i}story." for i in range(11)]  # batches of 8 and 3
+    np.testing.assert_allclose(
+        onnx.encode(many, remember=False), TextEncoder().encode(many, remember=False), atol=1e-5
+    )
 
 
 def test_onnx_runtime_falls_back_under_auto_only(monkeypatch, capsys) -> None:

@@ -978,8 +978,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--encoder-runtime",
         default="auto",
         choices=("auto", "torch", "onnx"),
-        help="what runs the sentence encoder on new texts; auto: ONNX Runtime (faster for a "
-        "few texts at a time) where installed and the precision is float32",
+        help="what runs the sentence encoder on new texts; auto: ONNX Runtime where installed "
+        "and the precision is float32 (faster for a few texts; about 250 MB more memory)",
     )
     srv.add_argument(
         "--encoder-threads",

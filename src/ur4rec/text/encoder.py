@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ur4rec.errors import Ur4recError
+from ur4rec.text.onnx_runtime import BATCH as ONNX_BATCH
 from ur4rec.text.vectors import VectorStore, digest
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -203,9 +204,9 @@ class TextEncoder:
                 ).astype(np.float32)
             onnx = self._onnx_encoder() if self.runtime == "onnx" else None
             if onnx is not None:
+                step = min(self.batch_size, ONNX_BATCH)
                 parts = [
-                    onnx.encode(texts[start : start + self.batch_size])
-                    for start in range(0, len(texts), self.batch_size)
+                    onnx.encode(texts[start : start + step]) for start in range(0, len(texts), step)
                 ]
                 return F.normalize(torch.cat(parts), dim=-1).numpy()
             prepare = getattr(model, "preprocess", None) or model.tokenize
