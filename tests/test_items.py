@@ -48,7 +48,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     configs = {
         "ur4rec": load_config(
             CONFIGS / "ur4rec-ml-100k-liked.yaml",
-            [*cold, *TINY_UR4REC, "fusion.prior=ease", "model.id_residual=0.5"],
+            [
+                *cold,
+                *TINY_UR4REC,
+                "fusion.prior=ease",
+                "model.id_residual=0.5",
+                "fusion.cooccurrence=rp3beta",
+            ],
         ),
         "text-knn": load_config(CONFIGS / "sasrec-ml-100k.yaml", [*TINY, "model.name=text-knn"]),
         "sasrec": load_config(CONFIGS / "sasrec-ml-100k.yaml", [*TINY, "train.epochs=1"]),
@@ -76,10 +82,10 @@ def test_an_added_item_scores_as_an_untrained_item_with_its_text(runs) -> None:
         after = model.scores_from_states(model.user_states(batch))
     n = dataset.n_items
     assert model.n_items == n + 1 and not bool(model.known[n])
-    for branch in ("sasrec", "retriever", "prior", "score"):
+    for branch in ("sasrec", "retriever", "prior", "cooccurrence", "score"):
         assert after[branch].shape == (2, n + 1)
         torch.testing.assert_close(after[branch][:, n], after[branch][:, cold])
-    for branch in ("sasrec", "retriever", "prior"):
+    for branch in ("sasrec", "retriever", "prior", "cooccurrence"):
         torch.testing.assert_close(after[branch][:, :n], before[branch])
     assert bool(torch.isfinite(after["score"]).all())
 
@@ -233,8 +239,8 @@ def test_an_item_added_to_a_fused_run_is_served(runs) -> None:
     model.prepare_for_inference()
     everything = recommender.recommend_user(user, k=n + 1)
     late = [r for r in everything.items if r.item == "late"]
-    assert late and set(late[0].scores) == {"sasrec", "retriever", "prior"}
-    assert late[0].scores["prior"] == 0.0
+    assert late and set(late[0].scores) == {"sasrec", "retriever", "prior", "cooccurrence"}
+    assert late[0].scores["prior"] == late[0].scores["cooccurrence"] == 0.0
     assert all(torch.isfinite(torch.tensor(r.score)) for r in everything.items)
 
 

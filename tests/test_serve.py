@@ -45,8 +45,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     prepare_dataset("ml-100k", source=folder, root=data)
     ur4rec_cfg = load_config(
         CONFIGS / "ur4rec-ml-100k-liked.yaml",
-        # With the EASE prior, so that serving covers all three branches.
-        ["data.dataset=ml-100k", *TINY_UR4REC, "fusion.prior=ease", "fusion.prior_weight=0.5"],
+        # With the EASE prior and co-occurrence, so that serving covers every branch.
+        [
+            "data.dataset=ml-100k",
+            *TINY_UR4REC,
+            "fusion.prior=ease",
+            "fusion.prior_weight=0.5",
+            "fusion.cooccurrence=rp3beta",
+        ],
     )
     sasrec_cfg = load_config(CONFIGS / "sasrec-ml-100k.yaml", [*TINY, "train.epochs=2"])
     return {
@@ -84,7 +90,7 @@ def test_recommend_cli_excludes_seen_and_explains(runs, kind: str, capsys) -> No
         # The nearest history item is one of the user's own items.
         assert rec["explanation"]["history_item"]["item"] in seen
     if kind == "ur4rec":
-        assert set(out["items"][0]["scores"]) == {"sasrec", "retriever", "prior"}
+        assert set(out["items"][0]["scores"]) == {"sasrec", "retriever", "prior", "cooccurrence"}
         assert out["prior_weight"] is not None
         assert len(out["router"]) == 2 and abs(sum(out["router"]) - 1) < 1e-3
         sentence = out["items"][0]["explanation"]["preference_sentence"]
@@ -467,6 +473,10 @@ def test_serving_with_the_ann_index_matches_exact_serving(runs: dict[str, Path])
     exact = Recommender(runs["ur4rec"], str(runs["data"]))
     ann = Recommender(runs["ur4rec"], str(runs["data"]), index="ann", candidates=5)
     assert set(ann.indexes or {}) == {"sasrec", "retriever"}
+    for r in (exact, ann):  # whatever validation chose: the co-occurrence terms count too
+        r.model.apply_calibration(
+            {"cooccurrence_weight": 0.3, "rare_weight": 0.35, "rare_bonus": 0.3}
+        )
     users = exact.dataset.user_ids
     pairs = zip(exact.recommend_users(users, k=5), ann.recommend_users(users, k=5), strict=True)
     for a, b in pairs:

@@ -160,6 +160,21 @@ class FusionConfig:
     prior_recent: int = 3
     prior_l2: float = 500.0
     prior_weight: float = 0.0
+    # Another branch that does not train: RP3beta item-item co-occurrence over the training
+    # part (models/cooccurrence.py), which reaches rare items that ID embeddings learn poorly.
+    # At scoring time it adds cooccurrence_weight x its per-user z-score to every item, and
+    # to rare items (1 to rare_below - 1 training interactions) rare_weight x the same
+    # z-score plus rare_bonus. Fixed/scalar fusion calibrates the three on validation after
+    # SASRec's and the prior's weights (models/ur4rec.py).
+    cooccurrence: Literal["none", "rp3beta"] = "none"
+    cooccurrence_alpha: float = 0.5
+    cooccurrence_beta: float = 0.5
+    cooccurrence_top: int = 200
+    cooccurrence_recent: int = 200  # the user's last N items it reads (beyond data.max_len)
+    cooccurrence_weight: float = 0.0
+    rare_weight: float = 0.0
+    rare_bonus: float = 0.0
+    rare_below: int = 20
 
 
 @dataclass
@@ -505,13 +520,20 @@ def validate(cfg: RunConfig) -> None:
     for key in ("sasrec_weight", "curriculum_start"):
         value = getattr(f, key)
         _check(p, _finite(value) and 0 <= value <= 1, f"fusion.{key}", "in [0, 1]", value)
-    for key in ("aux_weight", "prior_weight"):
+    for key in ("aux_weight", "prior_weight", "cooccurrence_weight", "rare_weight", "rare_bonus",
+                "cooccurrence_beta"):  # fmt: skip
         value = getattr(f, key)
         _check(p, _finite(value) and value >= 0, f"fusion.{key}", "a finite number >= 0", value)
     _check(p, f.prior_recent >= 0, "fusion.prior_recent", ">= 0 (0: whole history)",
            f.prior_recent)  # fmt: skip
     _check(p, _finite(f.prior_l2) and f.prior_l2 > 0, "fusion.prior_l2", "a finite number > 0",
            f.prior_l2)  # fmt: skip
+    _check(p, _finite(f.cooccurrence_alpha) and f.cooccurrence_alpha > 0,
+           "fusion.cooccurrence_alpha", "a finite number > 0", f.cooccurrence_alpha)  # fmt: skip
+    _check(p, f.cooccurrence_top >= 1, "fusion.cooccurrence_top", ">= 1", f.cooccurrence_top)
+    _check(p, f.cooccurrence_recent >= 1, "fusion.cooccurrence_recent", ">= 1",
+           f.cooccurrence_recent)  # fmt: skip
+    _check(p, f.rare_below >= 2, "fusion.rare_below", ">= 2", f.rare_below)
     _check(p, bool(m.name.strip()), "model.name", "a model name", m.name)
     _check(p, _finite(cfg.ease.l2) and cfg.ease.l2 > 0, "ease.l2", "a finite number > 0",
            cfg.ease.l2)  # fmt: skip

@@ -35,3 +35,14 @@ class TrainBatch:
 
 
 __all__ = ["PAD", "HistoryBatch", "TrainBatch"]
+
+
+def last_items(items: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, width]: each history's last ``width`` real items in order, padding on the left,
+    whatever the padding of ``items`` [B, L] (left, right or none)."""
+    # A stable sort on "is real" moves padding to the front and keeps the items' order.
+    order = torch.argsort((items != PAD).to(torch.int8), dim=1, stable=True)
+    aligned = items.gather(1, order)
+    if aligned.shape[1] < width:
+        aligned = torch.nn.functional.pad(aligned, (width - aligned.shape[1], 0), value=PAD)
+    return aligned[:, -width:]

@@ -13,14 +13,18 @@ z_retriever, with w from the method:
   w = softmax(-log-variances) weighs the scores.
 
 With ``prior: ease`` a third, untrained branch (EASE over the user's last items) is added as
-``prior_weight * z_prior``.
+``prior_weight * z_prior``. With ``cooccurrence: rp3beta`` a fourth (RP3beta co-occurrence,
+models/cooccurrence.py) is added as ``cooccurrence_weight * z_c``, and for rare items (1 to
+``rare_below - 1`` training interactions) ``rare_weight * z_c + rare_bonus`` more: ID
+branches trained with a softmax over the catalogue learn popularity into their scores, and
+this is the one branch whose scores point at the rare items a user's history leads to.
 
 A new item (never in training) is scored by the branches that can score it: the retriever
 always (it reads text), SASRec only when it reads item text (``sasrec_text_features``), EASE
-never. A branch that cannot is standardised over the trained items alone, so the new items'
-placeholder scores do not shift everyone's units; for a new item its weight goes to the
-retriever (SASRec) or it adds nothing, its mean (EASE). Otherwise an untrained ID branch would
-push every new item below the trained ones.
+and co-occurrence never. A branch that cannot is standardised over the trained items alone,
+so the new items' placeholder scores do not shift everyone's units; for a new item its weight
+goes to the retriever (SASRec) or it adds nothing, its mean (EASE, co-occurrence). Otherwise
+an untrained ID branch would push every new item below the trained ones.
 """
 
 from __future__ import annotations
@@ -66,6 +70,11 @@ class Fusion(nn.Module):
         self.register_buffer("fixed_weight", torch.tensor(float(cfg.sasrec_weight)))
         if cfg.prior != "none":  # only then: checkpoints without a prior still load
             self.register_buffer("prior_weight", torch.tensor(float(cfg.prior_weight)))
+        if cfg.cooccurrence != "none":  # likewise
+            for key in ("cooccurrence_weight", "rare_weight", "rare_bonus"):
+                self.register_buffer(key, torch.tensor(float(getattr(cfg, key))))
+        # [n_items] float, 1 for the rare items (set_rare_items); not saved: from the data.
+        self.register_buffer("rare_items", None, persistent=False)
         # Items never seen in training (set_new_items); not saved: they follow from the data.
         self.register_buffer("new_items", None, persistent=False)
         self.sasrec_scores_new = True
@@ -75,6 +84,28 @@ class Fusion(nn.Module):
         branch can score them (it reads item text)."""
         self.register_buffer("new_items", new.bool() if bool(new.any()) else None, persistent=False)
         self.sasrec_scores_new = sasrec_scores_them
+
+    def set_rare_items(self, rare: torch.Tensor) -> None:
+        """``rare`` [n_items] bool: the items the co-occurrence branch's rare terms apply to."""
+        self.register_buffer("rare_items", rare.float(), persistent=False)
+
+    def cooccurrence_term(self, scores: torch.Tensor) -> torch.Tensor:
+        """What the co-occurrence branch adds to the fused scores, from its raw ``scores``
+        [B, n_items]: standardised over the trained items, 0 for new ones."""
+        new = self.new_items
+        z = standardise(scores, over=None if new is None else ~new)
+        if new is not None:
+            z = z.masked_fill(new, 0.0)
+        term = self.cooccurrence_weight * z
+        if self.rare_items is not None:
+            term = term + self.rare_items * (self.rare_weight * z + self.rare_bonus)
+        return term
+
+    def set_cooccurrence_weights(self, weight: float, rare_weight: float, bonus: float) -> None:
+        with torch.no_grad():
+            self.cooccurrence_weight.fill_(weight)
+            self.rare_weight.fill_(rare_weight)
+            self.rare_bonus.fill_(bonus)
 
     def set_progress(self, progress: float) -> None:
         self.progress.fill_(min(max(progress, 0.0), 1.0))
@@ -100,9 +131,11 @@ class Fusion(nn.Module):
         seq_state: torch.Tensor,
         ret_state: torch.Tensor,
         prior: torch.Tensor | None = None,
+        cooccurrence: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(fused scores, SASRec weight); fused scores are standardised units. ``prior``
-        (the untrained EASE branch's scores) is added with its own weight."""
+        and ``cooccurrence`` (the untrained branches' scores) are added with their own
+        weights."""
         w = self.sasrec_weight(seq_state, ret_state)
         new = self.new_items
         warm = None if new is None else ~new
@@ -117,6 +150,8 @@ class Fusion(nn.Module):
             if new is not None:
                 z_prior = z_prior.masked_fill(new, 0.0)
             fused = fused + self.prior_weight * z_prior
+        if cooccurrence is not None:
+            fused = fused + self.cooccurrence_term(cooccurrence)
         return fused, w
 
     def set_weight(self, weight: float) -> None:

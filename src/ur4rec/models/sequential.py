@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ur4rec.config import LossConfig, ModelConfig, RunConfig
-from ur4rec.data.batches import HistoryBatch, TrainBatch
+from ur4rec.data.batches import HistoryBatch, TrainBatch, last_items
 from ur4rec.data.splits import PAD, interaction_counts
 from ur4rec.models import losses
 from ur4rec.models.base import ModelInputs, RecModel, grown_embedding
@@ -157,9 +157,7 @@ class SequentialModel(ItemVectorCache, RecModel):
 
     def left_align(self, items: torch.Tensor) -> torch.Tensor:
         """Left-align any padding, then keep each history's last ``max_len`` items."""
-        # A stable sort on "is real" moves padding to the front and keeps the items' order.
-        order = torch.argsort((items != PAD).to(torch.int8), dim=1, stable=True)
-        return items.gather(1, order)[:, -self.max_len :]
+        return last_items(items, min(self.max_len, items.shape[1]))
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         return self.user_vectors(batch.items) @ self.item_vectors().T

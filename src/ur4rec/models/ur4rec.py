@@ -23,7 +23,7 @@ from ur4rec.config import (
     RunConfig,
     StageConfig,
 )
-from ur4rec.data.batches import HistoryBatch, TrainBatch
+from ur4rec.data.batches import HistoryBatch, TrainBatch, last_items
 from ur4rec.data.splits import PAD, interaction_counts
 from ur4rec.errors import Ur4recError
 from ur4rec.models import losses
@@ -36,6 +36,7 @@ from ur4rec.models.base import (
     register,
     trained_items,
 )
+from ur4rec.models.cooccurrence import neighbour_scores, rp3beta_neighbours
 from ur4rec.models.ease import ease_weights, recent_item_scores
 from ur4rec.models.fusion import Fusion, standardise
 from ur4rec.models.memory import WindowMemory
@@ -46,6 +47,12 @@ from ur4rec.text.features import TextFeatures
 OBJECTIVES = ("fused", "sasrec", "retriever")  # the first is the default
 SASREC_GRID = tuple(step / 20 for step in range(21))  # SASRec's fusion weight: 0, 0.05, .., 1
 PRIOR_GRID = tuple(step / 10 for step in range(11))  # the EASE prior's weight: 0, 0.1, .., 1
+# The co-occurrence branch's weights (fusion.cooccurrence), calibrated after the others: on
+# every item, on rare items, and the rare items' bonus. Small values: the branch corrects the
+# others where they are blind and swamps them at weights near theirs (benchmarks/rare_items.py).
+COOCCURRENCE_GRID = (0.0, 0.1, 0.2, 0.3)
+RARE_WEIGHT_GRID = (0.0, 0.15, 0.25, 0.35)
+RARE_BONUS_GRID = (0.0, 0.15, 0.3)
 
 
 @register
@@ -54,7 +61,7 @@ class UR4Rec(RecModel):
     uses_text = True
     objectives = OBJECTIVES
     module_names = ("sasrec", "retriever", "memory", "fusion", "text_encoder")
-    branches = ("sasrec", "retriever", "prior")
+    branches = ("sasrec", "retriever", "prior", "cooccurrence")
 
     def __init__(
         self,
@@ -71,6 +78,7 @@ class UR4Rec(RecModel):
         text_encoder: nn.Module | None = None,
         user_texts: list[str] | None = None,
         prior: torch.Tensor | None = None,
+        cooccurrence: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.n_items = n_items
@@ -95,6 +103,10 @@ class UR4Rec(RecModel):
         # EASE's item-item matrix (fusion.prior): fitted from the data at build, not saved.
         self.register_buffer("prior", prior, persistent=False)
         self.prior_recent = fusion_cfg.prior_recent
+        # RP3beta's neighbour lists (fusion.cooccurrence): fitted at build, likewise.
+        indices, weights = cooccurrence if cooccurrence is not None else (None, None)
+        self.register_buffer("cooc_indices", indices, persistent=False)
+        self.register_buffer("cooc_weights", weights, persistent=False)
         # Per-position preference texts for training (set_training_user_texts).
         self.register_buffer("train_user_text", None, persistent=False)
         self.register_buffer("train_user_text_rows", None, persistent=False)
@@ -120,16 +132,30 @@ class UR4Rec(RecModel):
             prior = saved.get("prior")
         elif cfg.fusion.prior == "ease":
             prior = ease_weights(dataset, inputs.train, cfg.fusion.prior_l2)
+        f = cfg.fusion
+        cooccurrence = None
+        if f.cooccurrence == "rp3beta":
+            if saved is not None and "cooccurrence_indices" in saved:
+                cooccurrence = (saved["cooccurrence_indices"], saved["cooccurrence_weights"])
+            else:  # also a run saved without the branch, given it later (a cheap fit)
+                cooccurrence = rp3beta_neighbours(
+                    dataset, inputs.train, f.cooccurrence_alpha, f.cooccurrence_beta,
+                    f.cooccurrence_top,
+                )  # fmt: skip
         model = cls(
             dataset.n_users, dataset.n_items, cfg.data.max_len, cfg.model, cfg.retriever,
             cfg.fusion, cfg.memory, texts.item, texts.user, len(windows) if windows else 0,
             text_encoder=encoder, user_texts=texts.user_texts, prior=prior,
+            cooccurrence=cooccurrence,
         )  # fmt: skip
         model.fusion_cfg = cfg.fusion
         model.set_known_items(trained_items(inputs))
-        if cfg.loss.logit_adjust > 0:
+        if cooccurrence is not None or cfg.loss.logit_adjust > 0:
             counts = torch.from_numpy(interaction_counts(dataset, inputs.train))
-            model.train_bias = losses.popularity_bias(counts, cfg.loss.logit_adjust)
+            if cooccurrence is not None:
+                model.fusion.set_rare_items((counts >= 1) & (counts < f.rare_below))
+            if cfg.loss.logit_adjust > 0:
+                model.train_bias = losses.popularity_bias(counts, cfg.loss.logit_adjust)
         if model.memory is not None and windows is not None:
             model.memory.bind(windows.later, windows.last_window)
         if texts.snapshots is not None and windows is not None:
@@ -154,8 +180,8 @@ class UR4Rec(RecModel):
 
     def add_items(self, item_text: torch.Tensor) -> None:
         """New items: the text-reading branches place them; an ID-only SASRec branch gives
-        its weight for them to the retriever, and the EASE prior (fitted on the trained
-        catalogue) scores them 0."""
+        its weight for them to the retriever, and the EASE prior and co-occurrence (fitted on
+        the trained catalogue) score them 0."""
         added = len(item_text)
         self.sasrec.add_items(item_text if self.sasrec.feature_proj is not None else None)
         self.retriever.add_items(item_text)
@@ -165,6 +191,9 @@ class UR4Rec(RecModel):
         self.register_buffer("known", torch.cat([known, known.new_zeros(added)]), persistent=False)
         if self.train_bias is not None:
             self.train_bias = torch.cat([self.train_bias, self.train_bias.new_zeros(added)])
+        if self.fusion.rare_items is not None:  # a new item has no interactions: not rare
+            rare = self.fusion.rare_items.bool()
+            self.fusion.set_rare_items(torch.cat([rare, rare.new_zeros(added)]))
         self.fusion.set_new_items(~self.known, self.sasrec.feature_proj is not None)
 
     def _prior_scores(self, items: torch.Tensor) -> torch.Tensor:
@@ -177,6 +206,11 @@ class UR4Rec(RecModel):
         items = items.masked_fill(items >= fitted, PAD)
         scores = recent_item_scores(self.prior, items)
         return F.pad(scores, (0, self.n_items - fitted))
+
+    def _cooccurrence_scores(self, items: torch.Tensor) -> torch.Tensor:
+        """RP3beta over the history, [B, n_items]; items added after fitting score 0."""
+        assert self.cooc_indices is not None and self.cooc_weights is not None
+        return neighbour_scores(self.cooc_indices, self.cooc_weights, items, self.n_items)
 
     def set_training_user_texts(self, embeddings: torch.Tensor, rows: torch.Tensor) -> None:
         """Preference texts for training positions: ``rows[w, j]`` indexes ``embeddings`` with
@@ -224,29 +258,77 @@ class UR4Rec(RecModel):
         if cfg.method not in ("fixed", "scalar"):
             return None
         trained = any("retriever" in s.train for s in stages)
-        self.eval()
-        self.objective = "fused"
-        with torch.inference_mode():
-            cached = [self.branch_scores(batch) for _, batch in valid.batches()]
+        cached = self._validation_branches(valid)
         priors: tuple[float | None, ...] = PRIOR_GRID if self.prior is not None else (None,)
+        if self.cooc_indices is not None:  # chosen afterwards, from the others' best
+            self.fusion.set_cooccurrence_weights(0.0, 0.0, 0.0)
+        points = [
+            {"sasrec_weight": weight, **({"prior_weight": prior} if prior is not None else {})}
+            for weight in (SASREC_GRID if trained else (1.0,))
+            for prior in priors
+        ]
+        best = self._best_on_grid(valid, metric, cached, points)
+        if self.cooc_indices is not None:
+            rare = self.calibrate_cooccurrence(valid, metric, cached)
+            best = Calibration({**best.chosen, **rare.chosen}, rare.metrics)
+        return best
+
+    def calibrate_cooccurrence(
+        self,
+        valid: ValidationSet,
+        metric: str,
+        cached: list[dict[str, torch.Tensor]] | None = None,
+    ) -> Calibration:
+        """The co-occurrence branch's weights (COOCCURRENCE_GRID x RARE_WEIGHT_GRID x
+        RARE_BONUS_GRID) with the other fusion weights as they are, chosen on validation by
+        ``metric``; applied and returned. All zero (the branch off) is on the grid."""
+        if self.cooc_indices is None:
+            raise Ur4recError("this model has no co-occurrence branch (fusion.cooccurrence)")
+        if cached is None:
+            cached = self._validation_branches(valid)
+        points = [
+            {"cooccurrence_weight": weight, "rare_weight": rare_weight, "rare_bonus": bonus}
+            for weight in COOCCURRENCE_GRID
+            for rare_weight in RARE_WEIGHT_GRID
+            for bonus in RARE_BONUS_GRID
+        ]
+        return self._best_on_grid(valid, metric, cached, points)
+
+    def _best_on_grid(
+        self,
+        valid: ValidationSet,
+        metric: str,
+        cached: list[dict[str, torch.Tensor]],
+        points: list[dict[str, float]],
+    ) -> Calibration:
+        """The point with the best validation ``metric`` (the first among ties), each scored
+        from the ``cached`` branch scores; applied and returned."""
         best: Calibration | None = None
-        for weight in SASREC_GRID if trained else (1.0,):
-            for prior in priors:
-                chosen = {"sasrec_weight": weight}
-                if prior is not None:
-                    chosen["prior_weight"] = prior
-                self.apply_calibration(chosen)
-                metrics = _metrics(valid.evaluate(_ReplayedBranches(self, cached)))
-                if best is None or metrics[metric] > best.metrics[metric]:
-                    best = Calibration(chosen, metrics)
+        for chosen in points:
+            self.apply_calibration(chosen)
+            metrics = _metrics(valid.evaluate(_ReplayedBranches(self, cached)))
+            if best is None or metrics[metric] > best.metrics[metric]:
+                best = Calibration(chosen, metrics)
         assert best is not None
         self.apply_calibration(best.chosen)
         return best
 
+    def _validation_branches(self, valid: ValidationSet) -> list[dict[str, torch.Tensor]]:
+        """The fused objective's branch scores of every validation batch, in order."""
+        self.eval()
+        self.objective = "fused"
+        with torch.inference_mode():
+            return [self.branch_scores(batch) for _, batch in valid.batches()]
+
     def apply_calibration(self, chosen: dict[str, float]) -> None:
-        self.fusion.set_weight(chosen["sasrec_weight"])
+        if "sasrec_weight" in chosen:
+            self.fusion.set_weight(chosen["sasrec_weight"])
         if "prior_weight" in chosen:
             self.fusion.set_prior_weight(chosen["prior_weight"])
+        if "cooccurrence_weight" in chosen:
+            self.fusion.set_cooccurrence_weights(
+                chosen["cooccurrence_weight"], chosen["rare_weight"], chosen["rare_bonus"]
+            )
 
     # -- branches ---------------------------------------------------------------------
     def _user_text(self, users: torch.Tensor) -> torch.Tensor | None:
@@ -302,6 +384,11 @@ class UR4Rec(RecModel):
             # Always this wide, so every user's row stacks into one matrix.
             width = self.prior_recent if self.prior_recent > 0 else self.sasrec.max_len
             out["prior_items"] = F.pad(items, (width, 0), value=PAD)[:, -width:]
+        if self.objective == "fused" and self.cooc_indices is not None:
+            # More of the history than SASRec's window: co-occurrence is a sum over it.
+            history = last_items(batch.items, self.fusion_cfg.cooccurrence_recent)
+            out["cooccurrence"] = self._cooccurrence_scores(history)
+            out["cooccurrence_items"] = history
         return out
 
     def _rerank(
@@ -328,6 +415,7 @@ class UR4Rec(RecModel):
             out["sasrec_state"],
             out["retriever_state"],
             out.get("prior"),
+            out.get("cooccurrence"),
         )
         out["sasrec_weight"] = weight
         return fused
@@ -344,6 +432,7 @@ class UR4Rec(RecModel):
             out.pop("sasrec", None)
             out.pop("retriever", None)
             out.pop("prior", None)  # from prior_items: so items added later are scored too
+            out.pop("cooccurrence", None)  # likewise, from cooccurrence_items
         return out
 
     def scores_from_states(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -354,6 +443,8 @@ class UR4Rec(RecModel):
             out["retriever"] = self.retriever.logits(out["retriever_state"])
         if "prior_items" in out and "prior" not in out:
             out["prior"] = self._prior_scores(out["prior_items"])
+        if "cooccurrence_items" in out and "cooccurrence" not in out:
+            out["cooccurrence"] = self._cooccurrence_scores(out["cooccurrence_items"])
         out["score"] = self.combine(out)
         return out
 
@@ -399,12 +490,25 @@ class UR4Rec(RecModel):
                 f"reading the user's last {cfg.fusion.prior_recent} items, is added at scoring "
                 "time with a weight chosen on validation."
             )
+        if cfg.fusion.cooccurrence == "rp3beta":
+            f = cfg.fusion
+            text += (
+                " Another untrained branch, RP3beta item-item co-occurrence (alpha "
+                f"{f.cooccurrence_alpha:g}, beta {f.cooccurrence_beta:g}, {f.cooccurrence_top} "
+                "neighbours per item) over the user's items, is added at scoring time, with "
+                f"more weight and a bonus on rare items (1 to {f.rare_below - 1} training "
+                "interactions), the three weights chosen on validation."
+            )
         return text
 
     def describe(self) -> dict[str, Any]:
-        if self.prior is None:
-            return {}
-        return {"prior_weight": round(float(self.fusion.prior_weight), 4)}
+        out: dict[str, Any] = {}
+        if self.prior is not None:
+            out["prior_weight"] = round(float(self.fusion.prior_weight), 4)
+        if self.cooc_indices is not None:
+            for key in ("cooccurrence_weight", "rare_weight", "rare_bonus"):
+                out[key] = round(float(getattr(self.fusion, key)), 4)
+        return out
 
     def prepare_for_inference(self) -> None:
         self.sasrec.cache_item_vectors()
@@ -459,6 +563,10 @@ class UR4Rec(RecModel):
                 z_prior = z_prior.masked_fill(new, 0.0)
             fused = fused + self.fusion.prior_weight * z_prior.gather(1, items)
             out["prior"] = prior.gather(1, items)
+        if "cooccurrence_items" in states:  # likewise: a sum of rows, computed whole
+            cooccurrence = self._cooccurrence_scores(states["cooccurrence_items"])
+            fused = fused + self.fusion.cooccurrence_term(cooccurrence).gather(1, items)
+            out["cooccurrence"] = cooccurrence.gather(1, items)
         out["score"], out["sasrec_weight"] = fused, weight
         return out
 
@@ -497,6 +605,9 @@ class UR4Rec(RecModel):
         }
         if self.prior is not None:
             saved["prior"] = self.prior
+        if self.cooc_indices is not None:
+            saved["cooccurrence_indices"] = self.cooc_indices
+            saved["cooccurrence_weights"] = self.cooc_weights
         return saved
 
     # -- training ---------------------------------------------------------------------

@@ -1,0 +1,233 @@
+"""RP3beta co-occurrence (models/cooccurrence.py) and UR4Rec's co-occurrence branch."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ur4rec.config import (
+    ConfigError,
+    FusionConfig,
+    MemoryConfig,
+    ModelConfig,
+    RetrieverConfig,
+    load_config,
+)
+from ur4rec.data.batches import HistoryBatch, last_items
+from ur4rec.data.prepare import prepare_dataset
+from ur4rec.data.splits import PAD, interaction_counts, make_split, prefix_mask
+from ur4rec.errors import Ur4recError
+from ur4rec.models import cooccurrence
+from ur4rec.models.cooccurrence import neighbour_scores, rp3beta_neighbours
+from ur4rec.models.fusion import standardise
+from ur4rec.models.ur4rec import (
+    COOCCURRENCE_GRID,
+    RARE_BONUS_GRID,
+    RARE_WEIGHT_GRID,
+    UR4Rec,
+)
+
+from .test_ur4rec import MAX_LEN, N_ITEMS, N_USERS, TEXT_DIM, TINY_UR4REC, batch, train_batch
+
+CONFIG = Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-liked.yaml"
+
+
+def dense_rp3beta(x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """The textbook form: P_iu (rows of X^T normalised) @ P_ui (rows of X normalised), to the
+    power alpha, each column divided by its item's popularity^beta, no self-loops."""
+    p_ui = x / np.maximum(x.sum(1, keepdims=True), 1)
+    p_iu = x.T / np.maximum(x.T.sum(1, keepdims=True), 1)
+    w = (p_iu @ p_ui) ** alpha / np.maximum(x.sum(0), 1)[None, :] ** beta
+    np.fill_diagonal(w, 0.0)
+    return w
+
+
+@pytest.fixture
+def cyclic(cyclic_folder: Path, tmp_path: Path):
+    dataset, _ = prepare_dataset("ml-100k", source=cyclic_folder, root=str(tmp_path / "data"))
+    return dataset, make_split(dataset)
+
+
+def multi_hot(dataset, train) -> np.ndarray:
+    mask = prefix_mask(dataset, train)
+    users = np.repeat(np.arange(dataset.n_users), dataset.lengths)[mask]
+    x = np.zeros((dataset.n_users, dataset.n_items))
+    x[users, dataset.item[mask]] = 1.0
+    return x
+
+
+def test_rp3beta_neighbours_are_the_top_of_the_dense_matrix(cyclic, monkeypatch) -> None:
+    dataset, split = cyclic
+    x = multi_hot(dataset, split.train)
+    dense = dense_rp3beta(x, 0.7, 0.4)
+    top = 5
+    indices, weights = rp3beta_neighbours(dataset, split.train, 0.7, 0.4, top)
+    assert indices.shape == weights.shape == (dataset.n_items, top)
+    for item in range(dataset.n_items):
+        expected = np.sort(dense[item])[::-1][:top]
+        np.testing.assert_allclose(weights[item].numpy(), expected, rtol=1e-5, atol=1e-7)
+        # Each kept weight is the dense matrix's entry for that neighbour.
+        np.testing.assert_allclose(
+            dense[item, indices[item].numpy()], weights[item].numpy(), rtol=1e-5, atol=1e-7
+        )
+    # Fitted in blocks of rows: the block size changes nothing.
+    monkeypatch.setattr(cooccurrence, "BLOCK", 3)
+    again = rp3beta_neighbours(dataset, split.train, 0.7, 0.4, top)
+    torch.testing.assert_close(again[1], weights)
+    # More neighbours than other items: every other item, once.
+    indices, _ = rp3beta_neighbours(dataset, split.train, top=10_000)
+    assert indices.shape[1] == dataset.n_items - 1
+    assert all(item not in row for item, row in enumerate(indices.tolist()))
+
+
+def test_rp3beta_scores_a_user_by_the_rows_of_their_items(cyclic) -> None:
+    dataset, split = cyclic
+    x = multi_hot(dataset, split.train)
+    dense = torch.from_numpy(dense_rp3beta(x, 0.5, 0.5)).float()
+    n = dataset.n_items
+    indices, weights = rp3beta_neighbours(dataset, split.train, top=n)  # all: exact
+    items = torch.tensor([[PAD, PAD, 1, 2, 1], [3, PAD, 4, PAD, PAD], [PAD] * 5])
+    scores = neighbour_scores(indices, weights, items, n)
+    torch.testing.assert_close(scores[0], dense[1] + dense[2])  # item 1 twice counts once
+    torch.testing.assert_close(scores[1], dense[3] + dense[4])  # padding anywhere
+    assert not scores[2].any()  # no history: nothing
+    # Items added after fitting score 0 and count for nothing in a history.
+    wider = neighbour_scores(indices, weights, torch.tensor([[1, n + 1]]), n + 2)
+    assert wider.shape == (1, n + 2) and not wider[0, n:].any()
+    torch.testing.assert_close(wider[0, :n], dense[1])
+
+
+def test_rp3beta_rejects_bad_settings_and_the_config_names_them(cyclic) -> None:
+    dataset, split = cyclic
+    for alpha, beta, top in ((0.0, 0.5, 10), (0.5, -1.0, 10), (0.5, 0.5, 0)):
+        with pytest.raises(Ur4recError, match="rp3beta needs"):
+            rp3beta_neighbours(dataset, split.train, alpha, beta, top)
+    for override, key in (
+        ("fusion.cooccurrence=graph", "fusion.cooccurrence"),
+        ("fusion.cooccurrence_alpha=0", "fusion.cooccurrence_alpha"),
+        ("fusion.rare_bonus=-1", "fusion.rare_bonus"),
+        ("fusion.rare_below=1", "fusion.rare_below"),
+        ("fusion.cooccurrence_recent=0", "fusion.cooccurrence_recent"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            load_config(None, ["model.name=ur4rec", override])
+
+
+def tiny_with_branch() -> tuple[UR4Rec, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    indices = torch.stack([torch.randperm(N_ITEMS)[:4] for _ in range(N_ITEMS)])
+    weights = torch.rand(N_ITEMS, 4)
+    model = UR4Rec(
+        N_USERS, N_ITEMS, MAX_LEN,
+        ModelConfig(name="ur4rec", hidden=8, heads=2, inner=16, dropout=0.0, attn_dropout=0.0),
+        RetrieverConfig(dim=8, experts=3, proxies=2, dropout=0.0),
+        FusionConfig(method="fixed", cooccurrence="rp3beta", cooccurrence_recent=6),
+        MemoryConfig(), torch.randn(N_ITEMS, TEXT_DIM), torch.randn(N_USERS, TEXT_DIM), 8,
+        cooccurrence=(indices, weights),
+    ).eval()  # fmt: skip
+    rare = torch.zeros(N_ITEMS, dtype=torch.bool)
+    rare[[2, 5, 7]] = True
+    model.fusion.set_rare_items(rare)
+    return model, indices, weights
+
+
+def test_the_branch_adds_its_weights_z_score_and_rare_items_more() -> None:
+    model, indices, weights = tiny_with_branch()
+    b = batch()
+    with torch.no_grad():
+        out = model.branch_scores(b)
+        expected = neighbour_scores(indices, weights, last_items(b.items, 6), N_ITEMS)
+        torch.testing.assert_close(out["cooccurrence"], expected)
+        off = model.combine(dict(out))
+        model.apply_calibration({"cooccurrence_weight": 0.2, "rare_weight": 0.3, "rare_bonus": 0.5})
+        on = model.combine(dict(out))
+    z = standardise(expected)
+    rare = model.fusion.rare_items
+    torch.testing.assert_close(on - off, 0.2 * z + rare * (0.3 * z + 0.5))
+    # Data, not weights: only the three weights are saved, and describe() reports them.
+    state = model.state_dict()
+    assert "cooc_indices" not in state and "fusion.rare_bonus" in state
+    assert model.describe() == {"cooccurrence_weight": 0.2, "rare_weight": 0.3, "rare_bonus": 0.5}
+    # It plays no part in training.
+    model.objective = "fused"
+    loss = model.training_loss(train_batch(), torch.Generator().manual_seed(0))
+    model.apply_calibration({"cooccurrence_weight": 0.0, "rare_weight": 0.0, "rare_bonus": 0.0})
+    assert model.training_loss(train_batch(), torch.Generator().manual_seed(0)).item() == (
+        loss.item()
+    )
+
+
+def test_the_branch_reads_more_of_the_history_than_sasrec() -> None:
+    """A history longer than data.max_len: the branch reads its last cooccurrence_recent
+    items, and serving from states gives the same scores as scoring the batch."""
+    model, indices, weights = tiny_with_branch()
+    long = HistoryBatch(torch.tensor([0]), torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]]))
+    model.apply_calibration({"cooccurrence_weight": 0.3, "rare_weight": 0.15, "rare_bonus": 0.3})
+    with torch.no_grad():
+        out = model.branch_scores(long)
+        expected = neighbour_scores(indices, weights, torch.tensor([[3, 4, 5, 6, 7, 8]]), N_ITEMS)
+        torch.testing.assert_close(out["cooccurrence"], expected)
+        states = model.user_states(long)
+        assert "cooccurrence" not in states and states["cooccurrence_items"].shape == (1, 6)
+        full = model.scores_from_states(states)
+        torch.testing.assert_close(full["score"], model.score(long))
+        model.prepare_for_inference()
+        items = torch.tensor([[0, 2, 5, 9]])
+        candidates = model.candidate_scores(model.user_states(long), items)
+    torch.testing.assert_close(candidates["score"], full["score"].gather(1, items), atol=1e-4,
+                               rtol=1e-4)  # fmt: skip
+    torch.testing.assert_close(candidates["cooccurrence"], full["cooccurrence"].gather(1, items))
+
+
+def test_an_added_item_gets_nothing_from_the_branch() -> None:
+    model, _, _ = tiny_with_branch()
+    model.apply_calibration({"cooccurrence_weight": 0.3, "rare_weight": 0.35, "rare_bonus": 0.3})
+    with torch.no_grad():
+        before = model.score(batch())
+        model.add_items(torch.randn(2, TEXT_DIM))
+        model.prepare_for_inference()
+        out = model.branch_scores(batch())
+        after = model.combine(dict(out))
+    assert model.fusion.rare_items.shape == (N_ITEMS + 2,)
+    assert not model.fusion.rare_items[N_ITEMS:].any()
+    assert not out["cooccurrence"][:, N_ITEMS:].any()
+    term = model.fusion.cooccurrence_term(out["cooccurrence"])
+    assert not term[:, N_ITEMS:].any()  # neither weight nor bonus for a new item
+    assert after.shape == (3, N_ITEMS + 2) and bool(torch.isfinite(after).all())
+    assert before.shape == (3, N_ITEMS)
+
+
+def test_calibration_chooses_the_branch_weights_on_validation(cyclic_folder: Path) -> None:
+    from ur4rec.eval.evaluator import Evaluator
+    from ur4rec.runs import build
+
+    dataset, _ = prepare_dataset("ml-100k", source=cyclic_folder)
+    overrides = ["data.dataset=ml-100k", *TINY_UR4REC, "fusion.prior=ease",
+                 "fusion.cooccurrence=rp3beta", "fusion.rare_below=3"]  # fmt: skip
+    cfg = load_config(CONFIG, overrides)
+    model, split, _ = build(cfg, dataset)
+    assert isinstance(model, UR4Rec) and model.cooc_indices is not None
+    counts = torch.from_numpy(interaction_counts(dataset, split.train))
+    expected_rare = ((counts >= 1) & (counts < 3)).float()
+    torch.testing.assert_close(model.fusion.rare_items, expected_rare)
+    valid = Evaluator(dataset, split, "valid", "full")
+    result = model.calibrate(valid, "ndcg@10", cfg.stages)
+    assert result is not None
+    chosen = result.chosen
+    assert chosen["cooccurrence_weight"] in COOCCURRENCE_GRID
+    assert chosen["rare_weight"] in RARE_WEIGHT_GRID and chosen["rare_bonus"] in RARE_BONUS_GRID
+    assert {"sasrec_weight", "prior_weight"} <= set(chosen)
+    assert result.metrics["ndcg@10"] == pytest.approx(valid.evaluate(model)["ndcg@10"])
+    # No point of the branch's grid beats it, each scored by a plain evaluation.
+    best = result.metrics["ndcg@10"]
+    for w in COOCCURRENCE_GRID:
+        for r in RARE_WEIGHT_GRID:
+            for b in RARE_BONUS_GRID:
+                model.apply_calibration({"cooccurrence_weight": w, "rare_weight": r,
+                                         "rare_bonus": b})  # fmt: skip
+                assert valid.evaluate(model)["ndcg@10"] <= best + 1e-12
+    # A model without the branch says so.
+    plain, _, _ = build(load_config(CONFIG, overrides[:-2]), dataset)
+    with pytest.raises(Ur4recError, match="no co-occurrence branch"):
+        plain.calibrate_cooccurrence(valid, "ndcg@10")
