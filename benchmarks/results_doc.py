@@ -918,16 +918,86 @@ def _exposure(exposure: dict[str, Any]) -> str:
                 f"{cell['ndcg@10']:.4f} ± {cell['ndcg@10 sd']:.4f}" if "ndcg@10" in cell else ""
             )
         rows.append(row)
-    pairs = [
-        {"A - B": f"exposure - {c['b']}", "group": c["group"],
-         "A - B [users' 95%] [seeds' 95%]": _interval(c),
-         "seeds A better": f"{c['seeds_better']}/{c['seeds']}"}
-        for c in test["comparisons"]
-    ]  # fmt: skip
+    pairs = _pair_rows(test["comparisons"], "exposure")
     return text + "\n" + _md(rows, list(rows[0])) + "\n\n" + _md(pairs, list(pairs[0])) + "\n"
 
 
+def _pair_rows(comparisons: list[dict[str, Any]], a: str | None = None) -> list[dict[str, str]]:
+    """Paired differences by group, a row each (A: ``a``, or each comparison's own)."""
+    return [
+        {"A - B": f"{a or c['a']} - {c['b']}", "group": c["group"],
+         "A - B [users' 95%] [seeds' 95%]": _interval(c),
+         "seeds A better": f"{c['seeds_better']}/{c['seeds']}"}
+        for c in comparisons
+    ]  # fmt: skip
+
+
+RARE_LABELS = {
+    "ur4rec-default": "UR4Rec, fused (the main job's config)",
+    "calibrated": "+ co-occurrence, weights by all users' NDCG@10",
+    "exposure": "+ co-occurrence, exposure rule",
+    "rp3beta": "RP3beta alone (the branch's own ranking)",
+    "text-knn": "text-kNN (template texts)",
+}
+
+
+def rare_items(path: Path) -> str:
+    """UR4Rec with its co-occurrence branch by group (benchmarks/rare_items.py): the weights
+    each seed's validation chose, test NDCG@10 / Hit@10, and the paired differences."""
+    data = _json(path)
+    origins = [data["provenance"]]
+    seeds = data["seeds"]
+    first = data["rows"]["ur4rec-default"]
+    groups = [g for g in ("all", "warm", "cold", "tail", "head", "short", "long") if g in first]
+    rows = []
+    for name, cells in data["rows"].items():
+        row: dict[str, Any] = {"model": _mark(RARE_LABELS.get(name, name), origins)}
+        for g in groups:
+            cell = cells[g]
+            spread = f" ± {cell['ndcg@10 sd']:.4f}" if cell.get("ndcg@10 sd") else ""
+            row[f"{g} ({first[g]['users']})"] = (
+                f"{cell['ndcg@10']:.4f}{spread} / {cell['hit@10']:.3f}" if "ndcg@10" in cell else ""
+            )
+        rows.append(row)
+
+    def weights(c: dict[str, float]) -> str:
+        return f"{c['cooccurrence_weight']:g} / {c['rare_weight']:g} / {c['rare_bonus']:g}"
+
+    choices = [
+        {"seed": str(c["seed"]),
+         "by all users: weights": weights(c["calibrated"]["chosen"]),
+         "valid all / tail / head": "{all:.4f} / {tail:.4f} / {head:.4f}".format(
+             **c["calibrated"]["valid"]),
+         "exposure rule: weights": weights(c["exposure"]["chosen"]),
+         "valid all / tail / head ": "{all:.4f} / {tail:.4f} / {head:.4f}".format(
+             **c["exposure"]["valid"]),
+         "settings past text-kNN": f"{c['passing']} of {c['grid']}"}
+        for c in data["choices"]
+    ]  # fmt: skip
+    pairs = _pair_rows(data["comparisons"])
+    rival = data["rival_valid"]["tail"]
+    head = (
+        f"`.venv/bin/python {data['provenance']['command']}` ({data['scheme']} split of "
+        f"{data['dataset']}, test, {data['protocol']} ranking, seeds "
+        f"{', '.join(map(str, seeds))}; each cell: NDCG@10 ± sd over seeds / Hit@10; users per "
+        "group in the header; weights: every item / rare items / rare bonus, chosen on each "
+        f"seed's validation part; text-kNN's validation tail: {rival:.4f})\n"
+        + code_line(origins)
+        + "\n\n"
+    )
+    return (
+        head
+        + _md(choices, list(choices[0]))
+        + "\n\n"
+        + _md(rows, list(rows[0]))
+        + "\n\n"
+        + _md(pairs, list(pairs[0]))
+        + "\n"
+    )
+
+
 TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
+    "rare-items": ("rare-items.json", rare_items),
     "new-users": ("new-users-leave-one-out.json", new_users),
     "add-items": ("add-items.jsonl", add_items),
     "cold-items": ("cold-start-cold-items.json", cold_start),
