@@ -38,6 +38,7 @@ $PY benchmarks/cold_start.py --scheme cold-items --seeds 42,43,44 --parallel 2 -
 $PY benchmarks/cold_start.py --scheme cold-time --seeds 42 --parallel 2 --threads 1
 $PY benchmarks/cold_start.py --scheme leave-one-out --seeds 42,43,44 --parallel 2 --threads 1 \
   --default-ur4rec
+$PY benchmarks/rare_items.py --runs runs/cold-start/leave-one-out
 $PY benchmarks/new_users.py --scheme leave-one-out --seeds 42,43,44
 $PY benchmarks/cold_fusion.py
 $PY benchmarks/compare_runs.py --a "runs/cold-start/leave-one-out/ur4rec-s{seed}" \
