@@ -72,7 +72,7 @@ def test_rp3beta_neighbours_are_the_top_of_the_dense_matrix(cyclic, monkeypatch)
             dense[item, indices[item].numpy()], weights[item].numpy(), rtol=1e-5, atol=1e-7
         )
     # Fitted in blocks of rows: the block size changes nothing.
-    monkeypatch.setattr(cooccurrence, "BLOCK", 3)
+    monkeypatch.setattr(cooccurrence, "BLOCK_ENTRIES", 3 * dataset.n_items)  # 3 rows a block
     again = rp3beta_neighbours(dataset, split.train, 0.7, 0.4, top)
     torch.testing.assert_close(again[1], weights)
     # More neighbours than other items: every other item, once.

@@ -22,9 +22,9 @@ from ur4rec.data.dataset import Dataset
 from ur4rec.data.splits import PAD, Prefixes, prefix_mask
 from ur4rec.errors import Ur4recError
 
-# Items per block of rows while fitting: a block is [block, n_items] dense, so memory stays
-# bounded whatever the catalogue's size.
-BLOCK = 1024
+# Entries per block of rows while fitting (float64): a block is [rows, n_items] dense, with
+# as many rows as fit in this, so memory stays near 256 MiB whatever the catalogue's size.
+BLOCK_ENTRIES = 2**25
 
 
 def rp3beta_neighbours(
@@ -58,8 +58,9 @@ def rp3beta_neighbours(
     weights = torch.zeros(n_items, max(k, 0))
     if k <= 0:
         return indices, weights
-    for start in range(0, n_items, BLOCK):
-        rows = torch.arange(start, min(start + BLOCK, n_items))
+    block_rows = max(1, BLOCK_ENTRIES // n_items)
+    for start in range(0, n_items, block_rows):
+        rows = torch.arange(start, min(start + block_rows, n_items))
         inside = (i >= start) & (i < start + len(rows))
         by_item = torch.sparse_coo_tensor(  # the block's items -> their users
             torch.stack([i[inside] - start, u[inside]]),
