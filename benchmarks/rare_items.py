@@ -20,6 +20,11 @@ Then once on test (full ranking, ml-100k-liked): NDCG@10 and Hit@10 by group of 
 fused model, both choices, RP3beta alone (the branch's own ranking) and text-kNN; paired per
 user (seeds paired) with text-kNN on the tail and cold groups and with the plain fused model
 on every group. Writes docs/results/rare-items.json; benchmarks/results_doc.py renders it.
+
+Validation only, a question for the exposure rule: would text-kNN's own signal, added on the
+rare and new items (KNN_WEIGHTS times its per-user z-score, and NEW_BONUSES more on new
+items), buy tail at a lower head cost than co-occurrence alone? For each pair the rule is
+applied again over the whole co-occurrence grid; nothing of it is tested.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from ur4rec.eval.baselines import build_baseline
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_json
 from ur4rec.models.cooccurrence import neighbour_scores
+from ur4rec.models.fusion import standardise
 from ur4rec.models.ur4rec import COOCCURRENCE_GRID, RARE_BONUS_GRID, RARE_WEIGHT_GRID, UR4Rec
 from ur4rec.provenance import text_hash
 from ur4rec.runs.checkpoint import load_checkpoint
@@ -48,6 +54,8 @@ from ur4rec.runs.load import build, open_run, read_inputs
 ROOT = Path(__file__).resolve().parent.parent
 SCHEME = "leave-one-out"
 ADDED = {"fusion.cooccurrence_weight", "fusion.rare_weight", "fusion.rare_bonus"}
+KNN_WEIGHTS = (0.0, 0.15, 0.3, 0.5)  # text-kNN's z-score on rare and new items, validation only
+NEW_BONUSES = (0.0, 0.5)  # and a bonus on new items
 GROUPS = ("all", "warm", "cold", "tail", "head", "short", "long")
 
 
@@ -78,6 +86,61 @@ def with_branch(run_dir: Path) -> tuple[Any, Any, Any, UR4Rec]:
         raise SystemExit(f"{run_dir}: checkpoint does not fit: {missing} {unexpected}")
     model.set_objective(cfg.stages[-1].objective)
     return cfg, dataset, split, model.eval()
+
+
+class WithTextKnn:
+    """The fused model's scores replayed from cached branch scores, plus ``weight`` times
+    text-kNN's per-user z-score on the rare and new items and ``bonus`` on the new ones."""
+
+    def __init__(self, model: UR4Rec, cached: list[dict[str, torch.Tensor]],
+                 knn: list[torch.Tensor], weight: float, bonus: float) -> None:  # fmt: skip
+        self.model, self.cached, self.knn, self.batch = model, cached, knn, 0
+        self.seen_items_last = model.seen_items_last
+        new = model.fusion.new_items
+        assert model.fusion.rare_items is not None
+        self.rare = model.fusion.rare_items.bool() | (False if new is None else new)
+        self.new = torch.zeros_like(self.rare) if new is None else new
+        self.weight, self.bonus = weight, bonus
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        out, z = dict(self.cached[self.batch]), self.knn[self.batch]
+        self.batch += 1
+        return self.model.combine(out) + self.rare * (self.weight * z) + self.new * self.bonus
+
+
+def exposure_choice(
+    sweep: list[tuple[dict[str, float], dict[str, float]]], rival_tail: float
+) -> tuple[dict[str, float], dict[str, float]] | None:
+    """The declared rule: the best validation head among the settings past the rival's tail."""
+    passing = [s for s in sweep if s[1]["tail"] > rival_tail]
+    return max(passing, key=lambda s: s[1]["head"]) if passing else None
+
+
+def text_knn_frontier(
+    model: UR4Rec, valid: Evaluator, knn: Any, rival_tail: float
+) -> list[dict[str, Any]]:
+    """For each text-kNN weight and new-item bonus, the exposure rule's choice over the
+    co-occurrence grid (validation only)."""
+    cached, z = [], []
+    for _, batch in valid.batches():
+        cached.append(model.branch_scores(batch))
+        z.append(standardise(knn.score(batch)))
+    out = []
+    for weight in KNN_WEIGHTS:
+        for bonus in NEW_BONUSES:
+            sweep = []
+            for chosen in grid():
+                model.apply_calibration(chosen)
+                sweep.append((chosen, figures(valid, WithTextKnn(model, cached, z, weight, bonus))))
+            best = exposure_choice(sweep, rival_tail)
+            out.append({
+                "knn_weight": weight, "new_bonus": bonus,
+                "passing": sum(s[1]["tail"] > rival_tail for s in sweep),
+                "chosen": None if best is None else best[0],
+                "valid": None if best is None else best[1],
+                "best_all": max(s[1]["all"] for s in sweep),
+            })  # fmt: skip
+    return out
 
 
 def grid() -> list[dict[str, float]]:
@@ -119,7 +182,9 @@ def main() -> None:
             sweep.append((chosen, figures(valid, model)))
         calibrated = model.calibrate_cooccurrence(valid, "ndcg@10").chosen
         passing = [s for s in sweep if s[1]["tail"] > knn_valid["tail"]]
-        exposure = max(passing, key=lambda s: s[1]["head"])[0] if passing else calibrated
+        rule = exposure_choice(sweep, knn_valid["tail"])
+        exposure = rule[0] if rule is not None else calibrated
+        frontier = text_knn_frontier(model, valid, knn, knn_valid["tail"])
         cells = {}
         for name, chosen in (("calibrated", calibrated), ("exposure", exposure)):
             model.apply_calibration(chosen)
@@ -129,6 +194,7 @@ def main() -> None:
         choices.append({
             "seed": seed, **cells, "passing": len(passing), "grid": len(sweep),
             "sweep": [{"chosen": chosen, "valid": cell} for chosen, cell in sweep],
+            "text_knn_frontier": frontier,
         })  # fmt: skip
     assert knn_ranks is not None and cooc_ranks is not None
     groups = test.groups

@@ -976,6 +976,16 @@ def rare_items(path: Path) -> str:
     ]  # fmt: skip
     pairs = _pair_rows(data["comparisons"])
     rival = data["rival_valid"]["tail"]
+    frontier = [
+        {"seed": str(c["seed"]),
+         "text-kNN weight / new-item bonus": f"{f['knn_weight']:g} / {f['new_bonus']:g}",
+         "settings past text-kNN": f"{f['passing']} of {c['grid']}",
+         "exposure rule: weights": weights(f["chosen"]) if f["chosen"] else "none passes",
+         "valid all / tail / head / cold": "{all:.4f} / {tail:.4f} / {head:.4f} / {cold:.4f}"
+         .format(**f["valid"]) if f["valid"] else "",
+         "best valid all": f"{f['best_all']:.4f}"}
+        for c in data["choices"] for f in c.get("text_knn_frontier", [])
+    ]  # fmt: skip
     head = (
         f"`.venv/bin/python {data['provenance']['command']}` ({data['scheme']} split of "
         f"{data['dataset']}, test, {data['protocol']} ranking, seeds "
@@ -993,6 +1003,13 @@ def rare_items(path: Path) -> str:
         + "\n\n"
         + _md(pairs, list(pairs[0]))
         + "\n"
+        + (
+            "\nValidation only: text-kNN's z-score on rare and new items added to every "
+            "co-occurrence setting, the exposure rule applied again (benchmarks/rare_items.py)."
+            "\n\n" + _md(frontier, list(frontier[0])) + "\n"
+            if frontier
+            else ""
+        )
     )
 
 
