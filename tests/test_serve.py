@@ -92,6 +92,11 @@ def test_recommend_cli_excludes_seen_and_explains(runs, kind: str, capsys) -> No
     if kind == "ur4rec":
         assert set(out["items"][0]["scores"]) == {"sasrec", "retriever", "prior", "cooccurrence"}
         assert out["prior_weight"] is not None
+        assert set(out["cooccurrence_weights"]) == {
+            "cooccurrence_weight",
+            "rare_weight",
+            "rare_bonus",
+        }
         assert len(out["router"]) == 2 and abs(sum(out["router"]) - 1) < 1e-3
         sentence = out["items"][0]["explanation"]["preference_sentence"]
         assert sentence and sentence in out["preference_text"]
@@ -102,6 +107,7 @@ def test_recommend_cli_excludes_seen_and_explains(runs, kind: str, capsys) -> No
     text = capsys.readouterr().out
     assert out["items"][0]["title"] in text and "why:" in text
     assert ("EASE prior" in text) == (kind == "ur4rec")
+    assert ("co-occurrence" in text) == (kind == "ur4rec")
 
 
 def test_recommend_history_for_a_new_user(recommender: Recommender) -> None:
@@ -175,6 +181,12 @@ def test_http_recommendations_for_a_known_user(server: str, recommender: Recomme
             body["user"] == "7" and len(items) == 3 and not seen_by(recommender, "7") & set(items)
         )
         assert body["items"][0]["explanation"] is None
+        # The fusion weights it was scored with, as the model holds them.
+        described = recommender.model.describe()
+        assert body["prior_weight"] == described["prior_weight"]
+        assert body["cooccurrence_weights"] == {
+            k: described[k] for k in ("cooccurrence_weight", "rare_weight", "rare_bonus")
+        }
         explained = client.get("/users/7/recommendations?k=2&explain=true").json()
         assert explained["items"][0]["explanation"]["history_item"]["item"] in seen_by(
             recommender, "7"
@@ -262,6 +274,9 @@ def test_report_renders_from_a_tiny_run(runs, kind: str, capsys) -> None:
         assert "no leakage found" in report
         assert "A third branch that never trains, EASE" in report
         assert "Weight of the EASE prior:" in report
+        assert (
+            "Weights of the co-occurrence branch (every item / rare items / rare bonus):" in report
+        )
         assert (run_dir / "stages.png").is_file()
     else:
         assert "## Training" in report and "reads no texts" in report

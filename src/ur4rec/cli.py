@@ -495,9 +495,16 @@ def _format_recommendations(result: dict) -> str:
     extras = []
     if result.get("sasrec_weight") is not None:
         prior = result.get("prior_weight")
+        cooc = result.get("cooccurrence_weights")
         extras.append(
             f"fusion weight: SASRec {result['sasrec_weight']:.2f}"
             + (f", EASE prior {prior:.2f}" if prior is not None else "")
+            + (
+                f", co-occurrence {cooc['cooccurrence_weight']:.2f} (rare items: "
+                f"+{cooc['rare_weight']:.2f}, bonus {cooc['rare_bonus']:.2f})"
+                if cooc
+                else ""
+            )
         )
     if result.get("router"):
         extras.append("router (expert weights): " + ", ".join(f"{w:.2f}" for w in result["router"]))

@@ -36,6 +36,9 @@ from torch import nn
 
 from ur4rec.config import FusionConfig
 
+# The co-occurrence branch's weights: every item's, rare items' and rare items' bonus.
+COOCCURRENCE_WEIGHTS = ("cooccurrence_weight", "rare_weight", "rare_bonus")
+
 
 def standardise(
     scores: torch.Tensor, eps: float = 1e-6, over: torch.Tensor | None = None
@@ -71,7 +74,7 @@ class Fusion(nn.Module):
         if cfg.prior != "none":  # only then: checkpoints without a prior still load
             self.register_buffer("prior_weight", torch.tensor(float(cfg.prior_weight)))
         if cfg.cooccurrence != "none":  # likewise
-            for key in ("cooccurrence_weight", "rare_weight", "rare_bonus"):
+            for key in COOCCURRENCE_WEIGHTS:
                 self.register_buffer(key, torch.tensor(float(getattr(cfg, key))))
         # [n_items] float, 1 for the rare items (set_rare_items); not saved: from the data.
         self.register_buffer("rare_items", None, persistent=False)

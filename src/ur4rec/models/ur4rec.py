@@ -38,7 +38,7 @@ from ur4rec.models.base import (
 )
 from ur4rec.models.cooccurrence import neighbour_scores, rp3beta_neighbours
 from ur4rec.models.ease import ease_weights, recent_item_scores
-from ur4rec.models.fusion import Fusion, standardise
+from ur4rec.models.fusion import COOCCURRENCE_WEIGHTS, Fusion, standardise
 from ur4rec.models.memory import WindowMemory
 from ur4rec.models.retriever import CoAttentionReranker, Retriever
 from ur4rec.models.sequential import SequentialModel, new_training_step
@@ -506,7 +506,7 @@ class UR4Rec(RecModel):
         if self.prior is not None:
             out["prior_weight"] = round(float(self.fusion.prior_weight), 4)
         if self.cooc_indices is not None:
-            for key in ("cooccurrence_weight", "rare_weight", "rare_bonus"):
+            for key in COOCCURRENCE_WEIGHTS:
                 out[key] = round(float(getattr(self.fusion, key)), 4)
         return out
 

@@ -268,6 +268,17 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
             )
         if priors:
             note += " Weight of the EASE prior: " + ", ".join(f"{w:.2f}" for w in priors) + "."
+        cooc = [s for s in summary.get("stages", []) if "cooccurrence_weight" in s]
+        if cooc:
+            note += (
+                " Weights of the co-occurrence branch (every item / rare items / rare bonus): "
+                + ", ".join(
+                    f"{s['cooccurrence_weight']:.2f} / {s['rare_weight']:.2f} / "
+                    f"{s['rare_bonus']:.2f}"
+                    for s in cooc
+                )
+                + "."
+            )
         parts.append(
             "## Stages\n\nEach stage starts from the best checkpoint of the one before; the "
             "figures are that stage's best checkpoint, with the change against the previous "

@@ -80,6 +80,11 @@ class RecommendationsOut(BaseModel):
     history_length: int
     sasrec_weight: float | None = None
     prior_weight: float | None = Field(None, description="the EASE prior's fusion weight")
+    cooccurrence_weights: dict[str, float] | None = Field(
+        None,
+        description="the co-occurrence branch's weights: cooccurrence_weight (every item), "
+        "rare_weight and rare_bonus (rare items)",
+    )
     router: list[float] | None = Field(None, description="retriever expert weights")
     preference_text: str | None = None
     notes: list[str] = []

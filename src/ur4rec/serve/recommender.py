@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from ur4rec.data.batches import HistoryBatch
 from ur4rec.data.splits import PAD
 from ur4rec.errors import Ur4recError
+from ur4rec.models.fusion import COOCCURRENCE_WEIGHTS
 from ur4rec.text.domain import domain_of
 from ur4rec.text.history import SeenItem, UserHistory
 from ur4rec.text.templates import display_title, user_text
@@ -74,6 +75,8 @@ class Recommendations:
     history_length: int
     sasrec_weight: float | None = None  # fusion weight, fused models only
     prior_weight: float | None = None  # the EASE prior's weight, when the model has one
+    # The co-occurrence branch's weights (every item, rare items, rare bonus), when it has one.
+    cooccurrence_weights: dict[str, float] | None = None
     router: list[float] | None = None  # the retriever's expert weights for this user
     preference_text: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -199,7 +202,13 @@ class Recommender:
             self._known_states = self._precompute_known_users()
         self.indexes = self._build_indexes(index, probe)
         self.candidates = candidates
-        self._prior_weight: float | None = self.model.describe().get("prior_weight")
+        described = self.model.describe()
+        self._prior_weight: float | None = described.get("prior_weight")
+        self._cooccurrence_weights: dict[str, float] | None = (
+            {k: described[k] for k in COOCCURRENCE_WEIGHTS}
+            if all(k in described for k in COOCCURRENCE_WEIGHTS)
+            else None
+        )
         if preload_encoder and self.model.uses_text:
             self._encode(["warm-up"])  # loads the model and runs it once
 
@@ -459,6 +468,7 @@ class Recommender:
                     history_length=len(case.history),
                     sasrec_weight=None if weight is None else round(float(weight[row, 0]), 4),
                     prior_weight=self._prior_weight,
+                    cooccurrence_weights=self._cooccurrence_weights,
                     router=None if router is None else [round(float(w), 4) for w in router[row]],
                     preference_text=case.text,
                 )
