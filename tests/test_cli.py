@@ -34,6 +34,33 @@ def test_prepare_from_folder_then_baseline_json(capsys, tiny_folder: Path) -> No
     assert result["users"] == 3 and result["protocol"] == "sampled:2"
 
 
+def test_baseline_refit_fits_on_the_validation_targets(capsys, tiny_folder: Path) -> None:
+    from ur4rec.data.prepare import open_dataset
+    from ur4rec.data.splits import make_split
+    from ur4rec.eval.baselines import build_baseline
+    from ur4rec.eval.evaluator import Evaluator
+
+    assert run(capsys, "data", "prepare", "ml-100k", "--source", str(tiny_folder))[0] == 0
+    args = ("baseline", "pop", "--dataset", "ml-100k", "--protocol", "sampled:1", "--json")
+    code, out, err = run(capsys, *args, "--refit")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["fitted_on"] == "training part and validation targets"
+    dataset = open_dataset("ml-100k")
+    split = make_split(dataset)
+    evaluator = Evaluator(dataset, split, "test", "sampled:1")
+    expected = evaluator.evaluate(build_baseline("pop", dataset, split, refit=True))
+    plain = evaluator.evaluate(build_baseline("pop", dataset, split))
+    assert result["ndcg@10"] == pytest.approx(expected["ndcg@10"], abs=1e-12)
+    assert result["ndcg@10"] != pytest.approx(plain["ndcg@10"])  # the data tells them apart
+    code, out, _ = run(capsys, *args)
+    assert json.loads(out)["ndcg@10"] == pytest.approx(plain["ndcg@10"], abs=1e-12)
+    assert "fitted_on" not in json.loads(out)
+    # Measured on what it was fitted on, it would flatter itself: refused.
+    code, _, err = run(capsys, *args, "--refit", "--split", "valid")
+    assert code == 1 and "--refit fits on the validation targets" in err
+
+
 @needs_recbole
 def test_seed_protocol_popularity_matches_known_figure(capsys) -> None:
     """The report's protocol on the report's data: popularity's figure, pinned (it is

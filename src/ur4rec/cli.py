@@ -206,6 +206,9 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
+    if args.refit and args.split != "test":
+        # Fitted on the validation targets, it would be measured on what it was fitted on.
+        raise Ur4recError("--refit fits on the validation targets: measure it on --split test")
     dataset = open_dataset(args.dataset, root=args.data_dir)
     split = make_split(dataset, args.scheme)
     evaluator = Evaluator(
@@ -213,9 +216,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     )
     model = build_baseline(
         args.model, dataset, split, args.l2, args.recent, root=args.data_dir,
-        item_texts=args.item_texts, seen_items=args.seen_items,
+        item_texts=args.item_texts, seen_items=args.seen_items, refit=args.refit,
     )  # fmt: skip
     result = {"model": args.model, **evaluator.evaluate(model), **describe_baseline(model)}
+    if args.refit:
+        result["fitted_on"] = "training part and validation targets"
     if args.model.startswith("ease"):
         result["lambda_from"] = "--lambda" if args.l2 is not None else "validation"
     _print_metrics(result, args.json)
@@ -782,6 +787,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"{EASE_RECENT}, text-knn 5)",
     )
     base.add_argument("--ks", type=_parse_ks, default=DEFAULT_KS, help="cut-offs, e.g. 5,10,20")
+    base.add_argument(
+        "--refit",
+        action="store_true",
+        help="fit on the training part plus the validation targets (EASE's lambda still "
+        "chosen on validation), to compare with a run after `ur4rec refit`; test split only",
+    )
     _seen_items_arg(base, "auto")
     base.add_argument(
         "--item-texts", default="template",
