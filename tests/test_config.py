@@ -81,6 +81,18 @@ def test_bad_values_are_named(overrides: list[str], message: str) -> None:
         load_config(None, overrides)
 
 
+def test_train_settings_a_stage_shadows_are_refused_on_a_staged_config() -> None:
+    staged = Path(__file__).parent.parent / "configs" / "ur4rec-ml-100k-liked.yaml"
+    for key in ("train.epochs=3", "train.patience=2", "train.metric=hit@10"):
+        name = key.partition("=")[0].split(".")[1]
+        with pytest.raises(ConfigError, match=rf"has no effect.*stages\.pretrain_sasrec\.{name}"):
+            load_config(staged, [key])
+    # Per stage it is taken; without stages the train section's value is the one read.
+    cfg = load_config(staged, ["stages.pretrain_sasrec.epochs=3", "train.lr=1e-3"])
+    assert cfg.stages[0].epochs == 3
+    assert load_config(None, ["train.epochs=3"]).train.epochs == 3
+
+
 def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")

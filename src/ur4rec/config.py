@@ -430,8 +430,28 @@ def load_config(
     data = read_yaml(path) if path is not None else {}
     config = from_dict(cls, apply_overrides(data, list(overrides or [])))
     if isinstance(config, RunConfig):
+        _check_stage_shadowed(config, list(overrides or []))
         validate(config)
     return config
+
+
+# What each stage sets for itself: on a staged config the train section's value is not read.
+_STAGE_SHADOWED = ("epochs", "patience", "metric")
+
+
+def _check_stage_shadowed(config: RunConfig, overrides: list[str]) -> None:
+    """An override of ``train.epochs`` (patience, metric) on a staged config would change
+    nothing: say so rather than train as if it had."""
+    if not config.stages:
+        return
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        section, _, name = key.partition(".")
+        if section == "train" and name in _STAGE_SHADOWED:
+            raise ConfigError(
+                f"{key} has no effect on a config with stages (each stage sets its own {name}): "
+                f"override it per stage, e.g. stages.{config.stages[0].name}.{name}=..."
+            )
 
 
 def _check(problems: list[str], ok: bool, key: str, rule: str, value: Any) -> None:
