@@ -231,3 +231,83 @@ def test_calibration_chooses_the_branch_weights_on_validation(cyclic_folder: Pat
     plain, _, _ = build(load_config(CONFIG, overrides[:-2]), dataset)
     with pytest.raises(Ur4recError, match="no co-occurrence branch"):
         plain.calibrate_cooccurrence(valid, "ndcg@10")
+
+
+def test_the_rp3beta_model_is_the_branch_alone(cyclic, monkeypatch) -> None:
+    """``model.name: rp3beta`` scores a history as neighbour_scores does, reads the last
+    ``recent`` items only where asked, and compares items by their neighbour rows."""
+    from ur4rec.eval.baselines import build_baseline, describe_baseline
+
+    dataset, split = cyclic
+    n = dataset.n_items
+    x = multi_hot(dataset, split.train)
+    dense = torch.from_numpy(dense_rp3beta(x, 0.7, 0.25)).float()
+    model = build_baseline("rp3beta", dataset, split, alpha=0.7, beta=0.25)
+    assert describe_baseline(model) == {"alpha": 0.7, "beta": 0.25, "recent": 0}
+    history = torch.tensor([[PAD, 3, 1, 2], [PAD, PAD, PAD, 5]])
+    scores = model.score(HistoryBatch(torch.tensor([0, 1]), history))
+    # The default keeps 200 neighbours, more than the 19 other items: the dense rows exactly.
+    torch.testing.assert_close(scores[0], dense[1] + dense[2] + dense[3])
+    torch.testing.assert_close(scores[1], dense[5])
+    recent = build_baseline("rp3beta", dataset, split, alpha=0.7, beta=0.25, recent=2)
+    torch.testing.assert_close(
+        recent.score(HistoryBatch(torch.tensor([0]), history[:1])), (dense[1] + dense[2])[None]
+    )
+    torch.testing.assert_close(model.item_space(), dense)
+    # Past DENSE_ITEM_SPACE items, a fixed projection of the same rows: n x ITEM_SPACE_DIM,
+    # its cosines near the rows' own.
+    monkeypatch.setattr(cooccurrence, "DENSE_ITEM_SPACE", 1)
+    projected = model.item_space()
+    assert projected.shape == (n, cooccurrence.ITEM_SPACE_DIM)
+    torch.testing.assert_close(projected, model.item_space())  # the same every call
+    exact = torch.nn.functional.normalize(dense, dim=1)
+    approx = torch.nn.functional.normalize(projected, dim=1)
+    assert (exact @ exact.T - approx @ approx.T).abs().max() < 0.3
+
+
+def test_rp3beta_baseline_chooses_alpha_and_beta_on_validation(cyclic) -> None:
+    from ur4rec.eval.baselines import (
+        RP3_ALPHA_GRID,
+        RP3_BETA_GRID,
+        build_baseline,
+        rp3beta_sweep,
+        tune_rp3beta,
+    )
+
+    dataset, split = cyclic
+    rows = rp3beta_sweep(dataset, split)
+    assert len(rows) == len(RP3_ALPHA_GRID) * len(RP3_BETA_GRID)
+    best = max(rows, key=lambda r: (r["ndcg@10"], -r["alpha"], -r["beta"]))
+    chosen = build_baseline("rp3beta", dataset, split)
+    assert (chosen.alpha, chosen.beta) == (best["alpha"], best["beta"])
+    # A given alpha is kept and only beta is searched.
+    fixed = [r for r in rows if r["alpha"] == 1.0]
+    top = max(fixed, key=lambda r: (r["ndcg@10"], -r["beta"]))
+    assert tune_rp3beta(dataset, split, alpha=1.0) == (1.0, top["beta"])
+    with pytest.raises(Ur4recError, match="grid is empty"):
+        rp3beta_sweep(dataset, split, alphas=())
+    for override, key in (
+        ("rp3beta.alpha=0", "rp3beta.alpha"),
+        ("rp3beta.beta=-0.5", "rp3beta.beta"),
+        ("rp3beta.top=0", "rp3beta.top"),
+        ("rp3beta.recent=-1", "rp3beta.recent"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            load_config(None, ["model.name=rp3beta", override])
+
+
+def test_rp3beta_baseline_on_the_command_line(capsys, cyclic_folder: Path) -> None:
+    import json
+
+    from ur4rec.cli import main
+
+    prepare_dataset("ml-100k", source=cyclic_folder)
+    args = ["baseline", "rp3beta", "--dataset", "ml-100k", "--json"]
+    assert main([*args, "--alpha", "0.5", "--beta", "0.5"]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert given["alpha_beta_from"] == "--alpha --beta"
+    assert (given["alpha"], given["beta"]) == (0.5, 0.5)
+    assert main([*args, "--alpha", "0.5"]) == 0
+    tuned = json.loads(capsys.readouterr().out)
+    assert tuned["alpha_beta_from"] == "--alpha validation (beta)" and tuned["alpha"] == 0.5
+    assert tuned["beta"] in (0.0, 0.25, 0.5, 0.75)

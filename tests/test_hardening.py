@@ -75,7 +75,7 @@ def test_bad_config_never_starts_a_run(prepared, tmp_path: Path, capsys) -> None
     [
         (
             "model.name=transformer",
-            "unknown model 'transformer'; known: ease, gru4rec, pop, sasrec, sasrec-content, text-knn, ur4rec",
+            "unknown model 'transformer'; known: ease, gru4rec, pop, rp3beta, sasrec, sasrec-content, text-knn, ur4rec",
         ),
         ("stages=[{name: s, train: [decoder]}]", "stages[0] (s).train: must name modules of"),
         ("stages=[{name: s, train: [sasrec], objective: fused}]", "stages[0] (s).objective"),

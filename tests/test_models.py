@@ -58,8 +58,9 @@ def test_gru4rec_ignores_padding() -> None:
         ("sasrec-ml-100k.yaml", [*TINY, "model.name=ease", "ease.recent=2"]),
         ("sasrec-ml-100k.yaml", [*TINY, "model.name=sasrec-content", "model.id_residual=0.5"]),
         ("sasrec-ml-100k.yaml", [*TINY, "model.name=text-knn", "data.scheme=cold-items"]),
+        ("sasrec-ml-100k.yaml", [*TINY, "model.name=rp3beta", "rp3beta.top=5"]),
     ],
-    ids=["gru4rec", "ur4rec-on-gru4rec", "ease", "sasrec-content", "text-knn-cold"],
+    ids=["gru4rec", "ur4rec-on-gru4rec", "ease", "sasrec-content", "text-knn-cold", "rp3beta"],
 )
 def test_a_model_trains_evaluates_recommends_serves_and_reports(
     cyclic_folder: Path, tmp_path: Path, capsys, config: str, overrides: list[str]
@@ -80,6 +81,7 @@ def test_a_model_trains_evaluates_recommends_serves_and_reports(
     report = (out / "REPORT.md").read_text()
     assert "## What was trained" in report and "## Results on the test split" in report
     assert "## By group" in report and "text-knn" in report
+    assert "rp3beta (alpha " in report  # the baseline row names what validation chose
 
 
 def test_the_public_api(cyclic_folder: Path, tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ from ur4rec.eval.baselines import (
     BASELINES,
     EASE_L2_GRID,
     EASE_RECENT,
+    RP3_ALPHA_GRID,
+    RP3_BETA_GRID,
     baseline_table,
     build_baseline,
     describe_baseline,
@@ -217,12 +219,18 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     model = build_baseline(
         args.model, dataset, split, args.l2, args.recent, root=args.data_dir,
         item_texts=args.item_texts, seen_items=args.seen_items, refit=args.refit,
+        alpha=args.alpha, beta=args.beta,
     )  # fmt: skip
     result = {"model": args.model, **evaluator.evaluate(model), **describe_baseline(model)}
     if args.refit:
         result["fitted_on"] = "training part and validation targets"
     if args.model.startswith("ease"):
         result["lambda_from"] = "--lambda" if args.l2 is not None else "validation"
+    if args.model == "rp3beta":
+        chosen = [k for k in ("alpha", "beta") if getattr(args, k) is None]
+        given = [f"--{k}" for k in ("alpha", "beta") if k not in chosen]
+        result["alpha_beta_from"] = " ".join(given + ([f"validation ({', '.join(chosen)})"]
+                                                       if chosen else []))  # fmt: skip
     _print_metrics(result, args.json)
     return 0
 
@@ -762,8 +770,8 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument(
         "model",
         choices=BASELINES,
-        help="pop (training popularity), ease (whole history), ease-recent (last items) or "
-        "text-knn (the last items' texts)",
+        help="pop (training popularity), ease (whole history), ease-recent (last items), "
+        "text-knn (the last items' texts) or rp3beta (item-user-item walks)",
     )
     base.add_argument("--dataset", required=True, metavar="DATASET", help=DATASET_HELP)
     base.add_argument(
@@ -783,9 +791,16 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument(
         "--recent",
         type=int,
-        help=f"EASE or text-knn reads the last N items only (0: all; ease-recent default "
-        f"{EASE_RECENT}, text-knn 5)",
+        help=f"EASE, text-knn or rp3beta reads the last N items only (0: all; ease-recent "
+        f"default {EASE_RECENT}, text-knn 5, rp3beta 0)",
     )
+    for key, grid in (("alpha", RP3_ALPHA_GRID), ("beta", RP3_BETA_GRID)):
+        base.add_argument(
+            f"--{key}",
+            type=float,
+            help=f"RP3beta's {key} (default: chosen on the validation part over "
+            f"{', '.join(f'{x:g}' for x in grid)})",
+        )
     base.add_argument("--ks", type=_parse_ks, default=DEFAULT_KS, help="cut-offs, e.g. 5,10,20")
     base.add_argument(
         "--refit",

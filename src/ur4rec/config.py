@@ -193,6 +193,17 @@ class TextKnnConfig:
 
 
 @dataclass
+class Rp3betaConfig:
+    """The ``rp3beta`` model (the co-occurrence branch inside UR4Rec has its own keys under
+    fusion)."""
+
+    alpha: float = 0.5  # the two-step walk's probabilities raised to alpha
+    beta: float = 0.5  # divided by the reached item's popularity^beta
+    top: int = 200  # neighbours kept per item
+    recent: int = 0  # >0: read only each user's last N items
+
+
+@dataclass
 class StageConfig:
     name: str = "stage"
     epochs: int = 50
@@ -218,6 +229,7 @@ class RunConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     ease: EaseConfig = field(default_factory=EaseConfig)
     text_knn: TextKnnConfig = field(default_factory=TextKnnConfig)
+    rp3beta: Rp3betaConfig = field(default_factory=Rp3betaConfig)
     # Training in stages (each trains some modules under an objective); none: one plain run.
     stages: list[StageConfig] = field(default_factory=list)
 
@@ -560,6 +572,11 @@ def validate(cfg: RunConfig) -> None:
     _check(p, cfg.text_knn.recent >= 0, "text_knn.recent", ">= 0 (0: whole history)",
            cfg.text_knn.recent)  # fmt: skip
     _check(p, cfg.ease.recent >= 0, "ease.recent", ">= 0 (0: whole history)", cfg.ease.recent)
+    r = cfg.rp3beta
+    _check(p, _finite(r.alpha) and r.alpha > 0, "rp3beta.alpha", "a finite number > 0", r.alpha)
+    _check(p, _finite(r.beta) and r.beta >= 0, "rp3beta.beta", "a finite number >= 0", r.beta)
+    _check(p, r.top >= 1, "rp3beta.top", ">= 1", r.top)
+    _check(p, r.recent >= 0, "rp3beta.recent", ">= 0 (0: whole history)", r.recent)
     for i, stage in enumerate(cfg.stages):
         key = f"stages[{i}] ({stage.name})"
         _check(p, stage.epochs >= 1, f"{key}.epochs", ">= 1", stage.epochs)

@@ -34,7 +34,7 @@ class TrainBatch:
     targets: torch.Tensor
 
 
-__all__ = ["PAD", "HistoryBatch", "TrainBatch"]
+__all__ = ["PAD", "HistoryBatch", "TrainBatch", "last_items"]
 
 
 def last_items(items: torch.Tensor, width: int) -> torch.Tensor:

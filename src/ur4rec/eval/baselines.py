@@ -1,8 +1,10 @@
-"""Baselines fitted rather than trained (``pop``, ``ease``, ``text-knn``), by their table names.
+"""Baselines fitted rather than trained (``pop``, ``ease``, ``text-knn``, ``rp3beta``), by their
+table names.
 
 EASE's lambda is chosen like any model's setting: on the validation part (full ranking,
 NDCG@10), over ``EASE_L2_GRID``, with the model fitted on the training part only. Both
 ``ease`` (the whole history) and ``ease-recent`` (the last ``EASE_RECENT`` items) are tuned.
+RP3beta's alpha and beta are chosen the same way, over ``RP3_ALPHA_GRID`` x ``RP3_BETA_GRID``.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ from ur4rec.eval.evaluator import Evaluator, Scorer
 from ur4rec.measures import SAMPLED_99
 from ur4rec.models import ModelInputs, build_model
 from ur4rec.models.baselines import EASE
+from ur4rec.models.cooccurrence import RP3beta
 from ur4rec.models.ease import ease_from_gram, ease_gram
 from ur4rec.models.text_knn import TextKNN
 
-BASELINES = ("pop", "ease", "ease-recent", "text-knn")
-ID_BASELINES = BASELINES[:3]  # the ones that need no text encoder (quickstart's table)
+BASELINES = ("pop", "ease", "ease-recent", "text-knn", "rp3beta")
+ID_BASELINES = ("pop", "ease", "ease-recent")  # quickstart's table: no text encoder, seconds
 # How many of the last items ease-recent reads: chosen on ml-100k-liked's validation split by
 # benchmarks/baselines.py, which prints the sweep over it.
 EASE_RECENT = 3
 EASE_L2_GRID = (5.0, 10.0, 25.0, 50.0, 100.0, 150.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
+RP3_ALPHA_GRID = (0.25, 0.5, 0.75, 1.0)
+RP3_BETA_GRID = (0.0, 0.25, 0.5, 0.75)
 TUNE_METRIC = "ndcg@10"
 
 
@@ -58,6 +63,43 @@ def tune_ease_l2(
     return best["lambda"]
 
 
+def rp3beta_sweep(
+    dataset: Dataset,
+    split: Split,
+    alphas: Sequence[float] = RP3_ALPHA_GRID,
+    betas: Sequence[float] = RP3_BETA_GRID,
+    metric: str = TUNE_METRIC,
+) -> list[dict[str, float]]:
+    """Validation ``metric`` (full ranking) of RP3beta fitted on the training part, per
+    (alpha, beta), with the default ``rp3beta.top``."""
+    if not alphas or not betas:
+        raise Ur4recError("the RP3beta alpha or beta grid is empty")
+    valid = Evaluator(dataset, split, "valid", "full")
+    rows = []
+    for alpha in alphas:
+        for beta in betas:
+            cfg = RunConfig()
+            cfg.model.name = "rp3beta"
+            cfg.rp3beta.alpha, cfg.rp3beta.beta = float(alpha), float(beta)
+            model = build_model(ModelInputs(cfg, dataset, split.train))
+            score = float(valid.evaluate(model)[metric])
+            rows.append({"alpha": float(alpha), "beta": float(beta), metric: score})
+    return rows
+
+
+def tune_rp3beta(
+    dataset: Dataset, split: Split, alpha: float | None = None, beta: float | None = None
+) -> tuple[float, float]:
+    """(alpha, beta) with the best validation NDCG@10 over the grids, a given one held fixed
+    (ties: the smallest alpha, then beta)."""
+    rows = rp3beta_sweep(
+        dataset, split,
+        RP3_ALPHA_GRID if alpha is None else (alpha,), RP3_BETA_GRID if beta is None else (beta,),
+    )  # fmt: skip
+    best = max(rows, key=lambda r: (r[TUNE_METRIC], -r["alpha"], -r["beta"]))
+    return best["alpha"], best["beta"]
+
+
 def build_baseline(
     name: str,
     dataset: Dataset,
@@ -68,6 +110,8 @@ def build_baseline(
     item_texts: str = "template",
     seen_items: str = "auto",
     refit: bool = False,
+    alpha: float | None = None,
+    beta: float | None = None,
 ) -> Scorer:
     """The baseline fitted on ``split``'s training part. ``l2``: EASE's lambda (None: tuned
     on the validation part); ``recent``: how many of the last items EASE or text-kNN reads
@@ -75,7 +119,8 @@ def build_baseline(
     ``item_texts``: text-kNN's item texts (template or a file); ``root``: the data folder;
     ``seen_items``: ``model.seen_items`` (the user's own items under sampled-with-history);
     ``refit``: fitted on the training part plus the validation targets, as a refit run is
-    (train/refit.py), once validation has chosen lambda."""
+    (train/refit.py), once validation has chosen lambda; ``alpha``, ``beta``: RP3beta's
+    (None: chosen on the validation part)."""
     if name not in BASELINES:
         raise Ur4recError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
     cfg = RunConfig()
@@ -92,6 +137,13 @@ def build_baseline(
         if recent is not None:
             cfg.text_knn.recent = recent
         texts = text_features(cfg, dataset, root)
+    elif name == "rp3beta":
+        if alpha is None or beta is None:
+            alpha, beta = tune_rp3beta(dataset, split, alpha, beta)
+        cfg.model.name = "rp3beta"
+        cfg.rp3beta.alpha, cfg.rp3beta.beta = alpha, beta
+        if recent is not None:
+            cfg.rp3beta.recent = recent
     else:
         default = EASE_RECENT if name == "ease-recent" else 0
         recent = default if recent is None else recent
@@ -109,6 +161,8 @@ def describe_baseline(model: Scorer) -> dict[str, object]:
         return {"lambda": model.l2, "recent": model.recent}
     if isinstance(model, TextKNN):
         return {"recent": model.recent}
+    if isinstance(model, RP3beta):
+        return {"alpha": model.alpha, "beta": model.beta, "recent": model.recent}
     return {}
 
 

@@ -8,7 +8,9 @@ entries. A user's scores are the sum of the rows of the items in their history.
 
 It needs no training and reaches rare items that ID embeddings learn poorly: on ml-100k-liked
 it alone ranks targets with 1-19 training interactions better than text-kNN does, and inside
-UR4Rec it is a scoring-time branch (fusion.cooccurrence) weighted on validation.
+UR4Rec it is a scoring-time branch (fusion.cooccurrence) weighted on validation. Alone it is
+the ``rp3beta`` model, a baseline (Dacrema et al., RecSys 2019, found it hard to beat) whose
+memory is the neighbour lists, ``top`` per item, not EASE's dense item x item matrix.
 """
 
 from __future__ import annotations
@@ -18,13 +20,22 @@ import warnings
 import numpy as np
 import torch
 
+from ur4rec.config import RunConfig
+from ur4rec.data.batches import HistoryBatch, last_items
 from ur4rec.data.dataset import Dataset
 from ur4rec.data.splits import PAD, Prefixes, prefix_mask
 from ur4rec.errors import Ur4recError
+from ur4rec.models.base import ModelInputs, register
+from ur4rec.models.baselines import FittedModel
 
 # Entries per block of rows while fitting (float64): a block is [rows, n_items] dense, with
 # as many rows as fit in this, so memory stays near 256 MiB whatever the catalogue's size.
 BLOCK_ENTRIES = 2**25
+# Explanations compare items by cosine of their neighbour rows: exactly (dense rows) up to
+# this many items, past it through a fixed random projection to ITEM_SPACE_DIM dimensions,
+# which keeps cosines to about 1/sqrt(dim) and the memory at n x dim.
+DENSE_ITEM_SPACE = 8192
+ITEM_SPACE_DIM = 256
 
 
 def rp3beta_neighbours(
@@ -96,3 +107,68 @@ def neighbour_scores(
         (rows[:, None].expand(-1, k), indices[sources]), weights[sources], accumulate=True
     )
     return scores
+
+
+@register
+class RP3beta(FittedModel):
+    """RP3beta alone: a user's scores are the summed neighbour rows of their history's items
+    (``recent`` > 0: of their last ``recent`` items only)."""
+
+    name = "rp3beta"
+
+    def __init__(
+        self,
+        indices: torch.Tensor,
+        weights: torch.Tensor,
+        recent: int = 0,
+        alpha: float | None = None,
+        beta: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.n_items = len(indices)
+        self.recent = recent
+        self.alpha, self.beta = alpha, beta  # what it was fitted with, for reports
+        self.register_buffer("indices", indices)
+        self.register_buffer("weights", weights)
+
+    @classmethod
+    def build(cls, inputs: ModelInputs) -> RP3beta:
+        cfg = inputs.cfg.rp3beta
+        n = inputs.dataset.n_items
+        if inputs.saved is not None:  # the lists come with the checkpoint
+            k = max(0, min(cfg.top, n - 1))
+            empty = torch.zeros(n, k, dtype=torch.long), torch.zeros(n, k)
+            return cls(*empty, cfg.recent, cfg.alpha, cfg.beta)
+        indices, weights = rp3beta_neighbours(
+            inputs.dataset, inputs.train, cfg.alpha, cfg.beta, cfg.top
+        )
+        return cls(indices, weights, cfg.recent, cfg.alpha, cfg.beta)
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        items = batch.items if self.recent <= 0 else last_items(batch.items, self.recent)
+        return neighbour_scores(self.indices, self.weights, items, self.n_items)
+
+    def item_space(self) -> torch.Tensor:
+        n, k = self.indices.shape
+        rows = torch.arange(n).repeat_interleave(k)
+        if n <= DENSE_ITEM_SPACE:
+            dense = torch.zeros(n, n)
+            dense[rows, self.indices.reshape(-1)] = self.weights.reshape(-1)
+            return dense
+        projection = torch.randn(n, ITEM_SPACE_DIM, generator=torch.Generator().manual_seed(0))
+        sparse = torch.sparse_coo_tensor(
+            torch.stack([rows, self.indices.reshape(-1)]),
+            self.weights.reshape(-1),
+            (n, n),
+            check_invariants=True,
+        )
+        return torch.sparse.mm(sparse, projection)
+
+    def describe_config(self, cfg: RunConfig) -> str:
+        r = cfg.rp3beta
+        window = f"the user's last {r.recent} items" if r.recent > 0 else "the whole history"
+        return (
+            f"RP3beta: item -> user -> item walks over the training part, raised to alpha "
+            f"{r.alpha:g} and divided by the reached item's popularity^{r.beta:g}, the top "
+            f"{r.top} neighbours per item, summed over {window}; nothing trained."
+        )

@@ -198,10 +198,7 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
             continue
         scorers = {f"this run ({cfg.model.name})": model}
         for name, baseline in baselines.items():
-            settings = describe_baseline(baseline)
-            scorers[f"{name} (lambda {settings['lambda']:g})" if "lambda" in settings else name] = (
-                baseline
-            )
+            scorers[_baseline_label(name, describe_baseline(baseline))] = baseline
         for label, scorer in scorers.items():
             result = evaluator.evaluate(scorer)
             rows.append({"model": label, "protocol": protocol, **_pick(result)})
@@ -214,8 +211,8 @@ def write_report(run_dir: Path, data_dir: str | None = None, ablation: Path | No
                 }})  # fmt: skip
     popular = [r for r in rows if r["model"] == "pop" and r["protocol"] == SAMPLED_99]
     fitted = (
-        "the baselines, which are fitted on the same training split (EASE's lambda chosen on "
-        "the validation part)"
+        "the baselines, which are fitted on the same training split (EASE's lambda and "
+        "RP3beta's alpha and beta chosen on the validation part)"
         + (
             "; this run is refit (`ur4rec refit`), so the figures are its refit model's and "
             "the baselines too are fitted on the training part plus the validation targets"
@@ -401,6 +398,15 @@ def _describe(cfg: Any, dataset: str, model: Any) -> str:
         "reciprocal rank within the top 10."
     )
     return "\n".join(lines)
+
+
+def _baseline_label(name: str, settings: dict[str, Any]) -> str:
+    """A baseline's row name with the settings validation chose for it."""
+    if "lambda" in settings:
+        return f"{name} (lambda {settings['lambda']:g})"
+    if "alpha" in settings:
+        return f"{name} (alpha {settings['alpha']:g}, beta {settings['beta']:g})"
+    return name
 
 
 def _pick(metrics: dict[str, Any]) -> dict[str, Any]:
