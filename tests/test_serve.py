@@ -26,6 +26,7 @@ from ur4rec.data.prepare import prepare_dataset
 from ur4rec.errors import Ur4recError
 from ur4rec.serve.app import RecommendationsOut, create_app
 from ur4rec.serve.recommender import Recommender
+from ur4rec.text.encoder import native_bfloat16
 from ur4rec.train import run
 
 from .conftest import cyclic_ratings, write_ml100k
@@ -304,7 +305,10 @@ def test_serve_command_answers_over_http(runs, workers: str) -> None:
                 assert time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.1)
         assert health.json()["model"] == "ur4rec"
-        assert health.json()["encoder"] == "onnx float32"  # `serve`'s default runtime: auto
+        # `serve`'s defaults (precision and runtime auto): bfloat16 in PyTorch where the CPU
+        # has it natively, otherwise float32 in ONNX Runtime.
+        expected = "torch bfloat16" if native_bfloat16() else "onnx float32"
+        assert health.json()["encoder"] == expected
         answer = httpx.get(f"http://127.0.0.1:{port}/users/3/recommendations?k=2").json()
         assert len(answer["items"]) == 2
     finally:
