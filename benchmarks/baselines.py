@@ -1,5 +1,6 @@
-"""The baselines, tuned on validation: EASE's lambda sweep, ease-recent's window sweep and the
-baseline table (popularity, EASE, ease-recent; valid and test; every protocol named).
+"""The baselines, tuned on validation: EASE's lambda sweep, ease-recent's window sweep, RP3beta's
+alpha x beta sweep and the baseline table (popularity, EASE, ease-recent, text-kNN, RP3beta;
+valid and test; every protocol named).
 
     .venv/bin/python benchmarks/baselines.py [--datasets ml-100k,ml-100k-liked]
 
@@ -7,7 +8,8 @@ For each dataset: validation NDCG@10 (full ranking) of EASE fitted on the traini
 every lambda of ur4rec.eval.baselines.EASE_L2_GRID and every window R (the last R items; 0:
 the whole history). The library picks lambda per model on the same validation figures
 (`ur4rec baseline ease` does it by itself); ease-recent's R is a constant chosen from this
-sweep on ml-100k-liked. Then the table of every baseline on valid and test. Writes
+sweep on ml-100k-liked. RP3beta's alpha and beta are chosen per dataset from its sweep, as
+`ur4rec baseline rp3beta` does. Then the table of every baseline on valid and test. Writes
 docs/results/baselines.json (benchmarks/results_doc.py makes docs/results.md's tables from it).
 Choose on the valid figures; test is for reporting.
 """
@@ -25,9 +27,11 @@ from ur4rec.eval.baselines import (
     BASELINES,
     EASE_L2_GRID,
     EASE_RECENT,
+    TUNE_METRIC,
     build_baseline,
     describe_baseline,
     ease_sweep,
+    rp3beta_sweep,
 )
 from ur4rec.eval.evaluator import Evaluator
 from ur4rec.io import atomic_write_json
@@ -45,7 +49,7 @@ def main() -> int:
     parser.add_argument("--data-dir")
     parser.add_argument("--results", default=str(ROOT / "docs" / "results" / "baselines.json"))
     args = parser.parse_args()
-    sweep, table, hashes = [], [], []
+    sweep, rp3_sweep, table, hashes = [], [], [], []
     for name in args.datasets.split(","):
         dataset = open_dataset(name, root=args.data_dir)
         hashes.append(dataset.content_hash)
@@ -56,7 +60,12 @@ def main() -> int:
                 sweep.append({"dataset": name, "recent": recent, **row})
         print(f"{name}: EASE sweep over {len(EASE_L2_GRID)} lambdas x {len(WINDOWS)} windows "
               f"in {time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
-        models = {m: build_baseline(m, dataset, split) for m in BASELINES}
+        rp3 = rp3beta_sweep(dataset, split)
+        rp3_sweep += [{"dataset": name, **row} for row in rp3]
+        best = max(rp3, key=lambda r: (r[TUNE_METRIC], -r["alpha"], -r["beta"]))
+        chosen = {"alpha": best["alpha"], "beta": best["beta"]}
+        models = {m: build_baseline(m, dataset, split, **(chosen if m == "rp3beta" else {}))
+                  for m in BASELINES}  # fmt: skip
         for part in ("valid", "test"):
             for protocol in PROTOCOLS:
                 evaluator = Evaluator(dataset, split, part, protocol)
@@ -70,6 +79,7 @@ def main() -> int:
         "tuned_on": "valid, full ranking, ndcg@10",
         "ease_recent": EASE_RECENT,
         "sweep": sweep,
+        "rp3beta_sweep": rp3_sweep,
         "table": table,
     }
     atomic_write_json(args.results, result)
@@ -81,7 +91,8 @@ def main() -> int:
         print(f"\n{name}: validation NDCG@10 (full) of EASE over the last R items (0 = all)")
         print(format_table(grid, list(grid[0])))
     print()
-    columns = ["dataset", "split", "protocol", "model", "lambda", "hit@10", "ndcg@10", "mrr@10"]
+    columns = ["dataset", "split", "protocol", "model", "lambda", "alpha", "beta", "hit@10",
+               "ndcg@10", "mrr@10"]  # fmt: skip
     print(format_table(table, columns))
     print(f"wrote {args.results}")
     return 0

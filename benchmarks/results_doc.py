@@ -225,20 +225,53 @@ def baselines(path: Path) -> str:
         row = rows.setdefault(
             (r["dataset"], r["protocol"], r["model"]),
             {"dataset": r["dataset"], "protocol": r["protocol"], "model": r["model"],
-             "lambda": f"{r['lambda']:g}" if r.get("lambda") else ""},
+             "chosen on valid": _baseline_setting(r)},
         )  # fmt: skip
         for m in ("hit@10", "ndcg@10"):
             row[f"{r['split']} {m}"] = f"{r[m]:.4f}"
     # Columns in a fixed order: valid before test, whatever order the file has.
     metrics = [f"{part} {m}" for part in ("valid", "test") for m in ("hit@10", "ndcg@10")]
-    columns = ["dataset", "protocol", "model", "lambda", *metrics]
+    columns = ["dataset", "protocol", "model", "chosen on valid", *metrics]
     unique = list(rows.values())
     return (
         f"`.venv/bin/python {d['provenance']['command']}` ({d['time'][:10]}; EASE's lambda "
-        f"chosen per model and dataset on {d['tuned_on']}; ease-recent reads the last "
+        f"and RP3beta's alpha and beta chosen per model and dataset on {d['tuned_on']}; "
+        "ease-recent reads the last "
         f"{d['ease_recent']} items)\n{code_line([d['provenance']])}\n\n"
         + _md(unique, columns)
         + "\n"
+    )
+
+
+def _baseline_setting(row: dict[str, Any]) -> str:
+    if row.get("lambda"):
+        return f"lambda {row['lambda']:g}"
+    if "alpha" in row:
+        return f"alpha {row['alpha']:g}, beta {row['beta']:g}"
+    return ""
+
+
+def rp3beta_sweep(path: Path) -> str:
+    """Validation NDCG@10 of RP3beta per alpha (rows) and beta (columns), per dataset."""
+    d = _json(path)
+    if "rp3beta_sweep" not in d:
+        raise ValueError(f"{path} has no RP3beta sweep: run benchmarks/baselines.py again")
+    blocks = []
+    for dataset in dict.fromkeys(r["dataset"] for r in d["rp3beta_sweep"]):
+        sweep = [r for r in d["rp3beta_sweep"] if r["dataset"] == dataset]
+        best = max(sweep, key=lambda r: (r["ndcg@10"], -r["alpha"], -r["beta"]))
+        rows = []
+        for alpha in dict.fromkeys(r["alpha"] for r in sweep):
+            row: dict[str, Any] = {"alpha": f"{alpha:g}"}
+            for cell in (r for r in sweep if r["alpha"] == alpha):
+                text = f"{cell['ndcg@10']:.4f}"
+                row[f"beta {cell['beta']:g}"] = f"**{text}**" if cell is best else text
+            rows.append(row)
+        blocks.append(f"{dataset} (best in bold):\n\n" + _md(rows, list(rows[0])))
+    return (
+        f"`.venv/bin/python {d['provenance']['command']}` ({d['time'][:10]}; validation, full "
+        f"ranking, NDCG@10; 200 neighbours per item, the whole history)\n"
+        f"{code_line([d['provenance']])}\n\n" + "\n\n".join(blocks) + "\n"
     )
 
 
@@ -1031,6 +1064,7 @@ TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "backbones": ("backbones.jsonl", backbones),
     "baselines": ("baselines.json", baselines),
     "ease-sweep": ("baselines.json", ease_sweep),
+    "rp3beta-sweep": ("baselines.json", rp3beta_sweep),
     "ur4rec-quality": ("ur4rec-quality.jsonl", ur4rec_quality),
     "comparisons": ("comparisons.jsonl", comparisons),
     "sasrec-speed": ("sasrec-speed.json", sasrec_speed),
