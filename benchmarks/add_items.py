@@ -40,7 +40,7 @@ OUT = ROOT / "docs" / "results" / "add-items.jsonl"
 
 
 def start(
-    run_dir: Path, data_dir: str | None, runtime: str | None = None
+    run_dir: Path, data_dir: str | None, runtime: str | None = None, precision: str | None = None
 ) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     cmd = [sys.executable, "-m", "ur4rec.cli", "serve", str(run_dir), "--port", str(port)]
@@ -48,6 +48,8 @@ def start(
         cmd += ["--data-dir", data_dir]
     if runtime:
         cmd += ["--encoder-runtime", runtime]
+    if precision:
+        cmd += ["--encoder-precision", precision]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -81,6 +83,11 @@ def main() -> None:
     parser.add_argument(
         "--encoder-runtime", choices=("auto", "torch", "onnx"), help="default: the service's"
     )
+    parser.add_argument(
+        "--encoder-precision",
+        choices=("auto", "float32", "bfloat16"),
+        help="default: the service's (bfloat16 where the CPU has it natively)",
+    )
     args = parser.parse_args()
 
     from ur4rec.config import load_config
@@ -95,7 +102,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ur4rec-add-items-") as tmp:
         run_dir = Path(tmp) / source.name
         shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("items-added.pt*"))
-        server, base = start(run_dir, args.data_dir, args.encoder_runtime)
+        server, base = start(run_dir, args.data_dir, args.encoder_runtime, args.encoder_precision)
         encoder = httpx.get(f"{base}/health").json().get("encoder")
         host, port = base.removeprefix("http://").split(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=60)
@@ -125,7 +132,9 @@ def main() -> None:
             connection.close()
             server.terminate()
             server.wait(timeout=30)
-        restarted, base = start(run_dir, args.data_dir, args.encoder_runtime)
+        restarted, base = start(
+            run_dir, args.data_dir, args.encoder_runtime, args.encoder_precision
+        )
         try:
             kept = httpx.get(f"{base}/health").json()["items"]
         finally:

@@ -807,9 +807,8 @@ def add_items(path: Path) -> str:
     head = (
         _commands([d["provenance"] for d in lines]) + f" ({lines[0]['dataset']}, "
         f"{lines[0]['cpus']} CPUs, {lines[0].get('cpu') or 'CPU unknown'}, the service's "
-        "defaults but where the command names the encoder runtime; target: p50 <= 50 ms)\n"
-        + code_line(origins)
-        + "\n\n"
+        "defaults but where the command names the encoder runtime or precision; target: p50 <= "
+        "50 ms)\n" + code_line(origins) + "\n\n"
     )
     return head + _md(rows, list(rows[0])) + "\n"
 
