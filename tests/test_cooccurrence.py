@@ -103,15 +103,19 @@ def test_rp3beta_rejects_bad_settings_and_the_config_names_them(cyclic) -> None:
     for alpha, beta, top in ((0.0, 0.5, 10), (0.5, -1.0, 10), (0.5, 0.5, 0)):
         with pytest.raises(Ur4recError, match="rp3beta needs"):
             rp3beta_neighbours(dataset, split.train, alpha, beta, top)
-    for override, key in (
-        ("fusion.cooccurrence=graph", "fusion.cooccurrence"),
-        ("fusion.cooccurrence_alpha=0", "fusion.cooccurrence_alpha"),
-        ("fusion.rare_bonus=-1", "fusion.rare_bonus"),
-        ("fusion.rare_below=1", "fusion.rare_below"),
-        ("fusion.cooccurrence_recent=0", "fusion.cooccurrence_recent"),
+    for model, override, key in (
+        ("ur4rec", "fusion.cooccurrence=graph", "fusion.cooccurrence"),
+        ("ur4rec", "fusion.cooccurrence_alpha=0", "fusion.cooccurrence_alpha"),
+        ("ur4rec", "fusion.rare_bonus=-1", "fusion.rare_bonus"),
+        ("ur4rec", "fusion.rare_below=1", "fusion.rare_below"),
+        ("ur4rec", "fusion.cooccurrence_recent=0", "fusion.cooccurrence_recent"),
+        ("rp3beta", "rp3beta.alpha=0", "rp3beta.alpha"),  # the model alone: its own keys
+        ("rp3beta", "rp3beta.beta=-0.5", "rp3beta.beta"),
+        ("rp3beta", "rp3beta.top=0", "rp3beta.top"),
+        ("rp3beta", "rp3beta.recent=-1", "rp3beta.recent"),
     ):
         with pytest.raises(ConfigError, match=key):
-            load_config(None, ["model.name=ur4rec", override])
+            load_config(None, [f"model.name={model}", override])
 
 
 def tiny_with_branch() -> tuple[UR4Rec, torch.Tensor, torch.Tensor]:
@@ -286,14 +290,6 @@ def test_rp3beta_baseline_chooses_alpha_and_beta_on_validation(cyclic) -> None:
     assert tune_rp3beta(dataset, split, alpha=1.0) == (1.0, top["beta"])
     with pytest.raises(Ur4recError, match="grid is empty"):
         rp3beta_sweep(dataset, split, alphas=())
-    for override, key in (
-        ("rp3beta.alpha=0", "rp3beta.alpha"),
-        ("rp3beta.beta=-0.5", "rp3beta.beta"),
-        ("rp3beta.top=0", "rp3beta.top"),
-        ("rp3beta.recent=-1", "rp3beta.recent"),
-    ):
-        with pytest.raises(ConfigError, match=key):
-            load_config(None, ["model.name=rp3beta", override])
 
 
 def test_rp3beta_baseline_on_the_command_line(capsys, cyclic_folder: Path) -> None:
