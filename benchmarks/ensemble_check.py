@@ -36,6 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 class Ensemble:
     def __init__(self, models: list[torch.nn.Module]) -> None:
         self.models = models
+        # The evaluator ranks a user's own items last under 1+99 for a scorer that says so, as
+        # it does for the members; the ensemble must follow the same rule to compare with them.
+        self.seen_items_last = all(getattr(m, "seen_items_last", False) for m in models)
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         return sum(standardise(m.score(batch)) for m in self.models)
