@@ -27,7 +27,7 @@ from ur4rec.eval.baselines import (
     BASELINES,
     EASE_L2_GRID,
     EASE_RECENT,
-    TUNE_METRIC,
+    best_rp3beta,
     build_baseline,
     describe_baseline,
     ease_sweep,
@@ -62,8 +62,8 @@ def main() -> int:
               f"in {time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
         rp3 = rp3beta_sweep(dataset, split)
         rp3_sweep += [{"dataset": name, **row} for row in rp3]
-        best = max(rp3, key=lambda r: (r[TUNE_METRIC], -r["alpha"], -r["beta"]))
-        chosen = {"alpha": best["alpha"], "beta": best["beta"]}
+        alpha, beta = best_rp3beta(rp3)  # the choice `ur4rec baseline rp3beta` makes
+        chosen = {"alpha": alpha, "beta": beta}
         models = {m: build_baseline(m, dataset, split, **(chosen if m == "rp3beta" else {}))
                   for m in BASELINES}  # fmt: skip
         for part in ("valid", "test"):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: set up, prepare MovieLens-100K and print the baselines, then train the default
-# four-stage UR4Rec on ml-100k-liked (about 5 minutes on 2 cores; an interrupted run resumes),
+# four-stage UR4Rec on ml-100k-liked (about 6 minutes on 2 cores; an interrupted run resumes),
 # print its stage table, write its REPORT.md and show a recommendation.
 set -euo pipefail
 cd "$(dirname "$0")/.."

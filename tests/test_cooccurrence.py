@@ -12,13 +12,14 @@ from ur4rec.config import (
     MemoryConfig,
     ModelConfig,
     RetrieverConfig,
+    RunConfig,
     load_config,
 )
 from ur4rec.data.batches import HistoryBatch, last_items
 from ur4rec.data.prepare import prepare_dataset
 from ur4rec.data.splits import PAD, interaction_counts, make_split, prefix_mask
 from ur4rec.errors import Ur4recError
-from ur4rec.models import cooccurrence
+from ur4rec.models import ModelInputs, build_model, cooccurrence
 from ur4rec.models.cooccurrence import neighbour_scores, rp3beta_neighbours
 from ur4rec.models.fusion import standardise
 from ur4rec.models.ur4rec import (
@@ -273,10 +274,12 @@ def test_rp3beta_baseline_chooses_alpha_and_beta_on_validation(cyclic) -> None:
     from ur4rec.eval.baselines import (
         RP3_ALPHA_GRID,
         RP3_BETA_GRID,
+        best_rp3beta,
         build_baseline,
         rp3beta_sweep,
         tune_rp3beta,
     )
+    from ur4rec.eval.evaluator import Evaluator
 
     dataset, split = cyclic
     rows = rp3beta_sweep(dataset, split)
@@ -290,6 +293,20 @@ def test_rp3beta_baseline_chooses_alpha_and_beta_on_validation(cyclic) -> None:
     assert tune_rp3beta(dataset, split, alpha=1.0) == (1.0, top["beta"])
     with pytest.raises(Ur4recError, match="grid is empty"):
         rp3beta_sweep(dataset, split, alphas=())
+    with pytest.raises(Ur4recError, match="no RP3beta sweep rows"):
+        best_rp3beta([])
+    # With a window, each setting is measured reading that window, and the choice is made
+    # from those figures.
+    windowed = rp3beta_sweep(dataset, split, alphas=(0.5,), betas=(0.25,), recent=1)
+    cfg = RunConfig()
+    cfg.model.name = "rp3beta"
+    cfg.rp3beta.alpha, cfg.rp3beta.beta, cfg.rp3beta.recent = 0.5, 0.25, 1
+    model = build_model(ModelInputs(cfg, dataset, split.train))
+    valid = Evaluator(dataset, split, "valid", "full").evaluate(model)
+    assert windowed[0]["ndcg@10"] == pytest.approx(float(valid["ndcg@10"]))
+    recent = build_baseline("rp3beta", dataset, split, recent=1)
+    assert recent.recent == 1
+    assert (recent.alpha, recent.beta) == best_rp3beta(rp3beta_sweep(dataset, split, recent=1))
 
 
 def test_rp3beta_baseline_on_the_command_line(capsys, cyclic_folder: Path) -> None:

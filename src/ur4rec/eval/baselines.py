@@ -69,9 +69,11 @@ def rp3beta_sweep(
     alphas: Sequence[float] = RP3_ALPHA_GRID,
     betas: Sequence[float] = RP3_BETA_GRID,
     metric: str = TUNE_METRIC,
+    recent: int = 0,
 ) -> list[dict[str, float]]:
     """Validation ``metric`` (full ranking) of RP3beta fitted on the training part, per
-    (alpha, beta), with the default ``rp3beta.top``."""
+    (alpha, beta), with the default ``rp3beta.top``, reading the last ``recent`` items
+    (0: the whole history), as the model it chooses for will."""
     if not alphas or not betas:
         raise Ur4recError("the RP3beta alpha or beta grid is empty")
     valid = Evaluator(dataset, split, "valid", "full")
@@ -81,23 +83,34 @@ def rp3beta_sweep(
             cfg = RunConfig()
             cfg.model.name = "rp3beta"
             cfg.rp3beta.alpha, cfg.rp3beta.beta = float(alpha), float(beta)
+            cfg.rp3beta.recent = recent
             model = build_model(ModelInputs(cfg, dataset, split.train))
             score = float(valid.evaluate(model)[metric])
             rows.append({"alpha": float(alpha), "beta": float(beta), metric: score})
     return rows
 
 
-def tune_rp3beta(
-    dataset: Dataset, split: Split, alpha: float | None = None, beta: float | None = None
-) -> tuple[float, float]:
-    """(alpha, beta) with the best validation NDCG@10 over the grids, a given one held fixed
-    (ties: the smallest alpha, then beta)."""
-    rows = rp3beta_sweep(
-        dataset, split,
-        RP3_ALPHA_GRID if alpha is None else (alpha,), RP3_BETA_GRID if beta is None else (beta,),
-    )  # fmt: skip
+def best_rp3beta(rows: Sequence[dict[str, float]]) -> tuple[float, float]:
+    """The (alpha, beta) of ``rp3beta_sweep`` rows with the best NDCG@10 (ties: the smallest
+    alpha, then beta)."""
+    if not rows:
+        raise Ur4recError("no RP3beta sweep rows to choose from")
     best = max(rows, key=lambda r: (r[TUNE_METRIC], -r["alpha"], -r["beta"]))
     return best["alpha"], best["beta"]
+
+
+def tune_rp3beta(
+    dataset: Dataset,
+    split: Split,
+    alpha: float | None = None,
+    beta: float | None = None,
+    recent: int = 0,
+) -> tuple[float, float]:
+    """(alpha, beta) with the best validation NDCG@10 over the grids, a given one held fixed,
+    for a model reading the last ``recent`` items (0: all)."""
+    alphas = RP3_ALPHA_GRID if alpha is None else (alpha,)
+    betas = RP3_BETA_GRID if beta is None else (beta,)
+    return best_rp3beta(rp3beta_sweep(dataset, split, alphas, betas, recent=recent))
 
 
 def build_baseline(
@@ -114,8 +127,9 @@ def build_baseline(
     beta: float | None = None,
 ) -> Scorer:
     """The baseline fitted on ``split``'s training part. ``l2``: EASE's lambda (None: tuned
-    on the validation part); ``recent``: how many of the last items EASE or text-kNN reads
-    (0: all; default: 0 for ``ease``, EASE_RECENT for ``ease-recent``, 5 for ``text-knn``);
+    on the validation part); ``recent``: how many of the last items EASE, text-kNN or RP3beta
+    reads (0: all; default: 0 for ``ease`` and ``rp3beta``, EASE_RECENT for ``ease-recent``,
+    5 for ``text-knn``), tuned with that window;
     ``item_texts``: text-kNN's item texts (template or a file); ``root``: the data folder;
     ``seen_items``: ``model.seen_items`` (the user's own items under sampled-with-history);
     ``refit``: fitted on the training part plus the validation targets, as a refit run is
@@ -138,12 +152,12 @@ def build_baseline(
             cfg.text_knn.recent = recent
         texts = text_features(cfg, dataset, root)
     elif name == "rp3beta":
+        recent = 0 if recent is None else recent
         if alpha is None or beta is None:
-            alpha, beta = tune_rp3beta(dataset, split, alpha, beta)
+            alpha, beta = tune_rp3beta(dataset, split, alpha, beta, recent)
         cfg.model.name = "rp3beta"
         cfg.rp3beta.alpha, cfg.rp3beta.beta = alpha, beta
-        if recent is not None:
-            cfg.rp3beta.recent = recent
+        cfg.rp3beta.recent = recent
     else:
         default = EASE_RECENT if name == "ease-recent" else 0
         recent = default if recent is None else recent

@@ -485,7 +485,10 @@ def serve(
         _freeze_heap()
         uvicorn.run(app, **options)
         return
-    del recommender  # loaded only to fail early: each worker loads its own
+    # Loaded only to fail early: each worker loads its own, so the parent (uvicorn's
+    # supervisor) lets go of the model and encoder before they start.
+    del recommender
+    gc.collect()
     os.environ[SERVE_ENV] = json.dumps(
         {
             "run": str(run_dir),

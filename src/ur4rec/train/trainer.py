@@ -186,12 +186,9 @@ class Trainer:
     def fit(self) -> FitState:
         """Train to the end (or early stop); the model is back on the CPU afterwards."""
         try:
-            return self._fit()
+            return self._epochs(self.cfg.epochs, validate=True)
         finally:
             self.model.to("cpu")
-
-    def _fit(self) -> FitState:
-        return self._epochs(self.cfg.epochs, validate=True)
 
     def train_epochs(self, epochs: int) -> FitState:
         """Train up to ``epochs`` epochs in all, without validation (a refit, whose validation
