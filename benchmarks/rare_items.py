@@ -181,7 +181,6 @@ def main() -> None:
             model.apply_calibration(chosen)
             sweep.append((chosen, figures(valid, model)))
         calibrated = model.calibrate_cooccurrence(valid, "ndcg@10").chosen
-        passing = [s for s in sweep if s[1]["tail"] > knn_valid["tail"]]
         rule = exposure_choice(sweep, knn_valid["tail"])
         exposure = rule[0] if rule is not None else calibrated
         frontier = text_knn_frontier(model, valid, knn, knn_valid["tail"])
@@ -192,7 +191,8 @@ def main() -> None:
             ranks[name].append(test.ranks(model).numpy())
         print(seed, {n: (c["chosen"], c["valid"]) for n, c in cells.items()}, flush=True)
         choices.append({
-            "seed": seed, **cells, "passing": len(passing), "grid": len(sweep),
+            "seed": seed, **cells, "grid": len(sweep),
+            "passing": sum(cell["tail"] > knn_valid["tail"] for _, cell in sweep),
             "sweep": [{"chosen": chosen, "valid": cell} for chosen, cell in sweep],
             "text_knn_frontier": frontier,
         })  # fmt: skip
