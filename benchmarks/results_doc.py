@@ -257,8 +257,9 @@ def rp3beta_sweep(path: Path) -> str:
     if "rp3beta_sweep" not in d:
         raise ValueError(f"{path} has no RP3beta sweep: run benchmarks/baselines.py again")
     blocks = []
-    for dataset in dict.fromkeys(r["dataset"] for r in d["rp3beta_sweep"]):
-        sweep = [r for r in d["rp3beta_sweep"] if r["dataset"] == dataset]
+    whole = [r for r in d["rp3beta_sweep"] if not r.get("recent")]  # files before windows
+    for dataset in dict.fromkeys(r["dataset"] for r in whole):
+        sweep = [r for r in whole if r["dataset"] == dataset]
         best = max(sweep, key=lambda r: (r["ndcg@10"], -r["alpha"], -r["beta"]))
         rows = []
         for alpha in dict.fromkeys(r["alpha"] for r in sweep):
@@ -271,6 +272,40 @@ def rp3beta_sweep(path: Path) -> str:
     return (
         f"`.venv/bin/python {d['provenance']['command']}` ({d['time'][:10]}; validation, full "
         f"ranking, NDCG@10; 200 neighbours per item, the whole history)\n"
+        f"{code_line([d['provenance']])}\n\n" + "\n\n".join(blocks) + "\n"
+    )
+
+
+def rp3beta_window(path: Path) -> str:
+    """RP3beta's best validation NDCG@10 per window, per dataset, and the chosen window on
+    test."""
+    d = _json(path)
+    if "rp3beta_window" not in d:
+        raise ValueError(f"{path} has no RP3beta window sweep: run benchmarks/baselines.py again")
+    blocks = []
+    for chosen in d["rp3beta_window"]:
+        dataset = chosen["dataset"]
+        sweep = [r for r in d["rp3beta_sweep"] if r["dataset"] == dataset]
+        rows = []
+        for w in dict.fromkeys(r["recent"] for r in sweep):
+            cells = [r for r in sweep if r["recent"] == w]
+            best = max(cells, key=lambda r: (r["ndcg@10"], -r["alpha"], -r["beta"]))
+            text = f"{best['ndcg@10']:.4f}"
+            rows.append({
+                "window": "all items" if w == 0 else f"last {w}",
+                "alpha / beta": f"{best['alpha']:g} / {best['beta']:g}",
+                "valid NDCG@10": f"**{text}**" if w == chosen["recent"] else text,
+            })  # fmt: skip
+        window = "all items" if chosen["recent"] == 0 else f"the last {chosen['recent']}"
+        blocks.append(
+            f"{dataset} (chosen in bold):\n\n" + _md(rows, list(rows[0])) + "\n\n"
+            f"Chosen on validation: {window}, alpha {chosen['alpha']:g}, beta "
+            f"{chosen['beta']:g}; test NDCG@10 {chosen['test_ndcg@10']:.4f}, Hit@10 "
+            f"{chosen['test_hit@10']:.4f} (full ranking)."
+        )
+    return (
+        f"`.venv/bin/python {d['provenance']['command']}` ({d['time'][:10]}; validation, full "
+        f"ranking, NDCG@10; each window's best alpha and beta; 200 neighbours per item)\n"
         f"{code_line([d['provenance']])}\n\n" + "\n\n".join(blocks) + "\n"
     )
 
@@ -1064,6 +1099,7 @@ TABLES: dict[str, tuple[str, Callable[[Path], str]]] = {
     "baselines": ("baselines.json", baselines),
     "ease-sweep": ("baselines.json", ease_sweep),
     "rp3beta-sweep": ("baselines.json", rp3beta_sweep),
+    "rp3beta-window": ("baselines.json", rp3beta_window),
     "ur4rec-quality": ("ur4rec-quality.jsonl", ur4rec_quality),
     "comparisons": ("comparisons.jsonl", comparisons),
     "sasrec-speed": ("sasrec-speed.json", sasrec_speed),

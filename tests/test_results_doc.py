@@ -171,3 +171,45 @@ def test_a_rehearsal_refit_table_says_its_test_part_is_validation(tmp_path: Path
     assert "(toy, split rehearsal, test: leave-one-out's validation targets, seeds 1, 2;" in out
     assert "| ur4rec-x (older code) | full | 0.1050 ± 0.0071 | 0.1150 ± 0.0071 |" in out
     assert "3/1; 2/2" in out
+
+
+def test_rp3beta_window_is_chosen_on_validation_and_rendered(
+    cyclic_folder: Path, tmp_path: Path
+) -> None:
+    """benchmarks/baselines.py: the window whose best setting leads validation is chosen and
+    measured once on test as the windowed model; the doc marks it and states its test figure."""
+    import baselines
+    from ur4rec.data.prepare import prepare_dataset
+    from ur4rec.data.splits import make_split
+    from ur4rec.eval.baselines import build_baseline
+    from ur4rec.eval.evaluator import Evaluator
+
+    dataset, _ = prepare_dataset("ml-100k", source=cyclic_folder, root=str(tmp_path / "data"))
+    split = make_split(dataset)
+    by_window = {
+        0: [{"alpha": 0.5, "beta": 0.0, "ndcg@10": 0.20}, {"alpha": 1.0, "beta": 0.0, "ndcg@10": 0.1}],
+        2: [{"alpha": 0.5, "beta": 0.25, "ndcg@10": 0.3}, {"alpha": 1.0, "beta": 0.5, "ndcg@10": 0.25}],
+        3: [{"alpha": 0.5, "beta": 0.0, "ndcg@10": 0.3}],
+    }  # fmt: skip
+    chosen = baselines.rp3beta_window(dataset, split, by_window)
+    # 2 and 3 tie at 0.3: the longer window wins the tie.
+    assert (chosen["recent"], chosen["alpha"], chosen["beta"]) == (3, 0.5, 0.0)
+    model = build_baseline("rp3beta", dataset, split, alpha=0.5, beta=0.0, recent=3)
+    test = Evaluator(dataset, split, "test", "full").evaluate(model)
+    assert chosen["test_ndcg@10"] == pytest.approx(float(test["ndcg@10"]))
+    assert chosen["valid_ndcg@10"] == 0.3
+    rows = [{"dataset": dataset.name, "recent": w, **r} for w, rs in by_window.items() for r in rs]
+    record = {"provenance": {"command": "benchmarks/baselines.py"}, "time": "2026-12-08T00:00",
+              "rp3beta_sweep": rows, "rp3beta_window": [chosen]}  # fmt: skip
+    (tmp_path / "baselines.json").write_text(json.dumps(record))
+    text = results_doc.render("<!-- table: rp3beta-window -->\n<!-- end table -->\n", tmp_path)
+    assert (
+        "| all items | 0.5 / 0 | 0.2000 |" in text and "| last 3 | 0.5 / 0 | **0.3000** |" in text
+    )
+    assert (
+        f"Chosen on validation: the last 3, alpha 0.5, beta 0; test NDCG@10 {chosen['test_ndcg@10']:.4f}"
+        in text
+    )
+    # The whole-history table reads only the rows of window 0.
+    whole = results_doc.render("<!-- table: rp3beta-sweep -->\n<!-- end table -->\n", tmp_path)
+    assert "| 0.5 | **0.2000** |" in whole and "0.3000" not in whole
