@@ -50,6 +50,9 @@ class _Replayed:
 
     def __init__(self, model: Any, cached: list[dict[str, torch.Tensor]], extra: Any) -> None:
         self.model, self.cached, self.extra, self.batch = model, cached, extra, 0
+        # The model's rule for the user's own items under 1+99 (ranked last), which the
+        # evaluator reads from the scorer it is given.
+        self.seen_items_last = model.seen_items_last
 
     def score(self, batch: Any) -> torch.Tensor:
         out = dict(self.cached[self.batch])

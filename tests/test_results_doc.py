@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -213,3 +214,18 @@ def test_rp3beta_window_is_chosen_on_validation_and_rendered(
     # The whole-history table reads only the rows of window 0.
     whole = results_doc.render("<!-- table: rp3beta-sweep -->\n<!-- end table -->\n", tmp_path)
     assert "| 0.5 | **0.2000** |" in whole and "0.3000" not in whole
+
+
+@pytest.mark.parametrize("last", [True, False])
+def test_protocol_calibration_replays_the_models_rule_for_own_items(last: bool) -> None:
+    """The evaluator ranks a user's own items last under 1+99 only when the scorer says so;
+    the replayed fused scores must carry the model's rule, or 1+99 is measured the old way."""
+    from types import SimpleNamespace
+
+    import protocol_calibration
+
+    model = SimpleNamespace(seen_items_last=last, combine=lambda out: out["x"])
+    cached = [{"x": torch.tensor([[1.0, 2.0]])}]
+    replayed = protocol_calibration._Replayed(model, cached, torch.tensor([0.5, 0.0]))
+    assert replayed.seen_items_last is last
+    assert torch.equal(replayed.score(None), torch.tensor([[1.5, 2.0]]))
