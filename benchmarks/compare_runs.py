@@ -166,7 +166,12 @@ def main() -> None:
             row.update(seeds=args.seeds, command=command, run_provenance=origins)
         for row in rows:
             row.setdefault("group", "all")
-        merge_rows(Path(args.results), rows, ("a", "b", "seeds", "split", "protocol", "group"))
+        merge_rows(
+            Path(args.results),
+            rows,
+            ("a", "b", "seeds", "split", "protocol", "group"),
+            defaults={"group": "all"},  # rows from before groups compared all users
+        )
         print(f"wrote {args.results}")
 
 

@@ -125,17 +125,29 @@ def find_run(
     return None
 
 
-def merge_rows(path: Path, rows: list[dict[str, Any]], key: tuple[str, ...]) -> None:
+def merge_rows(
+    path: Path,
+    rows: list[dict[str, Any]],
+    key: tuple[str, ...],
+    defaults: dict[str, Any] | None = None,
+) -> None:
     """Write ``rows`` into the JSON-lines file ``path`` atomically, replacing the stored rows
-    with the same ``key`` fields and keeping the others (runs measured by other calls)."""
+    with the same ``key`` fields and keeping the others (runs measured by other calls).
+    ``defaults`` gives a key field's value for stored rows that lack it (rows written before
+    the field existed), so a rerun replaces them instead of standing beside them."""
     path = Path(path)
-    new_keys = {tuple(r.get(k) for k in key) for r in rows}
+    defaults = defaults or {}
+
+    def key_of(row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row.get(k, defaults.get(k)) for k in key)
+
+    new_keys = {key_of(r) for r in rows}
     kept = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 row = json.loads(line)
-                if tuple(row.get(k) for k in key) not in new_keys:
+                if key_of(row) not in new_keys:
                     kept.append(row)
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in [*kept, *rows]))
 

@@ -135,6 +135,20 @@ def test_merge_rows_replaces_by_key_and_keeps_the_rest(tmp_path: Path) -> None:
     assert rows == [{"k": 1, "v": "a"}, {"k": 2, "v": "c"}]
 
 
+def test_merge_rows_replaces_stored_rows_that_lack_a_key_field_by_its_default(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"k": 1, "v": "old"}) + "\n" + json.dumps({"k": 2, "v": "b"}) + "\n")
+    new = [{"k": 1, "group": "all", "v": "new"}, {"k": 1, "group": "tail", "v": "t"}]
+    reuse.merge_rows(path, new, ("k", "group"), defaults={"group": "all"})
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert rows == [{"k": 2, "v": "b"}, *new]
+    # Without the default the old row has another key and stays beside the new one.
+    reuse.merge_rows(path, [{"k": 2, "group": "all", "v": "c"}], ("k", "group"))
+    assert {"k": 2, "v": "b"} in [json.loads(x) for x in path.read_text().splitlines()]
+
+
 def test_the_results_document_marks_results_of_other_code(tmp_path: Path) -> None:
     current = {"code": code_version()}
     older = {"code": {**code_version(), "source_hash": "f" * 64, "commit": "abc1234"}}
